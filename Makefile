@@ -1,0 +1,29 @@
+# Two entry points: `make demo` runs the embedded default job, `make test` runs the test suite.
+# Both create .venv on first use and install what they need (Python 3.11).
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,retrieval]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/r2r demo --output-dir runs/demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check r2r_jax tests benchmarks
+	$(PY) -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check r2r_jax tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

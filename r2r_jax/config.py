@@ -1,0 +1,251 @@
+"""Typed dataclass configs, YAML files and dotted command-line overrides (through draccus).
+
+`load_train_config(argv)` accepts `--config FILE` plus overrides such as `--model.num_layers=2`;
+unknown keys and wrong types are errors from draccus, impossible combinations are `ConfigError`s
+raised by `validate()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import draccus
+
+
+class ConfigError(ValueError):
+    """A configuration that parses but cannot work (an impossible mesh, a bad loss weight, ...)."""
+
+
+@dataclass
+class RopeScalingConfig:
+    """Llama-3.1 RoPE frequency scaling (`rope_type: llama3` in Hugging Face configs)."""
+
+    rope_type: str = "llama3"
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass
+class ModelConfig:
+    """Shape and numerics of a LLaMA-3.x decoder. Field names follow Hugging Face's LlamaConfig."""
+
+    vocab_size: int = 128256
+    hidden_size: int = 4096
+    intermediate_size: int = 14336
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_scaling: RopeScalingConfig | None = field(default_factory=RopeScalingConfig)
+    max_position_embeddings: int = 131072
+    tie_word_embeddings: bool = False
+    # numerics and compilation
+    dtype: str = "bfloat16"  # compute dtype
+    param_dtype: str = "bfloat16"  # frozen base weights
+    scan_layers: bool = True
+    remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "full"
+    attention: Literal["xla", "cudnn", "splash"] = "xla"
+
+    @property
+    def kv_groups(self) -> int:
+        return self.num_attention_heads // self.num_key_value_heads
+
+    def validate(self) -> None:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"model.num_attention_heads={self.num_attention_heads} is not a multiple of "
+                f"model.num_key_value_heads={self.num_key_value_heads}"
+            )
+        if self.rope_scaling is not None and self.rope_scaling.rope_type not in ("llama3", "default"):
+            raise ConfigError(f"model.rope_scaling.rope_type={self.rope_scaling.rope_type!r} is not supported")
+
+
+def llama3_1_8b() -> ModelConfig:
+    """Llama-3.1-8B as published."""
+    return ModelConfig()
+
+
+def tiny_model() -> ModelConfig:
+    """A model that trains in seconds on a CPU; float32 so tests compare tightly."""
+    return ModelConfig(
+        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+        dtype="float32", param_dtype="float32", remat_policy="none",
+    )
+
+
+PRESETS = {"llama3_1_8b": llama3_1_8b, "tiny": tiny_model}
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters: `x·W + (alpha/rank)·(x·Aᵀ)·Bᵀ`, B zero-initialised."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    train: Literal["lora_and_head", "head_only"] = "lora_and_head"
+
+    def validate(self) -> None:
+        known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        unknown = set(self.targets) - known
+        if unknown:
+            raise ConfigError(f"lora.targets has unknown modules {sorted(unknown)}; known: {sorted(known)}")
+        if self.rank < 1:
+            raise ConfigError(f"lora.rank must be >= 1, got {self.rank}")
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh axes (data, fsdp, tensor); -1 means 'all remaining devices' (at most one axis)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def shape(self, num_devices: int) -> tuple[int, int, int]:
+        sizes = [self.data, self.fsdp, self.tensor]
+        if sizes.count(-1) > 1:
+            raise ConfigError(f"mesh: at most one axis may be -1, got {sizes}")
+        if any(s == 0 or s < -1 for s in sizes):
+            raise ConfigError(f"mesh: axis sizes must be positive or -1, got {sizes}")
+        known = 1
+        for s in sizes:
+            if s != -1:
+                known *= s
+        if num_devices % known:
+            raise ConfigError(f"mesh {sizes} does not divide the {num_devices} available devices")
+        sizes = [num_devices // known if s == -1 else s for s in sizes]
+        if sizes[0] * sizes[1] * sizes[2] != num_devices:
+            raise ConfigError(f"mesh {sizes} needs {sizes[0] * sizes[1] * sizes[2]} devices, have {num_devices}")
+        return tuple(sizes)  # type: ignore[return-value]
+
+
+@dataclass
+class LossConfig:
+    """L = alpha·L_pair + beta·L_list + gamma·L_gen (DESIGN §2)."""
+
+    alpha: float = 0.4
+    beta: float = 0.4
+    gamma: float = 0.2
+    listwise: Literal["listnet", "listmle"] = "listnet"
+    temperature: float = 1.0
+    gen_chunk: int = 128  # target tokens per LM-head chunk, bounds the float32 logits held at once
+
+    def validate(self) -> None:
+        for name in ("alpha", "beta", "gamma"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ConfigError(f"loss.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 1e-4
+    warmup_steps: int = 10
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.999
+
+
+@dataclass
+class DataConfig:
+    train_path: str = ""
+    tokenizer: str = ""  # a Hugging Face tokenizer folder
+    group_size: int = 8  # G candidates per query
+    max_prompt_len: int = 256
+    max_target_len: int = 64
+    comparisons_per_query: int = 1  # comparison-reason sequences per query (0: none)
+    max_comparison_prompt_len: int = 384
+    prompt_template: str = "Query: {query}\nPassage: {passage}\nRelevance:"
+    comparison_template: str = (
+        "Query: {query}\n{passages}\nWhich passage answers the query better, and why?\nComparison:"
+    )
+    seed: int = 0
+    dev_candidates: str = ""  # rank_llm JSONL or RankGPT hits JSON
+    dev_qrels: str = ""
+    dev_max_queries: int = 0  # 0: all
+    dev_max_candidates: int = 0  # 0: all
+
+
+@dataclass
+class TrainConfig:
+    """Everything `r2r train` needs."""
+
+    model: ModelConfig = field(default_factory=tiny_model)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    base_model: str = ""  # Hugging Face folder; empty: random init (tiny configs)
+    output_dir: str = "runs/train"
+    steps: int = 100
+    batch_size: int = 8  # queries per step (global)
+    micro_batches: int = 1  # gradient accumulation inside the jitted step
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.lora.validate()
+        self.loss.validate()
+        if self.batch_size % self.micro_batches:
+            raise ConfigError(f"batch_size={self.batch_size} is not divisible by micro_batches={self.micro_batches}")
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+
+
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    rest: list[str] = []
+    path = None
+    it = iter(range(len(argv)))
+    for i in it:
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise ConfigError("--config needs a file")
+            path = argv[i + 1]
+            next(it, None)
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return path, rest
+
+
+def load_config(cls: type, argv: list[str], prog: str = "r2r"):
+    """Parse `--config FILE` and dotted overrides into `cls`; validate when it has `validate()`."""
+    path, rest = _split_config_flag(argv)
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    cfg = draccus.parse(config_class=cls, config_path=path, args=rest, prog=prog)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def save_yaml(cfg, path: str | Path) -> None:
+    with open(path, "w") as f:
+        draccus.dump(cfg, f)

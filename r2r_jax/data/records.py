@@ -1,0 +1,181 @@
+"""Teacher records: the project's versioned schema (DESIGN §5), validation and JSONL I/O.
+
+One record per query: the candidates the teacher saw, its ranking, a direct reason per passage and
+comparison reasons. Every problem is reported with file, line and field; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "r2r.teacher/1"
+
+
+class RecordError(ValueError):
+    """A record that cannot be used; the message names file, line and field."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field_name: str | None = None):
+        where = ":".join(str(p) for p in (path, line) if p is not None)
+        prefix = f"{where}: " if where else ""
+        fld = f"field {field_name!r}: " if field_name else ""
+        super().__init__(f"{prefix}{fld}{message}")
+        self.path, self.line, self.field = path, line, field_name
+
+
+@dataclass
+class Candidate:
+    docid: str
+    text: str
+    first_stage_score: float | None = None
+
+
+@dataclass
+class Comparison:
+    docids: list[str]
+    preferred: str | None
+    reason: str
+
+
+@dataclass
+class TeacherRecord:
+    qid: str
+    query: str
+    candidates: list[Candidate]
+    ranking: list[str]  # docids, most relevant first; a permutation of the candidates' docids
+    direct_reasons: dict[str, str] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+    teacher: dict[str, Any] = field(default_factory=dict)  # model, prompt_version, usage, repairs...
+    schema: str = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        return {"schema": out.pop("schema"), **out}
+
+    def rank_of(self) -> dict[str, int]:
+        """docid -> teacher rank (1 = best)."""
+        return {d: i + 1 for i, d in enumerate(self.ranking)}
+
+
+def _require(obj: dict, key: str, kind, path, line, prefix: str = ""):
+    if key not in obj:
+        raise RecordError("missing", path=path, line=line, field_name=prefix + key)
+    value = obj[key]
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        raise RecordError(
+            f"expected {'/'.join(k.__name__ for k in kinds)}, got {type(value).__name__}",
+            path=path, line=line, field_name=prefix + key,
+        )
+    return value
+
+
+def record_from_dict(obj: Any, path: str | None = None, line: int | None = None) -> TeacherRecord:
+    """Validate one parsed JSON object against the schema; raise `RecordError` naming the field."""
+    if not isinstance(obj, dict):
+        raise RecordError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=line)
+    schema = obj.get("schema", SCHEMA)
+    if schema != SCHEMA:
+        raise RecordError(f"unsupported schema {schema!r} (expected {SCHEMA!r})", path=path, line=line,
+                          field_name="schema")
+    qid = str(_require(obj, "qid", (str, int), path, line))
+    query = _require(obj, "query", str, path, line)
+    if not query.strip():
+        raise RecordError("empty query", path=path, line=line, field_name="query")
+    raw_cands = _require(obj, "candidates", list, path, line)
+    if not raw_cands:
+        raise RecordError("no candidates", path=path, line=line, field_name="candidates")
+    candidates = []
+    for i, c in enumerate(raw_cands):
+        pre = f"candidates[{i}]."
+        if not isinstance(c, dict):
+            raise RecordError("expected an object", path=path, line=line, field_name=f"candidates[{i}]")
+        docid = str(_require(c, "docid", (str, int), path, line, pre))
+        text = _require(c, "text", str, path, line, pre)
+        score = c.get("first_stage_score")
+        if score is not None and not isinstance(score, (int, float)):
+            raise RecordError("expected a number or null", path=path, line=line,
+                              field_name=pre + "first_stage_score")
+        candidates.append(Candidate(docid, text, None if score is None else float(score)))
+    docids = [c.docid for c in candidates]
+    if len(set(docids)) != len(docids):
+        raise RecordError("duplicate docids among candidates", path=path, line=line, field_name="candidates")
+    ranking = [str(d) for d in _require(obj, "ranking", list, path, line)]
+    if sorted(ranking) != sorted(docids):
+        raise RecordError("ranking is not a permutation of the candidates' docids", path=path, line=line,
+                          field_name="ranking")
+    reasons_raw = obj.get("direct_reasons", {}) or {}
+    if not isinstance(reasons_raw, dict):
+        raise RecordError("expected an object docid -> text", path=path, line=line, field_name="direct_reasons")
+    reasons = {}
+    for d, text in reasons_raw.items():
+        if str(d) not in set(docids):
+            raise RecordError(f"reason for unknown docid {d!r}", path=path, line=line,
+                              field_name="direct_reasons")
+        if not isinstance(text, str):
+            raise RecordError("expected text", path=path, line=line, field_name=f"direct_reasons.{d}")
+        reasons[str(d)] = text
+    comparisons = []
+    for i, c in enumerate(obj.get("comparisons", []) or []):
+        pre = f"comparisons[{i}]."
+        if not isinstance(c, dict):
+            raise RecordError("expected an object", path=path, line=line, field_name=f"comparisons[{i}]")
+        cd = [str(d) for d in _require(c, "docids", list, path, line, pre)]
+        unknown = [d for d in cd if d not in set(docids)]
+        if unknown or len(cd) < 2:
+            raise RecordError(f"needs >= 2 known docids, got {cd}", path=path, line=line, field_name=pre + "docids")
+        preferred = c.get("preferred")
+        if preferred is not None and str(preferred) not in cd:
+            raise RecordError(f"{preferred!r} is not among docids", path=path, line=line,
+                              field_name=pre + "preferred")
+        reason = _require(c, "reason", str, path, line, pre)
+        comparisons.append(Comparison(cd, None if preferred is None else str(preferred), reason))
+    teacher = obj.get("teacher", {}) or {}
+    if not isinstance(teacher, dict):
+        raise RecordError("expected an object", path=path, line=line, field_name="teacher")
+    return TeacherRecord(qid, query, candidates, ranking, reasons, comparisons, teacher)
+
+
+def read_records(path: str | Path) -> Iterator[TeacherRecord]:
+    """Yield validated records; the first bad line raises `RecordError` with file and line."""
+    path = str(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
+            yield record_from_dict(obj, path, lineno)
+
+
+def write_records(path: str | Path, records: Iterable[TeacherRecord]) -> int:
+    """Write all records atomically (temporary file, then rename). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def append_record(f, record: TeacherRecord) -> None:
+    """Append one complete record as one line and flush it (resumable writers)."""
+    f.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
