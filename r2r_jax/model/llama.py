@@ -1,0 +1,247 @@
+"""Flax LLaMA 3.x with Hugging Face's names and layout, a LoRA-aware projection set and a score head.
+
+Parameter tree (kernels are HF weights transposed to (in, out)):
+    model/embed_tokens/embedding (vocab, embed)
+    model/layers/{self_attn/{q,k,v,o}_proj, mlp/{gate,up,down}_proj}/kernel, */weight
+        -- stacked on a leading `layers` axis when `scan_layers`, else model/layers_{i}/...
+    model/norm/weight, lm_head/kernel (embed, vocab; absent when tied), score/kernel (embed, 1)
+The relevance score is `score(final_norm(h))` at the last prompt token, HF's seq-cls convention.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r2r_jax.config import LoraConfig, ModelConfig
+from r2r_jax.model.attention import dot_product_attention
+from r2r_jax.model.lora import LoraDense
+from r2r_jax.parallel.rules import constrain
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies in float32 exactly as transformers computes them, llama3 scaling included."""
+    dim = cfg.head_dim
+    inv_freq = 1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+    inv_freq = inv_freq.astype(np.float32)
+    rs = cfg.rope_scaling
+    if rs is None or rs.rope_type == "default":
+        return inv_freq
+    low_wavelen = rs.original_max_position_embeddings / rs.low_freq_factor
+    high_wavelen = rs.original_max_position_embeddings / rs.high_freq_factor
+    wavelen = (2 * np.pi / inv_freq).astype(np.float32)
+    scaled = np.where(wavelen > low_wavelen, inv_freq / rs.factor, inv_freq).astype(np.float32)
+    smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) / (
+        rs.high_freq_factor - rs.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """Rotate-half RoPE (HF layout). x: (B, T, H, D), positions: (B, T)."""
+    freqs = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)[None, None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    cos = jnp.cos(emb).astype(x.dtype)[:, :, None, :]
+    sin = jnp.sin(emb).astype(x.dtype)[:, :, None, :]
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        weight = self.param("weight", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                            (x.shape[-1],), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return weight.astype(self.dtype) * normed.astype(self.dtype)
+
+
+def _dense(cfg: ModelConfig, lora: LoraConfig | None, name: str, features: int, axes: tuple[str, str]):
+    use = lora is not None and lora.train == "lora_and_head" and name in lora.targets
+    return LoraDense(
+        features, axes, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), name=name,
+        lora_rank=lora.rank if use else 0, lora_alpha=lora.alpha if use else 0.0,
+        lora_dropout=lora.dropout if use else 0.0,
+    )
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+    lora: LoraConfig | None
+
+    @nn.compact
+    def __call__(self, x, positions, kv_valid, cache=None, cache_index=None):
+        cfg, b, t = self.cfg, x.shape[0], x.shape[1]
+        h, k, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        q = _dense(cfg, self.lora, "q_proj", h * d, ("embed", "heads"))(x).reshape(b, t, h, d)
+        kk = _dense(cfg, self.lora, "k_proj", k * d, ("embed", "kv_heads"))(x).reshape(b, t, k, d)
+        v = _dense(cfg, self.lora, "v_proj", k * d, ("embed", "kv_heads"))(x).reshape(b, t, k, d)
+        inv_freq = rope_inv_freq(cfg)
+        q = apply_rope(q, positions, inv_freq)
+        kk = apply_rope(kk, positions, inv_freq)
+        q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))
+        q_offset = 0
+        if cache is not None:
+            k_cache, v_cache = cache
+            kk = jax.lax.dynamic_update_slice(k_cache, kk.astype(k_cache.dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
+            cache = (kk, v)
+            q_offset = cache_index
+        out = dot_product_attention(q, kk, v, kv_valid, q_offset, impl=cfg.attention)
+        out = out.reshape(b, t, h * d)
+        return _dense(cfg, self.lora, "o_proj", cfg.hidden_size, ("heads", "embed"))(out), cache
+
+
+class MLP(nn.Module):
+    cfg: ModelConfig
+    lora: LoraConfig | None
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        gate = _dense(cfg, self.lora, "gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
+        up = _dense(cfg, self.lora, "up_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
+        hidden = constrain(nn.silu(gate) * up, ("batch", "seq", "act_mlp"))
+        return _dense(cfg, self.lora, "down_proj", cfg.hidden_size, ("mlp", "embed"))(hidden)
+
+
+class DecoderLayer(nn.Module):
+    cfg: ModelConfig
+    lora: LoraConfig | None
+
+    @nn.compact
+    def __call__(self, x, cache, positions, kv_valid, cache_index):
+        cfg = self.cfg
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        normed = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="input_layernorm")(x)
+        attn, cache = Attention(cfg, self.lora, name="self_attn")(normed, positions, kv_valid, cache, cache_index)
+        x = x + attn
+        normed = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="post_attention_layernorm")(x)
+        x = x + MLP(cfg, self.lora, name="mlp")(normed)
+        return constrain(x, ("batch", "seq", "act_embed")), cache
+
+
+class LlamaModel(nn.Module):
+    cfg: ModelConfig
+    lora: LoraConfig | None = None
+
+    def setup(self):
+        cfg = self.cfg
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        self.embed_tokens = nn.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt,
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+        layer_cls = DecoderLayer
+        if cfg.remat_policy != "none":
+            layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            self.layers = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0, "lora": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                length=cfg.num_hidden_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(cfg, self.lora)
+        else:
+            self.layer_list = [layer_cls(cfg, self.lora, name=f"layers_{i}") for i in range(cfg.num_hidden_layers)]
+        self.norm = RMSNorm(cfg.rms_norm_eps, dt, pdt)
+
+    def __call__(self, input_ids, positions, kv_valid, cache=None, cache_index=None):
+        x = constrain(self.embed_tokens(input_ids), ("batch", "seq", "act_embed"))
+        if self.cfg.scan_layers:
+            x, cache = self.layers(x, cache, positions, kv_valid, cache_index)
+        else:
+            new_cache = []
+            for i, layer in enumerate(self.layer_list):
+                layer_cache = None if cache is None else (cache[0][i], cache[1][i])
+                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index)
+                new_cache.append(layer_cache)
+            if cache is not None:
+                cache = (jnp.stack([c[0] for c in new_cache]), jnp.stack([c[1] for c in new_cache]))
+        return self.norm(x), cache
+
+    def attend(self, hidden):
+        """Tied LM head: logits against the embedding matrix."""
+        return self.embed_tokens.attend(hidden)
+
+
+class LlamaForRanking(nn.Module):
+    """Decoder + LM head + score head. `__call__` returns final-norm hidden states (and the updated
+    KV cache); `lm_logits` and `scores` turn hidden states into next-token logits and relevance scores.
+
+    The cache is `(k, v, kv_valid)` with k, v: (layers, B, S, K, D) and kv_valid: (B, S)."""
+
+    cfg: ModelConfig
+    lora: LoraConfig | None = None
+
+    def setup(self):
+        cfg = self.cfg
+        self.model = LlamaModel(cfg, self.lora)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.DenseGeneral(
+                cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "vocab")),
+            )
+        # the score head is trained: float32 master weights
+        self.score = nn.DenseGeneral(
+            1, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "score")),
+        )
+
+    def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None):
+        if positions is None:
+            positions = default_positions(attention_mask)
+        kv_valid = attention_mask.astype(bool) if cache is None else cache[2]
+        layer_cache = None if cache is None else (cache[0], cache[1])
+        hidden, layer_cache = self.model(input_ids, positions, kv_valid, layer_cache, cache_index)
+        new_cache = None if cache is None else (layer_cache[0], layer_cache[1], kv_valid)
+        return hidden, new_cache
+
+    def lm_logits(self, hidden):
+        if self.cfg.tie_word_embeddings:
+            return self.model.attend(hidden)
+        return self.lm_head(hidden)
+
+    def scores(self, hidden):
+        return self.score(hidden.astype(jnp.float32))[..., 0]
+
+    def init_all(self, input_ids, attention_mask):
+        hidden, _ = self(input_ids, attention_mask)
+        return self.lm_logits(hidden), self.scores(hidden)
+
+
+def default_positions(attention_mask: jax.Array) -> jax.Array:
+    """Positions count real tokens only, so left-padded rows start at 0 (HF generate's convention)."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def lm_head_weight(params: dict, cfg: ModelConfig) -> jax.Array:
+    """The (embed, vocab) output projection: lm_head's kernel, or the transposed embedding when tied."""
+    if cfg.tie_word_embeddings:
+        return params["model"]["embed_tokens"]["embedding"].T
+    return params["lm_head"]["kernel"]
+
+
+def last_token_index(attention_mask: jax.Array) -> jax.Array:
+    """Index of the last real token of each row (HF seq-cls reads the score there)."""
+    t = attention_mask.shape[-1]
+    return t - 1 - jnp.argmax(jnp.flip(attention_mask.astype(jnp.int32), axis=-1), axis=-1)

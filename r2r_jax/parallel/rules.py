@@ -1,0 +1,108 @@
+"""Declarative sharding: logical axis names on every array, one table mapping them to mesh axes.
+
+Changing the parallel strategy means editing `DEFAULT_RULES`, never the model (MaxText's idea).
+Mesh axes: ("data", "fsdp", "tensor").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+
+import flax.linen as nn
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+DEFAULT_RULES: LogicalRules = (
+    ("batch", ("data", "fsdp")),  # activations: batch split over every data-parallel device
+    ("group", None),
+    ("seq", None),
+    ("embed", "fsdp"),  # parameters: ZeRO-3 style over fsdp
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("lora_rank", None),
+    ("score", None),
+    ("act_embed", None),  # activations' hidden dim: replicated (sequence-free FSDP)
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+)
+
+
+def logical_to_mesh_spec(
+    names: Sequence[str | None], rules: LogicalRules = DEFAULT_RULES, shape: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+) -> PartitionSpec:
+    """Translate logical names to a PartitionSpec. A mesh axis is used at most once per array, and
+    when `shape` and `mesh` are given a dimension that the mesh axes do not divide stays unsharded."""
+    table = dict(rules)
+    used: set[str] = set()
+    out: list = []
+    for i, name in enumerate(names):
+        target = table.get(name) if name is not None else None
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used)
+        if mesh is not None:
+            axes = tuple(a for a in axes if mesh.shape[a] > 1)
+        if shape is not None and mesh is not None and axes:
+            size = 1
+            for a in axes:
+                size *= mesh.shape[a]
+            if shape[i] % size:
+                axes = ()
+        used.update(axes)
+        out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*out)
+
+
+def tree_shardings(abstract_boxed, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES):
+    """NamedShardings for a tree of (abstract) arrays boxed with `nn.LogicallyPartitioned`.
+    Unboxed leaves are replicated."""
+
+    def one(leaf):
+        if isinstance(leaf, nn.LogicallyPartitioned):
+            value = leaf.value
+            return NamedSharding(mesh, logical_to_mesh_spec(leaf.names, rules, value.shape, mesh))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(one, abstract_boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def logical_sharding(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+                     rules: LogicalRules = DEFAULT_RULES) -> NamedSharding:
+    return NamedSharding(mesh, logical_to_mesh_spec(names, rules, shape, mesh))
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh | None, rules: LogicalRules = DEFAULT_RULES) -> Iterator[None]:
+    """While tracing inside this context, `constrain` pins activations to the rules' shardings."""
+    previous = getattr(_state, "value", None)
+    _state.value = (mesh, rules) if mesh is not None else None
+    try:
+        yield
+    finally:
+        _state.value = previous
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """Sharding constraint by logical names; a no-op outside `activation_sharding` or on one device."""
+    current = getattr(_state, "value", None)
+    if current is None:
+        return x
+    mesh, rules = current
+    if mesh.size == 1:
+        return x
+    spec = logical_to_mesh_spec(names, rules, x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
