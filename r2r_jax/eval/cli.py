@@ -1,0 +1,98 @@
+"""`r2r evaluate`: metrics of a TREC run against qrels, per-query figures, a paired comparison, a plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from r2r_jax.data.records import RecordError
+from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_query
+from r2r_jax.eval.metrics import DEFAULT_METRICS, EvalError, EvalResult, evaluate, parse_metrics
+from r2r_jax.retrieval.trec import read_qrels, read_run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
+    parser.add_argument("--qrels", required=True, help="TREC qrels: qid Q0 docid grade")
+    parser.add_argument("--metrics", default=DEFAULT_METRICS,
+                        help=f"comma-separated: ndcg@k, mrr@k, r@k, p@k, map, or ir_measures names "
+                             f"(default {DEFAULT_METRICS})")
+    parser.add_argument("--rel-level", type=int, default=1,
+                        help="lowest grade counted relevant by binary measures (trec_eval -l; TREC DL uses 2)")
+    parser.add_argument("--per-query", action="store_true", help="print per-query values too")
+    parser.add_argument("--compare", metavar="RUN2", help="a second run: paired significance test RUN2 vs RUN")
+    parser.add_argument("--permutations", type=int, default=10000,
+                        help="resamples of the paired randomisation test with --compare (0: t-test only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the randomisation test")
+    parser.add_argument("--plot", metavar="PNG",
+                        help="per-query bar chart: differences with --compare, else the run's values")
+    parser.add_argument("--json", metavar="OUT", help="write means, per-query values and tests as JSON")
+
+
+def _evaluate_file(path: str, qrels, specs) -> EvalResult:
+    result = evaluate(read_run(path), qrels, specs)
+    for warning in result.warnings():
+        print(f"r2r evaluate: warning: {path}: {warning}", file=sys.stderr)
+    return result
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    return "\n".join(line(r) for r in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        specs = parse_metrics(args.metrics, args.rel_level)
+        qrels = read_qrels(args.qrels)
+        a = _evaluate_file(args.run, qrels, specs)
+        b = _evaluate_file(args.compare, qrels, specs) if args.compare else None
+        tests = compare_results(a, b, args.permutations, args.seed) if b is not None else None
+    except (RecordError, EvalError, OSError) as e:
+        print(f"r2r evaluate: error: {e}", file=sys.stderr)
+        return 1
+
+    name_a, name_b = Path(args.run).name, Path(args.compare).name if args.compare else ""
+    print(f"{len(a.qids)} queries evaluated" + (f" ({name_a}), {len(b.qids)} ({name_b})" if b else ""))
+    if b is None:
+        rows = [["metric", name_a]] + [[m, f"{a.means[m]:.4f}"] for m in a.metrics]
+    else:
+        rows = [["metric", name_a, name_b, "diff", "p (t-test)", "p (perm.)"]]
+        for t in tests:
+            perm = "-" if t.p_permutation is None else f"{t.p_permutation:.4g}"
+            rows.append([t.metric, f"{t.mean_a:.4f}", f"{t.mean_b:.4f}", f"{t.mean_diff:+.4f}",
+                         f"{t.p_ttest:.4g}", perm])
+    print(_table(rows))
+
+    if args.per_query:
+        columns = [(m, a, "A") for m in a.metrics] + ([(m, b, "B") for m in b.metrics] if b else [])
+        head = ["qid"] + [f"{m} {n}" if b else m for m, _, n in columns]
+        qids = list(dict.fromkeys(a.qids + (b.qids if b else [])))
+        body = [[q] + [f"{r.per_query[m][q]:.4f}" if q in r.per_query[m] else "-" for m, r, _ in columns]
+                for q in qids]
+        print()
+        if b is not None:
+            print(f"A = {name_a}, B = {name_b}")
+        print(_table([head] + body))
+
+    if args.plot:
+        if b is None:
+            plot_per_query(a.per_query, args.plot, title=name_a)
+        else:
+            plot_differences(a, b, args.plot, (name_a, name_b), tests)
+        print(f"plot: {args.plot}")
+    if args.json:
+        out = {"run": args.run, "qrels": args.qrels, "rel_level": args.rel_level, "result": a.to_dict(),
+               "warnings": a.warnings()}
+        if b is not None:
+            out.update(compare=args.compare, compare_result=b.to_dict(), compare_warnings=b.warnings(),
+                       tests=[t.to_dict() for t in tests])
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"json: {args.json}")
+    return 0

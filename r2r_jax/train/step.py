@@ -1,0 +1,181 @@
+"""The jitted R2R train step: combined loss, gradients for LoRA + score head only, AdamW, accumulation.
+
+Batch layout (from `r2r_jax.data.features`): per query a group of G sequences
+`[left-padded scoring prompt (P) | direct reason target (T)]`; the score is read at index P-1 and the
+reason tokens are predicted from positions P-1 .. P+T-2, so one forward pass yields both. Comparison
+sequences `[prompt (Pc) | comparison target (T)]` add generation loss only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from r2r_jax.config import LossConfig, OptimConfig
+from r2r_jax.model.llama import LlamaForRanking
+from r2r_jax.parallel.rules import constrain
+from r2r_jax.train.losses import LossDenominators, loss_denominators, r2r_loss, token_ce_sum
+from r2r_jax.train.student import join_variables
+
+BATCH_KEYS = ("input_ids", "attention_mask", "target_ids", "target_mask", "candidate_mask", "teacher_rank")
+COMPARISON_KEYS = ("cmp_input_ids", "cmp_attention_mask", "cmp_target_ids", "cmp_target_mask")
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    trainable: Any
+    opt_state: Any
+
+
+def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    if cfg.schedule == "constant":
+        decay = optax.constant_schedule(cfg.learning_rate)
+    elif cfg.schedule == "linear":
+        decay = optax.linear_schedule(cfg.learning_rate, 0.0, max(total_steps - warmup, 1))
+    else:
+        decay = optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps - warmup, 1))
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warmup), decay], [warmup])
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.max_grad_norm),
+        optax.adamw(learning_rate_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
+    )
+
+
+def _sequence_ce(model, variables, ids, mask, target_ids, target_mask, loss_cfg: LossConfig, rngs):
+    """(hidden at the last prompt token, CE sum, CE count) for sequences `[prompt | target]`."""
+    n, length = ids.shape
+    t = target_ids.shape[-1]
+    p = length - t
+    hidden, _ = model.apply(variables, ids, mask, rngs=rngs)
+    head_is_embedding = model.cfg.tie_word_embeddings
+    params = variables["params"]
+    head = params["model"]["embed_tokens"]["embedding"] if head_is_embedding else params["lm_head"]["kernel"]
+    ce = token_ce_sum(hidden[:, p - 1: p - 1 + t], head, target_ids, target_mask, loss_cfg.gen_chunk,
+                      head_is_embedding=head_is_embedding)
+    return hidden[:, p - 1], ce
+
+
+def batch_loss(model: LlamaForRanking, loss_cfg: LossConfig, trainable, frozen, batch: dict,
+               denominators: LossDenominators | None, rng: jax.Array | None):
+    """Combined loss of one (micro-)batch; returns (L, terms)."""
+    variables = join_variables(frozen, trainable)
+    rngs = {"dropout": rng} if rng is not None else None
+    b, g, _ = batch["input_ids"].shape
+
+    def flat(x):  # (B, G, ...) -> (B·G, ...), still split over the data-parallel axes
+        return constrain(x.reshape((b * g,) + x.shape[2:]), ("batch",) + (None,) * (x.ndim - 2))
+
+    last, (ce_sum, ce_count) = _sequence_ce(
+        model, variables, flat(batch["input_ids"]), flat(batch["attention_mask"]),
+        flat(batch["target_ids"]), flat(batch["target_mask"]), loss_cfg, rngs)
+    if loss_cfg.gamma == 0:  # reasons are not learned: skip the LM head entirely
+        ce_sum, ce_count = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+    scores = model.apply(variables, last, method=LlamaForRanking.scores).reshape(b, g)
+    if loss_cfg.gamma > 0 and "cmp_input_ids" in batch and batch["cmp_input_ids"].shape[1] > 0:
+        c = batch["cmp_input_ids"].shape[1]
+
+        def cflat(x):
+            return constrain(x.reshape((b * c,) + x.shape[2:]), ("batch",) + (None,) * (x.ndim - 2))
+
+        _, (cs, cc) = _sequence_ce(
+            model, variables, cflat(batch["cmp_input_ids"]), cflat(batch["cmp_attention_mask"]),
+            cflat(batch["cmp_target_ids"]), cflat(batch["cmp_target_mask"]), loss_cfg, rngs)
+        ce_sum, ce_count = ce_sum + cs, ce_count + cc
+    return r2r_loss(loss_cfg, scores, batch["teacher_rank"], batch["candidate_mask"].astype(bool),
+                    (ce_sum, ce_count), denominators)
+
+
+def _denominators(batch: dict, loss_cfg: LossConfig) -> LossDenominators:
+    masks = (batch["target_mask"],)
+    if loss_cfg.gamma > 0 and "cmp_target_mask" in batch:
+        masks = masks + (batch["cmp_target_mask"],)
+    if loss_cfg.gamma == 0:
+        masks = ()
+    return loss_denominators(batch["teacher_rank"], batch["candidate_mask"].astype(bool), masks)
+
+
+def make_train_step(model: LlamaForRanking, loss_cfg: LossConfig, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, micro_batches: int = 1) -> Callable:
+    """`step(state, frozen, batch, rng) -> (state, metrics)`, unjitted; `jit_train_step` adds shardings."""
+
+    def step(state: TrainState, frozen, batch: dict, rng: jax.Array):
+        denominators = _denominators(batch, loss_cfg)
+        grad_fn = jax.value_and_grad(
+            lambda tr, mb, key: batch_loss(model, loss_cfg, tr, frozen, mb, denominators, key), has_aux=True)
+        use_dropout = model.lora is not None and model.lora.dropout > 0
+        rng = jax.random.fold_in(rng, state.step)
+        if micro_batches == 1:
+            (_, terms), grads = grad_fn(state.trainable, batch, rng if use_dropout else None)
+        else:
+            split = jax.tree.map(
+                lambda x: x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch)
+
+            def accumulate(carry, xs):
+                mb, i = xs
+                (_, terms), g = grad_fn(state.trainable, mb, jax.random.fold_in(rng, i) if use_dropout else None)
+                return jax.tree.map(jnp.add, carry, (g, terms)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state.trainable)
+            _, zero_terms = jax.eval_shape(
+                lambda: grad_fn(state.trainable, jax.tree.map(lambda x: x[0], split), None))[0]
+            init = (zeros, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_terms))
+            (grads, terms), _ = jax.lax.scan(accumulate, init, (split, jnp.arange(micro_batches)))
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
+        metrics = {
+            "loss": terms["loss"], "loss_pair": terms["pair"], "loss_list": terms["list"], "loss_gen": terms["gen"],
+            "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
+            "target_tokens": terms["tokens"],
+        }
+        return TrainState(state.step + 1, trainable, opt_state), metrics
+
+    return step
+
+
+def jit_train_step(step_fn: Callable, state_shardings, frozen_shardings, batch_shardings) -> Callable:
+    """One `jax.jit` with explicit in/out shardings; the state's buffers are donated."""
+    return jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, batch_shardings, None),
+                   out_shardings=(state_shardings, None), donate_argnums=(0,))
+
+
+def init_train_state(trainable, optimizer: optax.GradientTransformation, trainable_shardings) -> TrainState:
+    """Optimizer state only for the trainable tree (LoRA + head): the frozen base has none. Moments
+    inherit their parameters' shardings; scalars (step, counts) are replicated over the same mesh."""
+    mesh = jax.tree.leaves(trainable_shardings)[0].mesh
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def on_mesh(x):
+        if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh:
+            return x
+        return jax.device_put(x, replicated)
+
+    opt_state = jax.tree.map(on_mesh, jax.jit(optimizer.init)(trainable))
+    return TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), trainable, opt_state)
+
+
+def state_shardings(state: TrainState):
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def make_score_step(model: LlamaForRanking) -> Callable:
+    """`scores(variables, input_ids, attention_mask) -> [N]`: prompt-only forward, score at the last
+    column (prompts are left-padded), for ranking metrics during training and for reranking."""
+
+    @jax.jit
+    def score(variables, input_ids, attention_mask):
+        hidden, _ = model.apply(variables, input_ids, attention_mask)
+        return model.apply(variables, hidden[:, -1], method=LlamaForRanking.scores)
+
+    return score

@@ -1,0 +1,78 @@
+"""Building a student: the frozen base, the trainable part (LoRA + score head), created already sharded.
+
+`jax.eval_shape` gives the boxed abstract variables, the rules give their shardings, and
+`jax.jit(init, out_shardings=...)` materialises each array directly on its devices. With an imported
+base, only LoRA and the score head are initialised (XLA drops the unused base initialisers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from r2r_jax.config import LoraConfig, ModelConfig
+from r2r_jax.model.llama import LlamaForRanking
+from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, tree_shardings
+
+
+@dataclass
+class Student:
+    model: LlamaForRanking
+    frozen: dict  # base params without the score head
+    trainable: dict  # {"score": ..., "lora": ...} ("lora" absent when training the head only)
+    frozen_shardings: Any
+    trainable_shardings: Any
+
+    def variables(self, trainable: dict | None = None, frozen: dict | None = None) -> dict:
+        return join_variables(self.frozen if frozen is None else frozen,
+                              self.trainable if trainable is None else trainable)
+
+
+def join_variables(frozen: dict, trainable: dict) -> dict:
+    variables = {"params": {**frozen, "score": trainable["score"]}}
+    if "lora" in trainable:
+        variables["lora"] = trainable["lora"]
+    return variables
+
+
+def _split(variables: dict) -> tuple[dict, dict]:
+    params = dict(variables["params"])
+    trainable = {"score": params.pop("score")}
+    if "lora" in variables:
+        trainable["lora"] = variables["lora"]
+    return params, trainable
+
+
+def abstract_variables(model: LlamaForRanking) -> dict:
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids, method=LlamaForRanking.init_all))
+
+
+def build_student(
+    model_cfg: ModelConfig, lora_cfg: LoraConfig | None, mesh: Mesh, rng: jax.Array,
+    base_params: dict | None = None, rules: LogicalRules = DEFAULT_RULES,
+) -> Student:
+    """Initialise (or adopt `base_params` for) the base and initialise LoRA + score head, all sharded."""
+    model = LlamaForRanking(model_cfg, lora_cfg)
+    boxed = abstract_variables(model)
+    shardings = tree_shardings(boxed, mesh, rules)
+    frozen_sh, trainable_sh = _split(shardings)
+    ids = jnp.zeros((1, 1), jnp.int32)
+
+    def init(key):
+        return nn.meta.unbox(model.init(key, ids, ids, method=LlamaForRanking.init_all))
+
+    if base_params is None:
+        variables = jax.jit(init, out_shardings=shardings)(rng)
+        frozen, trainable = _split(variables)
+    else:
+        trainable = jax.jit(lambda key: _split(init(key))[1], out_shardings=trainable_sh)(rng)
+        frozen = {k: v for k, v in base_params.items() if k != "score"}
+        if "score" in base_params:
+            trainable["score"] = jax.device_put(base_params["score"], trainable_sh["score"])
+    return Student(model, frozen, trainable, frozen_sh, trainable_sh)

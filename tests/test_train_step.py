@@ -1,0 +1,122 @@
+"""LoRA, sharding and the jitted combined-loss step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_fixtures import random_batch, run_steps, setup_training, tiny_cfg
+
+from r2r_jax.config import LoraConfig, MeshConfig
+from r2r_jax.model.llama import LlamaForRanking
+from r2r_jax.model.lora import merge_lora
+from r2r_jax.parallel.batch import batch_sharding
+
+
+def _logits(model, variables, ids, mask):
+    hidden, _ = model.apply(variables, ids, mask)
+    return model.apply(variables, hidden, method=LlamaForRanking.lm_logits)
+
+
+def _lora_setup():
+    cfg = tiny_cfg()
+    lora_cfg = LoraConfig(rank=4, alpha=8.0)
+    model = LlamaForRanking(cfg, lora_cfg)
+    ids = jnp.asarray(np.random.default_rng(0).integers(3, 128, (2, 9)), jnp.int32)
+    mask = jnp.ones_like(ids).at[1, :3].set(0)
+    import flax.linen as nn
+
+    variables = nn.meta.unbox(model.init(jax.random.key(1), ids, mask, method=LlamaForRanking.init_all))
+    return cfg, lora_cfg, model, variables, ids, mask
+
+
+def test_lora_with_zero_b_equals_base_and_merge_agrees():
+    cfg, lora_cfg, model, variables, ids, mask = _lora_setup()
+    base = LlamaForRanking(cfg)
+    base_logits = _logits(base, {"params": variables["params"]}, ids, mask)
+    np.testing.assert_array_equal(np.asarray(_logits(model, variables, ids, mask)), np.asarray(base_logits))
+    # random B: the adapted model differs from the base, and merging reproduces it
+    key = jax.random.key(7)
+    lora = jax.tree_util.tree_map_with_path(
+        lambda path, x: jax.random.normal(jax.random.fold_in(key, hash(str(path)) % 2**31), x.shape) * 0.1
+        if path[-1].key == "lora_b" else x, variables["lora"])
+    adapted = _logits(model, {"params": variables["params"], "lora": lora}, ids, mask)
+    assert float(jnp.max(jnp.abs(adapted - base_logits))) > 1e-2
+    merged = merge_lora(variables["params"], lora, lora_cfg.alpha / lora_cfg.rank)
+    np.testing.assert_allclose(np.asarray(_logits(base, {"params": merged}, ids, mask)), np.asarray(adapted),
+                               atol=1e-5)
+
+
+def test_only_lora_and_head_move_and_base_is_bitwise_unchanged():
+    mesh, student, state, step = setup_training(MeshConfig(data=-1), devices=jax.devices()[:1])
+    frozen_before = jax.tree.map(np.array, student.frozen)
+    trainable_before = jax.tree.map(np.array, student.trainable)
+    assert set(student.trainable) == {"lora", "score"}
+    # the optimizer holds state for the trainable tree only: its size is a small multiple of LoRA + head
+    n_trainable = sum(x.size for x in jax.tree.leaves(student.trainable))
+    n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
+    n_frozen = sum(x.size for x in jax.tree.leaves(student.frozen))
+    assert n_opt <= 2 * n_trainable + 8 and n_frozen > 2 * n_trainable
+    state, history = run_steps(mesh, student, state, step, [random_batch(s) for s in range(3)])
+    for a, b in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(student.frozen), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - np.asarray(b)))), trainable_before, state.trainable)
+    assert all(v > 0 for v in jax.tree.leaves(moved)), moved
+    for m in history:
+        assert np.isfinite(m["loss"]) and m["loss_gen"] > 0 and m["loss_pair"] > 0 and m["loss_list"] > 0
+        expected = 0.4 * m["loss_pair"] + 0.4 * m["loss_list"] + 0.2 * m["loss_gen"]
+        assert abs(m["loss"] - expected) < 1e-5
+
+
+MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (1, 4, 2), (2, 2, 2)]
+
+
+@pytest.fixture(scope="module")
+def mesh_results():
+    batches = [random_batch(s) for s in range(2)]
+    out = {}
+    for shape in MESHES:
+        n = shape[0] * shape[1] * shape[2]
+        mesh, student, state, step = setup_training(MeshConfig(*shape), devices=jax.devices()[:n])
+        state, history = run_steps(mesh, student, state, step, batches)
+        out[shape] = (mesh, student, state, history)
+    return out
+
+
+@pytest.mark.parametrize("shape", MESHES[1:])
+def test_same_loss_and_adapters_on_every_mesh(mesh_results, shape):
+    _, _, ref_state, ref_hist = mesh_results[(1, 1, 1)]
+    _, _, state, hist = mesh_results[shape]
+    for a, b in zip(ref_hist, hist, strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-5
+    for a, b in zip(jax.tree.leaves(ref_state.trainable), jax.tree.leaves(state.trainable), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_shardings_follow_the_rules(mesh_results):
+    mesh, student, state, _ = mesh_results[(1, 4, 2)]
+    q = student.frozen["model"]["layers"]["self_attn"]["q_proj"]["kernel"]  # (layers, embed, heads)
+    assert tuple(q.sharding.spec) == (None, "fsdp", "tensor")
+    down = student.frozen["model"]["layers"]["mlp"]["down_proj"]["kernel"]  # (layers, mlp, embed)
+    assert tuple(down.sharding.spec) == (None, "tensor", "fsdp")
+    emb = student.frozen["model"]["embed_tokens"]["embedding"]  # (vocab, embed)
+    assert tuple(emb.sharding.spec) == ("tensor", "fsdp")
+    lora_b = state.trainable["lora"]["model"]["layers"]["self_attn"]["q_proj"]["lora_b"]  # (layers, heads, r)
+    assert tuple(lora_b.sharding.spec)[:2] == (None, "tensor")
+    assert tuple(batch_sharding(3, mesh).spec)[0] == ("data", "fsdp")
+    mesh2, student2, _, _ = mesh_results[(2, 2, 2)]
+    assert tuple(student2.frozen["model"]["layers"]["mlp"]["gate_proj"]["kernel"].sharding.spec) == (
+        None, "fsdp", "tensor")
+
+
+def test_micro_batches_equal_one_big_batch():
+    batch = random_batch(3, b=8)
+    results = []
+    for micro in (1, 4):
+        mesh, student, state, step = setup_training(MeshConfig(data=-1), devices=jax.devices()[:2],
+                                                    micro_batches=micro)
+        state, history = run_steps(mesh, student, state, step, [batch])
+        results.append((state, history))
+    (s1, h1), (s4, h4) = results
+    assert abs(h1[0]["loss"] - h4[0]["loss"]) < 1e-5
+    for a, b in zip(jax.tree.leaves(s1.trainable), jax.tree.leaves(s4.trainable), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
