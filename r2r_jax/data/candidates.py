@@ -7,12 +7,11 @@ rank_llm layout, one query a line:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r2r_jax.atomic import atomic_write
 from r2r_jax.data.records import RecordError
 
 
@@ -126,17 +125,9 @@ def read_candidates(path: str | Path) -> list[QueryCandidates]:
 
 def write_candidates(path: str | Path, items: Iterable[QueryCandidates]) -> int:
     """Write rank_llm JSONL atomically; returns the number of queries."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for qc in items:
-                f.write(json.dumps(qc.to_rank_llm(), ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        for qc in items:
+            f.write(json.dumps(qc.to_rank_llm(), ensure_ascii=False) + "\n")
+            n += 1
     return n

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from r2r_jax.atomic import atomic_write
 
 SCHEMA = "r2r.teacher/1"
 
@@ -158,19 +159,11 @@ def read_records(path: str | Path) -> Iterator[TeacherRecord]:
 
 def write_records(path: str | Path, records: Iterable[TeacherRecord]) -> int:
     """Write all records atomically (temporary file, then rename). Returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        for rec in records:
+            f.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 

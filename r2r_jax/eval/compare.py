@@ -8,8 +8,6 @@ normality assumption and is exact when 2^n is small enough to enumerate.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from r2r_jax.atomic import atomic_path
 from r2r_jax.eval.metrics import EvalError, EvalResult
 
 
@@ -115,15 +114,8 @@ def plot_per_query(series: Mapping[str, Mapping[str, float]], path: str | Path, 
     axes[-1].set_xlabel("queries, sorted")
     if title:
         fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -11,12 +11,11 @@ sees is what trec_eval scores.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from r2r_jax.atomic import atomic_write
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
 from r2r_jax.data.records import RecordError
 
@@ -77,17 +76,9 @@ def run_scores(run: Mapping[str, Sequence[tuple[str, float]]]) -> dict[str, dict
 
 
 def _atomic_write(path: str | Path, lines: Iterable[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        for line in lines:
+            f.write(line)
 
 
 def write_run(path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "r2r") -> int:

@@ -1,0 +1,241 @@
+"""The batch contract between teacher records and the train step (fixed shapes, numpy int32).
+
+For B queries, group size G, prompt length P, target length T, C comparisons, comparison prompt length Pc:
+
+| key                  | shape          | meaning                                                          |
+|----------------------|----------------|------------------------------------------------------------------|
+| `input_ids`          | [B, G, P+T]    | scoring prompt left-padded to P (last prompt token at P-1), then |
+|                      |                | the target " {direct_reason}<|eot_id|>" right-padded to T        |
+| `attention_mask`     | [B, G, P+T]    | 1 = real token                                                   |
+| `target_ids`         | [B, G, T]      | `input_ids[..., P:]`                                             |
+| `target_mask`        | [B, G, T]      | 1 = reason token (eot included); all 0 without a reason          |
+| `candidate_mask`     | [B, G]         | 1 = real candidate                                               |
+| `teacher_rank`       | [B, G]         | 1 = teacher's best in the group, 0 = padding                     |
+| `cmp_input_ids`      | [B, C, Pc+T]   | comparison prompt left-padded to Pc, reason right-padded to T    |
+| `cmp_attention_mask` | [B, C, Pc+T]   |                                                                  |
+| `cmp_target_ids`     | [B, C, T]      |                                                                  |
+| `cmp_target_mask`    | [B, C, T]      | all 0 for a padding comparison                                   |
+
+Padding positions hold the pad id. Fully padded rows (padding candidates, missing comparisons) have an
+all-zero attention mask: the model must not turn a row without keys into NaN.
+Records are tokenized once (`tokenize_records`); a batch is then only array copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from r2r_jax.config import DataConfig
+from r2r_jax.data.records import TeacherRecord
+from r2r_jax.data.templates import (
+    check_template,
+    encode_targets,
+    encode_texts,
+    fit_prompts,
+    render_comparison,
+    render_prompt,
+    special_ids,
+)
+
+DTYPE = np.int32
+
+
+@dataclass(frozen=True)
+class BatchShapes:
+    group_size: int  # G
+    prompt_len: int  # P
+    target_len: int  # T
+    comparisons: int  # C
+    comparison_prompt_len: int  # Pc
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> BatchShapes:
+        shapes = cls(cfg.group_size, cfg.max_prompt_len, cfg.max_target_len, cfg.comparisons_per_query,
+                     cfg.max_comparison_prompt_len)
+        if min(shapes.group_size, shapes.prompt_len, shapes.target_len, shapes.comparison_prompt_len) < 1:
+            raise ValueError(f"group size and lengths must be >= 1, got {shapes}")
+        if shapes.comparisons < 0:
+            raise ValueError(f"comparisons_per_query must be >= 0, got {shapes.comparisons}")
+        return shapes
+
+
+def batch_spec(shapes: BatchShapes, batch_size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every batch key, e.g. for shardings or ahead-of-time compilation."""
+    b, g, p, t, c, pc = (batch_size, shapes.group_size, shapes.prompt_len, shapes.target_len,
+                         shapes.comparisons, shapes.comparison_prompt_len)
+    dims = {
+        "input_ids": (b, g, p + t), "attention_mask": (b, g, p + t), "target_ids": (b, g, t),
+        "target_mask": (b, g, t), "candidate_mask": (b, g), "teacher_rank": (b, g),
+        "cmp_input_ids": (b, c, pc + t), "cmp_attention_mask": (b, c, pc + t), "cmp_target_ids": (b, c, t),
+        "cmp_target_mask": (b, c, t),
+    }
+    return {k: (v, np.dtype(DTYPE)) for k, v in dims.items()}
+
+
+@dataclass
+class TokenizedRecord:
+    """One teacher record, tokenized: prompts and targets per candidate and per comparison."""
+
+    qid: str
+    prompts: list[np.ndarray]  # per candidate: <= P ids, BOS first
+    targets: list[np.ndarray]  # per candidate: <= T ids, eot last; empty without a reason
+    ranks: np.ndarray  # per candidate: teacher rank, 1 = best
+    cmp_prompts: list[np.ndarray]
+    cmp_targets: list[np.ndarray]
+
+
+def _fit_all(tokenizer, texts: list[str], args: list[tuple], render, max_len: int) -> list[np.ndarray]:
+    """Tokenize all prompts in one batch call; refit (batched) only those that are too long."""
+    ids = fit_prompts(tokenizer, render, args, max_len, ids=encode_texts(tokenizer, texts))
+    return [np.asarray(i, DTYPE) for i in ids]
+
+
+def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfig) -> list[TokenizedRecord]:
+    """Tokenize every prompt and target once, up front."""
+    shapes = BatchShapes.from_config(cfg)
+    check_template(cfg.prompt_template, ("query", "passage"), tokenizer)
+    check_template(cfg.comparison_template, ("query", "passages"), tokenizer)
+    eot = special_ids(tokenizer).eot
+
+    def render(q, ps):
+        return render_prompt(cfg.prompt_template, q, ps[0])
+
+    def render_cmp(q, ps):
+        return render_comparison(cfg.comparison_template, q, ps)
+
+    texts, args, reasons, cmp_texts, cmp_args, cmp_reasons = [], [], [], [], [], []
+    for rec in records:
+        text_of = {c.docid: c.text for c in rec.candidates}
+        for c in rec.candidates:
+            texts.append(render(rec.query, [c.text]))
+            args.append((rec.query, [c.text]))
+            reasons.append(rec.direct_reasons.get(c.docid))
+        for cmp in rec.comparisons if shapes.comparisons else ():  # C = 0: no comparison rows at all
+            passages = [text_of[d] for d in cmp.docids]
+            cmp_texts.append(render_cmp(rec.query, passages))
+            cmp_args.append((rec.query, passages))
+            cmp_reasons.append(cmp.reason)
+    prompts = _fit_all(tokenizer, texts, args, render, shapes.prompt_len)
+    targets = [np.asarray(t, DTYPE) for t in encode_targets(tokenizer, reasons, shapes.target_len, eot)]
+    cmp_prompts = _fit_all(tokenizer, cmp_texts, cmp_args, render_cmp, shapes.comparison_prompt_len)
+    cmp_targets = [np.asarray(t, DTYPE) for t in encode_targets(tokenizer, cmp_reasons, shapes.target_len, eot)]
+
+    out, i, j = [], 0, 0
+    for rec in records:
+        n, m = len(rec.candidates), len(rec.comparisons) if shapes.comparisons else 0
+        rank = rec.rank_of()
+        out.append(TokenizedRecord(
+            qid=rec.qid, prompts=prompts[i:i + n], targets=targets[i:i + n],
+            ranks=np.asarray([rank[c.docid] for c in rec.candidates], DTYPE),
+            cmp_prompts=cmp_prompts[j:j + m], cmp_targets=cmp_targets[j:j + m],
+        ))
+        i, j = i + n, j + m
+    return out
+
+
+def fingerprint(tokenized: Sequence[TokenizedRecord]) -> str:
+    """Hash of every token id and rank: a resumed loader checks it sees the same data."""
+    h = hashlib.sha256()
+    for rec in tokenized:
+        h.update(rec.qid.encode() + b"\0")
+        for arr in (*rec.prompts, *rec.targets, rec.ranks, *rec.cmp_prompts, *rec.cmp_targets):
+            h.update(np.int64(arr.size).tobytes() + arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+def select_group(ranks: np.ndarray, group_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Candidate indices for one group, in shuffled slot order.
+
+    With more candidates than G: the teacher's top max(1, G // 4) always, plus one candidate drawn from
+    each of the remaining G - top equal-width strata of the rest of the ranking (a spread of ranks).
+    """
+    order = np.argsort(ranks, kind="stable")  # candidate indices, best first
+    n = len(order)
+    if n <= group_size:
+        chosen = order
+    else:
+        top = max(1, group_size // 4)
+        rest = n - top
+        bounds = np.linspace(0, rest, group_size - top + 1).astype(np.int64)
+        picks = [top + int(rng.integers(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        chosen = np.concatenate([order[:top], order[picks]])
+    return rng.permutation(chosen)
+
+
+def _place(row_ids: np.ndarray, row_mask: np.ndarray, prompt: np.ndarray, target: np.ndarray, p: int) -> None:
+    """Prompt left-padded to end at p - 1, target right-padded after it (rows arrive pad-filled)."""
+    row_ids[p - len(prompt):p] = prompt
+    row_mask[p - len(prompt):p] = 1
+    row_ids[p:p + len(target)] = target
+    row_mask[p:p + len(target)] = 1
+
+
+def build_batch(tokenized: Sequence[TokenizedRecord], items: Sequence[tuple[int, int]], shapes: BatchShapes,
+                pad_id: int, seed: int) -> dict[str, np.ndarray]:
+    """The batch for `items` = [(record index, epoch), ...]; a pure function of its arguments."""
+    spec = batch_spec(shapes, len(items))
+    batch = {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+    for k in ("input_ids", "target_ids", "cmp_input_ids", "cmp_target_ids"):
+        batch[k][...] = pad_id
+    p, pc = shapes.prompt_len, shapes.comparison_prompt_len
+    for b, (index, epoch) in enumerate(items):
+        rec = tokenized[index]
+        rng = np.random.default_rng([seed, index, epoch])
+        chosen = select_group(rec.ranks, shapes.group_size, rng)
+        group_rank = np.empty(len(chosen), DTYPE)
+        group_rank[np.argsort(rec.ranks[chosen], kind="stable")] = np.arange(1, len(chosen) + 1)
+        for g, (ci, r) in enumerate(zip(chosen, group_rank, strict=True)):
+            _place(batch["input_ids"][b, g], batch["attention_mask"][b, g], rec.prompts[ci], rec.targets[ci], p)
+            batch["target_mask"][b, g, :len(rec.targets[ci])] = 1
+            batch["candidate_mask"][b, g] = 1
+            batch["teacher_rank"][b, g] = r
+        m = len(rec.cmp_prompts)
+        picked = rng.permutation(m)[:shapes.comparisons] if m > shapes.comparisons else np.arange(m)
+        for c, k in enumerate(picked):
+            _place(batch["cmp_input_ids"][b, c], batch["cmp_attention_mask"][b, c], rec.cmp_prompts[k],
+                   rec.cmp_targets[k], pc)
+            batch["cmp_target_mask"][b, c, :len(rec.cmp_targets[k])] = 1
+    batch["target_ids"][...] = batch["input_ids"][..., p:]
+    batch["cmp_target_ids"][...] = batch["cmp_input_ids"][..., pc:]
+    return batch
+
+
+def _left_pad(rows: list[list[int]], max_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.full((len(rows), max_len), pad_id, DTYPE)
+    mask = np.zeros((len(rows), max_len), DTYPE)
+    for i, row in enumerate(rows):
+        ids[i, max_len - len(row):] = row
+        mask[i, max_len - len(row):] = 1
+    return ids, mask
+
+
+def encode_prompts(tokenizer, query: str, passages: Sequence[str], template: str,
+                   max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inference scoring prompts: (input_ids [N, P], attention_mask [N, P]), left-padded, the same tokens as
+    the prompt part of a training row, so the score is read at index P - 1."""
+    check_template(template, ("query", "passage"), tokenizer)
+
+    def render(q, ps):
+        return render_prompt(template, q, ps[0])
+
+    rows = _fit_all(tokenizer, [render(query, [p]) for p in passages], [(query, [p]) for p in passages], render,
+                    max_len)
+    return _left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)
+
+
+def encode_comparison_prompts(tokenizer, query: str, passage_groups: Sequence[Sequence[str]], template: str,
+                              max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Comparison prompts for explanation decoding (e.g. adjacent pairs of the final top-k), left-padded to
+    `max_len`; decoding continues at index max_len."""
+    check_template(template, ("query", "passages"), tokenizer)
+
+    def render(q, ps):
+        return render_comparison(template, q, ps)
+
+    groups = [list(g) for g in passage_groups]
+    rows = _fit_all(tokenizer, [render(query, g) for g in groups], [(query, g) for g in groups], render, max_len)
+    return _left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)

@@ -1,0 +1,68 @@
+"""`r2r retrieve`: queries + corpus (or a saved/prebuilt index) -> BM25 top-k as rank_llm candidates JSONL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from r2r_jax.data.candidates import write_candidates
+from r2r_jax.data.records import RecordError
+from r2r_jax.retrieval.bm25 import Bm25Params, open_bm25s
+from r2r_jax.retrieval.inputs import RetrievalError, read_queries
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queries", required=True,
+                   help="queries: TSV qid<TAB>text, JSONL {qid|id, text|query} or TREC topics")
+    p.add_argument("--corpus", help="passages: JSONL {id|docid, contents|text} or TSV docid<TAB>text")
+    p.add_argument("--index", help="index folder: reused when it matches --corpus and the BM25 settings, "
+                                   "built there otherwise (without it the index is temporary)")
+    p.add_argument("--prebuilt", help="pyserini prebuilt index name, e.g. msmarco-v1-passage (pyserini only)")
+    p.add_argument("--backend", choices=("bm25s", "pyserini"), default="bm25s",
+                   help="bm25s: embedded, no Java (default); pyserini: Lucene via Anserini")
+    p.add_argument("--output", required=True, help="candidates JSONL to write (rank_llm request layout)")
+    p.add_argument("--top-k", type=int, default=100, help="candidates per query (default 100)")
+    p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
+    p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
+    p.add_argument("--stemmer", default="porter", help="porter (default, as Lucene), none, or another "
+                                                       "PyStemmer algorithm (bm25s) / krovetz (pyserini)")
+    p.add_argument("--threads", type=int, default=1, help="search (and Lucene indexing) threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        print("r2r retrieve: --top-k must be >= 1", file=sys.stderr)
+        return 2
+    if args.prebuilt and args.backend != "pyserini":
+        print("r2r retrieve: --prebuilt needs --backend pyserini", file=sys.stderr)
+        return 2
+    if not (args.corpus or args.index or args.prebuilt):
+        print("r2r retrieve: give --corpus, --index or --prebuilt", file=sys.stderr)
+        return 2
+    params = Bm25Params(args.k1, args.b, args.stemmer)
+    progress = not args.no_progress
+    start = time.perf_counter()
+    try:
+        queries = read_queries(args.queries)
+        if args.backend == "bm25s":
+            index, built = open_bm25s(args.corpus, args.index, params, progress)
+        else:
+            from r2r_jax.retrieval.lucene import open_lucene
+
+            index, built = open_lucene(args.corpus, args.index, args.prebuilt, params, args.threads, progress)
+        try:
+            results = index.search(queries, args.top_k, progress=progress, threads=args.threads)
+        finally:
+            index.close()
+    except (RecordError, RetrievalError) as e:
+        print(f"r2r retrieve: error: {e}", file=sys.stderr)
+        return 2
+    n = write_candidates(args.output, results)
+    empty = sum(1 for r in results if not r.candidates)
+    where = "built" if built else "reused"
+    print(f"r2r retrieve: {n} queries, top-{args.top_k} from {args.backend} (index {where}) -> {args.output} "
+          f"in {time.perf_counter() - start:.1f}s" + (f"; {empty} queries matched nothing" if empty else ""),
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,171 @@
+"""`r2r teach`: candidates JSONL -> teacher.jsonl through any OpenAI-compatible endpoint.
+
+Exit status: 0 all queries done; 1 some failed (listed in the failures file; a rerun retries only them) or a
+fatal endpoint error; 2 bad input or options; 3 stopped at --max-cost (a rerun with a higher budget
+continues); 130 interrupted. Every rerun reuses the cache: answers already paid for are never asked again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from r2r_jax.atomic import write_json
+from r2r_jax.data.candidates import read_candidates
+from r2r_jax.data.records import RecordError
+from r2r_jax.teacher.generate import Teacher, TeachSettings
+from r2r_jax.teacher.prompts import RESPONSE_FORMATS, PromptError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    io = p.add_argument_group("input and output")
+    io.add_argument("--candidates", required=True, help="rank_llm candidates JSONL (or RankGPT hits JSON)")
+    io.add_argument("--output", required=True, help="teacher.jsonl; an existing one is resumed")
+    io.add_argument("--cache", help="SQLite response cache (default: <output>.cache.sqlite)")
+    io.add_argument("--failures", help="permanent failures, one JSON a line (default: <output>.failures.jsonl)")
+    io.add_argument("--summary-json", help="also write the run summary here as JSON")
+    io.add_argument("--limit", type=int, help="only the first N queries")
+    ep = p.add_argument_group("endpoint")
+    ep.add_argument("--model", required=True, help="teacher model name, e.g. gpt-4o")
+    ep.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
+                                       "(default: the openai client's, i.e. $OPENAI_BASE_URL or api.openai.com)")
+    ep.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    ep.add_argument("--mode", choices=("online", "batch"), default="online",
+                    help="online calls, or the Batch API (half price, rounds of up to 24 h)")
+    ep.add_argument("--concurrency", type=int, default=8, help="queries in flight at once (online)")
+    ep.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
+    ep.add_argument("--max-retries", type=int, default=6, help="retries of a transient error per call")
+    ep.add_argument("--backoff-base", type=float, default=1.0, help="first backoff ceiling in seconds (doubles)")
+    ep.add_argument("--backoff-max", type=float, default=60.0, help="backoff ceiling in seconds")
+    ep.add_argument("--poll-interval", type=float, default=30.0, help="seconds between batch status polls")
+    ep.add_argument("--batch-max-requests", type=int, default=50_000, help="requests per batch file")
+    tg = p.add_argument_group("teaching")
+    tg.add_argument("--top-k", type=int, default=20, help="candidates per query the teacher ranks")
+    tg.add_argument("--window", type=int, default=20, help="passages per ranking call (RankGPT: 20)")
+    tg.add_argument("--step", type=int, default=10, help="window step, bottom to top (RankGPT: 10)")
+    tg.add_argument("--top-m", type=int, default=5, help="comparison reasons among the final top-m (0: none)")
+    tg.add_argument("--pairs", choices=("adjacent", "sampled"), default="adjacent",
+                    help="adjacent pairs of the top-m, or --num-pairs pairs sampled from it")
+    tg.add_argument("--num-pairs", type=int, default=5, help="sampled pairs per query (--pairs sampled)")
+    tg.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
+    tg.add_argument("--prompt-version", default="v1", help="prompts/rank_<v>.txt and compare_<v>.txt")
+    tg.add_argument("--max-words", type=int, default=300, help="words of a passage shown to the teacher")
+    tg.add_argument("--temperature", type=float, default=0.0)
+    tg.add_argument("--max-tokens", type=int, default=4096, help="max_completion_tokens per call")
+    tg.add_argument("--response-format", choices=RESPONSE_FORMATS, default="json_schema",
+                    help="structured output (json_schema), JSON mode, or plain text for endpoints with neither")
+    tg.add_argument("--max-reasks", type=int, default=2, help="re-asks after an unusable answer")
+    co = p.add_argument_group("cost")
+    co.add_argument("--price-in", type=float, help="USD per 1M prompt tokens (default: known model prices)")
+    co.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
+    co.add_argument("--batch-discount", type=float, default=0.5, help="price factor in batch mode")
+    co.add_argument("--max-cost", type=float, help="stop before spending more than this many USD in this run")
+    co.add_argument("--dry-run", action="store_true", help="estimate calls, tokens and cost; call nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log retries and batch progress")
+
+
+def _settings(args: argparse.Namespace) -> TeachSettings:
+    return TeachSettings(
+        model=args.model, prompt_version=args.prompt_version, top_k=args.top_k, window=args.window,
+        step=args.step, top_m=args.top_m, pairs=args.pairs, num_pairs=args.num_pairs, seed=args.seed,
+        max_words=args.max_words, temperature=args.temperature, max_tokens=args.max_tokens,
+        response_format=args.response_format, max_reasks=args.max_reasks)
+
+
+def _write_json(path: str, obj: dict) -> None:
+    write_json(path, obj)
+
+
+def run(args: argparse.Namespace) -> int:
+    from r2r_jax.teacher.cost import CostMeter, prices_for
+    from r2r_jax.teacher.output import TeacherOutput, read_done
+    from r2r_jax.teacher.summary import Stats
+
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("r2r_jax").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    settings = _settings(args)
+    stats = Stats()
+    try:
+        teacher = Teacher(settings, stats)
+        queries = read_candidates(args.candidates)
+        if args.limit is not None:
+            queries = queries[:args.limit]
+        done = {r.qid for r in read_done(args.output, settings)}
+    except (ValueError, RecordError, PromptError, OSError) as e:
+        print(f"r2r teach: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    todo = [q for q in queries if q.qid not in done]
+    discount = args.batch_discount if args.mode == "batch" else 1.0
+    prices = prices_for(args.model, args.price_in, args.price_out)
+    if args.dry_run:
+        from r2r_jax.teacher.estimate import estimate_run, format_estimate
+
+        print(format_estimate(estimate_run(teacher, todo, prices, discount), args.model, args.mode))
+        if done:
+            print(f"  ({len(done)} queries already in {args.output} are skipped)")
+        return 0
+    api_key = os.environ.get(args.api_key_env)
+    if not api_key:
+        print(f"r2r teach: error: environment variable {args.api_key_env} is not set (it holds the API key; "
+              "any placeholder works for a local server without authentication)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        meter = CostMeter(prices, args.max_cost, discount)
+    except ValueError as e:
+        print(f"r2r teach: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return _teach(args, teacher, stats, meter, queries, todo, api_key, TeacherOutput(args.output, settings))
+
+
+def _teach(args, teacher, stats, meter, queries, todo, api_key, output) -> int:
+    from r2r_jax.teacher.cache import ResponseCache
+    from r2r_jax.teacher.client import RetryPolicy, TeacherClient
+    from r2r_jax.teacher.output import OrderedAppender, write_failures
+    from r2r_jax.teacher.summary import build_summary, format_summary
+
+    cache = ResponseCache(args.cache or f"{args.output}.cache.sqlite")
+    policy = RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max, args.timeout)
+    client = TeacherClient(args.base_url, api_key, cache, meter, stats, policy)
+    appender = OrderedAppender(output, len(todo))
+    progress = not args.no_progress
+    try:
+        if args.mode == "online":
+            from r2r_jax.teacher.online import run_online
+
+            outcome = run_online(teacher, client, todo, appender, args.concurrency, progress)
+        else:
+            from r2r_jax.teacher.batch import BatchRunner
+
+            outcome = BatchRunner(teacher, client, args.poll_interval, args.batch_max_requests, progress
+                                  ).run(todo, appender)
+        if not outcome.failures and not outcome.stopped:
+            output.put_in_order([q.qid for q in queries])
+    finally:
+        output.close()
+        cache.close()
+    failures_path = args.failures or f"{args.output}.failures.jsonl"
+    write_failures(failures_path, outcome.failures)
+    counts = {"total": len(queries), "already_done": len(queries) - len(todo), **outcome.counts}
+    summary = build_summary(stats, meter, counts, args.mode, outcome.stopped)
+    print(f"r2r teach: {args.output}\n{format_summary(summary)}", file=sys.stderr)
+    if args.summary_json:
+        _write_json(args.summary_json, summary)
+    if outcome.interrupted:
+        print("r2r teach: interrupted; rerun the same command to continue (cached answers are free)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.fatal:
+        return EXIT_FAILED
+    if outcome.stopped:
+        print("r2r teach: stopped at the budget; rerun with a higher --max-cost to continue", file=sys.stderr)
+        return EXIT_BUDGET
+    if outcome.failures:
+        print(f"r2r teach: {len(outcome.failures)} queries failed, listed in {failures_path}; "
+              "a rerun retries only them", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
