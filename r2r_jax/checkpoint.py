@@ -1,0 +1,133 @@
+"""Orbax checkpoints of what training changes: LoRA, score head, optimizer state, step, loader state.
+
+Plus metadata naming the base model (path and content fingerprint) and the full config, so a resumed
+run or an export can rebuild the student. Restores go onto whatever mesh the caller has now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from r2r_jax.train.step import TrainState
+
+BEST_METRIC = "ndcg@10"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def base_fingerprint(folder: str | Path | None, seed: int = 0, model_config: dict | None = None) -> str:
+    """A content fingerprint of a base model folder: config.json, every safetensors header, and 64
+    evenly spaced 64 KiB blocks of every weight file (different weights with equal shapes differ
+    everywhere, so sampling catches them without reading 16 GB). Random-init bases hash their recipe."""
+    h = hashlib.sha256()
+    if not folder:
+        h.update(json.dumps({"random_init_seed": seed, "model": model_config}, sort_keys=True).encode())
+        return "random:" + h.hexdigest()[:32]
+    folder = Path(folder)
+    h.update((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f.name.encode() + size.to_bytes(8, "little"))
+        with open(f, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            h.update(fh.read(min(header_len, 100_000_000)))
+            for k in range(64):
+                fh.seek(size * k // 64)
+                h.update(fh.read(65536))
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def _policy(keep: int):
+    return policies.AnyPreservationPolicy([
+        policies.LatestN(n=keep),
+        policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1, keep_checkpoints_without_metrics=False),
+    ])
+
+
+def _state_tree(state: TrainState) -> dict:
+    return {"step": state.step, "trainable": state.trainable, "opt_state": state.opt_state}
+
+
+class Checkpointer:
+    """Async saves, keep the latest N plus the best by dev nDCG@10."""
+
+    def __init__(self, directory: str | Path, keep: int = 2, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=_policy(keep), enable_async_checkpointing=async_save, create=True,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "loader", "meta"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state: TrainState, loader_state: dict, meta: dict, metrics: dict | None = None,
+             force: bool = False) -> bool:
+        step = int(jax.device_get(state.step))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_state_tree(state)),
+                                  loader=ocp.args.JsonSave(loader_state), meta=ocp.args.JsonSave(meta))
+        return self.manager.save(step, args=args, metrics=metrics, force=force)
+
+    def restore(self, like: TrainState, step: int | None = None) -> tuple[TrainState, dict, dict]:
+        """Restore onto the shardings of `like` (the current mesh, whatever the saving mesh was)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{self.directory}: no checkpoint to restore")
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                                _state_tree(like))
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), loader=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        tree = out["state"]
+        return TrainState(tree["step"], tree["trainable"], tree["opt_state"]), out["loader"], out["meta"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, int | None]:
+    """`runs/x/checkpoints` (latest step), `runs/x` (its checkpoints/), or `runs/x/checkpoints/<step>`."""
+    path = Path(path).absolute()
+    if path.name.isdigit() and (path / "state").is_dir():
+        return path.parent, int(path.name)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+    if not steps:
+        raise CheckpointError(f"{path}: holds no finished checkpoint")
+    return path, None
+
+
+def read_meta(path: str | Path) -> tuple[dict[str, Any], Path, int]:
+    """The metadata of a checkpoint (latest step unless the path names one) without restoring arrays."""
+    directory, step = resolve_checkpoint(path)
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                                    item_names=("state", "loader", "meta"))
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{directory}: holds no finished checkpoint")
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except CheckpointError:
+        raise
+    except Exception as e:  # a torn or foreign folder
+        raise CheckpointError(f"{directory / str(step)}: cannot read checkpoint metadata ({e})") from None
+    finally:
+        manager.close()
+    return meta, directory, step

@@ -1,0 +1,182 @@
+"""`r2r train --config FILE [--a.b=value ...]`: teacher records to a trained student.
+
+Loads the base (HF folder or random init), streams deterministic batches, runs the jitted step,
+logs to metrics.jsonl + TensorBoard, evaluates dev nDCG, checkpoints with Orbax (resuming exactly
+where a killed run stopped), saves on SIGTERM, and stops cleanly on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from r2r_jax.checkpoint import BEST_METRIC, Checkpointer
+from r2r_jax.config import ConfigError, TrainConfig, load_config, save_yaml
+from r2r_jax.data.records import RecordError, read_records
+from r2r_jax.parallel.batch import batch_sharding, global_batch
+from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
+from r2r_jax.train.logging import MetricsLog, plot_losses
+from r2r_jax.train.setup import Prepared, prepare
+from r2r_jax.train.step import jit_train_step, make_score_step, make_train_step, state_shardings
+
+
+class DevSet:
+    """Dev candidates + qrels, scored with the student's current adapters."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, mesh):
+        from r2r_jax.data.candidates import read_candidates
+        from r2r_jax.retrieval.trec import read_qrels
+
+        self.items = read_candidates(cfg.data.dev_candidates)
+        if cfg.data.dev_max_queries:
+            self.items = self.items[: cfg.data.dev_max_queries]
+        if cfg.data.dev_max_candidates:
+            for qc in self.items:
+                qc.candidates = qc.candidates[: cfg.data.dev_max_candidates]
+        self.qrels = read_qrels(cfg.data.dev_qrels)
+        self.cfg, self.tokenizer, self.mesh = cfg, tokenizer, mesh
+        data_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+        self.batch_size = max(data_devices, 32 // data_devices * data_devices)
+
+    def evaluate(self, prepared: Prepared, score_fn) -> dict[str, float]:
+        from r2r_jax.eval.metrics import evaluate
+        from r2r_jax.rerank.scoring import score_candidates
+
+        scores = score_candidates(score_fn, prepared.student.variables(prepared.state.trainable), self.tokenizer,
+                                  self.items, self.cfg.data.prompt_template, self.cfg.data.max_prompt_len,
+                                  self.batch_size, self.mesh)
+        result = evaluate(scores, self.qrels, ["ndcg@5", "ndcg@10"])
+        return {k: float(v) for k, v in result.means.items()}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """After a resume, drop log lines written after the restored checkpoint (they will be rewritten)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(cfg: TrainConfig) -> dict:
+    maybe_initialize_distributed()
+    mesh = make_mesh(cfg.mesh)
+    out = Path(cfg.output_dir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+    from r2r_jax.data.pipeline import TeacherLoader
+    from r2r_jax.data.templates import load_tokenizer
+
+    if not cfg.data.tokenizer:
+        raise ConfigError("data.tokenizer is required (a Hugging Face tokenizer folder)")
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    records = list(read_records(cfg.data.train_path))
+    loader = TeacherLoader.from_records(records, tokenizer, cfg.data, global_batch_size=cfg.batch_size,
+                                        process_index=jax.process_index(), process_count=jax.process_count())
+    prepared = prepare(cfg, mesh)
+    meta = prepared.meta()
+    ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
+    log = MetricsLog(out, enabled=is_main)
+    start = 0
+    if ckpt.latest_step() is not None:
+        state, loader_state, saved_meta = ckpt.restore(prepared.state)
+        if saved_meta["base_hash"] != meta["base_hash"]:
+            was, now = saved_meta["base_model"] or "(random init)", meta["base_model"] or "(random init)"
+            raise ConfigError(f"{ckpt.directory}: checkpoint was trained on base {was} ({saved_meta['base_hash']}), "
+                              f"this run uses {now} ({meta['base_hash']}); use a fresh output_dir or the same base")
+        loader.restore(loader_state)
+        prepared.state = state
+        start = int(jax.device_get(state.step))
+        if is_main:
+            _truncate_log(log.path, start)
+            print(f"resumed from step {start} in {ckpt.directory}")
+    loader.step = start
+
+    step_fn = make_train_step(prepared.student.model, cfg.loss, prepared.optimizer, prepared.schedule,
+                              cfg.micro_batches)
+    from r2r_jax.data.features import BatchShapes, batch_spec
+
+    local_spec = batch_spec(BatchShapes.from_config(cfg.data), cfg.batch_size)
+    batch_sh = {k: batch_sharding(len(shape), mesh) for k, (shape, _) in local_spec.items()}
+    jitted = jit_train_step(step_fn, state_shardings(prepared.state), prepared.student.frozen_shardings, batch_sh)
+    score_fn = make_score_step(prepared.student.model)
+    dev = DevSet(cfg, tokenizer, mesh) if cfg.data.dev_candidates else None
+    report: dict = {"output_dir": str(out.absolute()), "start_step": start}
+    if dev is not None and start == 0:
+        report["dev_before"] = dev.evaluate(prepared, score_fn)
+        log.write_eval(0, report["dev_before"])
+
+    stop = {"sigterm": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+    rng = jax.random.key(cfg.seed)
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not is_main, desc="train", dynamic_ncols=True)
+    last, exit_code = None, 0
+    window_tokens, window_start = 0, time.perf_counter()
+    try:
+        for step in range(start, cfg.steps):
+            local = loader.batch(step)
+            window_tokens += int(local["attention_mask"].sum() + local["cmp_attention_mask"].sum())
+            new_state, metrics = jitted(prepared.state, prepared.student.frozen, global_batch(local, mesh), rng)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if not all(math.isfinite(metrics[k]) for k in ("loss", "loss_pair", "loss_list", "loss_gen")):
+                print(f"\nnon-finite loss at step {step + 1}: {metrics}; stopping. The last good checkpoint "
+                      f"({ckpt.latest_step()}) in {ckpt.directory} is intact.", file=sys.stderr)
+                exit_code = 1
+                break
+            prepared.state, loader.step, last = new_state, step + 1, metrics
+            done = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                elapsed = time.perf_counter() - window_start
+                log.write(done, {**metrics, "tokens_per_second": window_tokens * jax.process_count() / elapsed})
+                window_tokens, window_start = 0, time.perf_counter()
+            evaluated = None
+            if dev is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
+                evaluated = dev.evaluate(prepared, score_fn)
+                log.write_eval(done, evaluated)
+                report["dev_after"] = evaluated
+            if done % cfg.save_every == 0 or done == cfg.steps or stop["sigterm"]:
+                ckpt.save(prepared.state, loader.state(), meta,
+                          metrics=evaluated if evaluated and BEST_METRIC in evaluated else None,
+                          force=True)
+            if stop["sigterm"]:
+                print(f"\nSIGTERM: saved step {done} to {ckpt.directory}; exiting", file=sys.stderr)
+                break
+    finally:
+        bar.close()
+        ckpt.close()
+        log.close()
+        signal.signal(signal.SIGTERM, previous)
+    report.update({"final_step": int(jax.device_get(prepared.state.step)), "last_metrics": last,
+                   "checkpoints": str(ckpt.directory), "metrics": str(log.path), "exit_code": exit_code})
+    if is_main:
+        report["loss_plot"] = str(plot_losses(log.path, out / "loss.png"))
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str]) -> int:
+    try:
+        cfg = load_config(TrainConfig, argv, prog="r2r train")
+        report = train(cfg)
+    except (ConfigError, RecordError, FileNotFoundError) as e:
+        print(f"r2r train: error: {e}", file=sys.stderr)
+        return 2
+    if jax.process_index() == 0:
+        print(json.dumps({k: report[k] for k in ("final_step", "last_metrics", "dev_before", "dev_after")
+                          if k in report}, indent=2))
+    return int(report["exit_code"])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
