@@ -24,11 +24,11 @@ class ConfigError(ValueError):
 class RopeScalingConfig:
     """Llama-3.1 RoPE frequency scaling (`rope_type: llama3` in Hugging Face configs)."""
 
-    rope_type: str = "llama3"
-    factor: float = 8.0
-    low_freq_factor: float = 1.0
-    high_freq_factor: float = 4.0
-    original_max_position_embeddings: int = 8192
+    rope_type: str = "llama3"  # llama3 or default (no scaling)
+    factor: float = 8.0  # how much the low frequencies are stretched
+    low_freq_factor: float = 1.0  # wavelengths above original/low_freq_factor are fully scaled
+    high_freq_factor: float = 4.0  # wavelengths below original/high_freq_factor are kept
+    original_max_position_embeddings: int = 8192  # the context the base was pre-trained with
 
 
 @dataclass
@@ -39,24 +39,25 @@ class ModelConfig:
     compare tightly); `llama3_1_8b()` and the YAML files in configs/ give the real shape. Overriding
     one field on the command line keeps the others of the file or preset it came from."""
 
-    vocab_size: int = 1024
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    head_dim: int = 16
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 500000.0
-    rope_scaling: RopeScalingConfig | None = field(default_factory=RopeScalingConfig)
-    max_position_embeddings: int = 131072
-    tie_word_embeddings: bool = False
+    vocab_size: int = 1024  # token embeddings (must cover the tokenizer)
+    hidden_size: int = 64  # model width
+    intermediate_size: int = 128  # SwiGLU MLP width
+    num_hidden_layers: int = 2  # decoder layers
+    num_attention_heads: int = 4  # query heads
+    num_key_value_heads: int = 2  # K/V heads (GQA); divides num_attention_heads
+    head_dim: int = 16  # per-head width
+    rms_norm_eps: float = 1e-5  # RMSNorm epsilon
+    rope_theta: float = 500000.0  # RoPE base frequency (500000 for Llama 3)
+    rope_scaling: RopeScalingConfig | None = field(default_factory=RopeScalingConfig)  # llama3 RoPE scaling
+    max_position_embeddings: int = 131072  # longest supported context
+    tie_word_embeddings: bool = False  # LM head shares the embedding matrix
+    initializer_range: float = 0.02  # std of random-init weights (bases without an HF folder)
     # numerics and compilation
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # frozen base weights
-    scan_layers: bool = True
-    remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "none"
-    attention: Literal["xla", "cudnn", "splash"] = "xla"
+    scan_layers: bool = True  # nn.scan over layers (one compiled layer); false: unrolled
+    remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "none"  # what the backward recomputes
+    attention: Literal["xla", "cudnn", "splash"] = "xla"  # xla (reference), cudnn (GPU), splash (TPU)
 
     @property
     def kv_groups(self) -> int:
@@ -94,13 +95,14 @@ PRESETS = {"llama3_1_8b": llama3_1_8b, "tiny": tiny_model}
 class LoraConfig:
     """LoRA adapters: `x·W + (alpha/rank)·(x·Aᵀ)·Bᵀ`, B zero-initialised."""
 
-    rank: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.0
+    rank: int = 16  # adapter rank r
+    alpha: float = 32.0  # scale alpha/r
+    dropout: float = 0.0  # dropout on the adapter input during training
+    # projections that get adapters
     targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    train: Literal["lora_and_head", "head_only"] = "lora_and_head"
+    train: Literal["lora_and_head", "head_only"] = "lora_and_head"  # what gets gradients
 
     def validate(self) -> None:
         known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -115,9 +117,9 @@ class LoraConfig:
 class MeshConfig:
     """Device mesh axes (data, fsdp, tensor); -1 means 'all remaining devices' (at most one axis)."""
 
-    data: int = -1
-    fsdp: int = 1
-    tensor: int = 1
+    data: int = -1  # data-parallel replicas
+    fsdp: int = 1  # parameter sharding (ZeRO-3 style); the batch is split over data and fsdp
+    tensor: int = 1  # tensor parallelism over heads / MLP / vocab
 
     def shape(self, num_devices: int) -> tuple[int, int, int]:
         sizes = [self.data, self.fsdp, self.tensor]
@@ -141,11 +143,11 @@ class MeshConfig:
 class LossConfig:
     """L = alpha·L_pair + beta·L_list + gamma·L_gen (DESIGN §2)."""
 
-    alpha: float = 0.4
-    beta: float = 0.4
-    gamma: float = 0.2
-    listwise: Literal["listnet", "listmle"] = "listnet"
-    temperature: float = 1.0
+    alpha: float = 0.4  # weight of the pairwise RankNet loss
+    beta: float = 0.4  # weight of the listwise loss
+    gamma: float = 0.2  # weight of the reason-generation loss
+    listwise: Literal["listnet", "listmle"] = "listnet"  # ListNet-KL on teacher gains, or ListMLE
+    temperature: float = 1.0  # ListNet teacher softmax temperature
     gen_chunk: int = 128  # target tokens per LM-head chunk, bounds the float32 logits held at once
 
     def validate(self) -> None:
@@ -158,33 +160,34 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    learning_rate: float = 1e-4
-    warmup_steps: int = 10
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    b1: float = 0.9
-    b2: float = 0.999
+    learning_rate: float = 1e-4  # peak AdamW learning rate
+    warmup_steps: int = 10  # linear warm-up
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # decay after warm-up
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # global-norm gradient clipping
+    b1: float = 0.9  # Adam beta1
+    b2: float = 0.999  # Adam beta2
 
 
 @dataclass
 class DataConfig:
-    train_path: str = ""
+    train_path: str = ""  # teacher.jsonl (the project's schema; see r2r import-teacher)
     tokenizer: str = ""  # a Hugging Face tokenizer folder
     group_size: int = 8  # G candidates per query
-    max_prompt_len: int = 256
-    max_target_len: int = 64
+    max_prompt_len: int = 256  # P: scoring prompt tokens (passages are truncated, never the template's end)
+    max_target_len: int = 64  # T: reason tokens per sequence, <|eot_id|> included
     comparisons_per_query: int = 1  # comparison-reason sequences per query (0: none)
-    max_comparison_prompt_len: int = 384
-    prompt_template: str = "Query: {query}\nPassage: {passage}\nRelevance:"
+    max_comparison_prompt_len: int = 384  # Pc: comparison prompt tokens
+    prompt_template: str = "Query: {query}\nPassage: {passage}\nRelevance:"  # the scores depend on it
+    # comparison prompt; {passages} lists the compared passages as [1] ..., [2] ...
     comparison_template: str = (
         "Query: {query}\n{passages}\nWhich passage answers the query better, and why?\nComparison:"
     )
-    seed: int = 0
+    seed: int = 0  # shuffling and group selection
     dev_candidates: str = ""  # rank_llm JSONL or RankGPT hits JSON
-    dev_qrels: str = ""
+    dev_qrels: str = ""  # TREC qrels for the dev candidates
     dev_max_queries: int = 0  # 0: all
-    dev_max_candidates: int = 0  # 0: all
+    dev_max_candidates: int = 0  # per query; 0: all
 
 
 @dataclass
@@ -199,14 +202,14 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     base_model: str = ""  # Hugging Face folder; empty: random init (tiny configs)
     output_dir: str = "runs/train"
-    steps: int = 100
+    steps: int = 100  # optimizer steps
     batch_size: int = 8  # queries per step (global)
     micro_batches: int = 1  # gradient accumulation inside the jitted step
-    log_every: int = 10
-    eval_every: int = 0  # 0: only at the end
-    save_every: int = 50
-    keep_checkpoints: int = 2
-    seed: int = 0
+    log_every: int = 10  # steps between metrics.jsonl / TensorBoard lines
+    eval_every: int = 0  # steps between dev evaluations; 0: only at the end
+    save_every: int = 50  # steps between checkpoints
+    keep_checkpoints: int = 2  # latest N kept, plus the best by dev nDCG@10
+    seed: int = 0  # LoRA / head initialisation and dropout
 
     def validate(self) -> None:
         self.model.validate()

@@ -79,7 +79,7 @@ def _dense(cfg: ModelConfig, lora: LoraConfig | None, name: str, features: int, 
     return LoraDense(
         features, axes, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), name=name,
         lora_rank=lora.rank if use else 0, lora_alpha=lora.alpha if use else 0.0,
-        lora_dropout=lora.dropout if use else 0.0,
+        lora_dropout=lora.dropout if use else 0.0, init_std=cfg.initializer_range,
     )
 
 
@@ -146,9 +146,10 @@ class LlamaModel(nn.Module):
     def setup(self):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        init = nn.initializers.normal(cfg.initializer_range)
         self.embed_tokens = nn.Embed(
             cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt,
-            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+            embedding_init=nn.with_logical_partitioning(init, ("vocab", "embed")))
         layer_cls = DecoderLayer
         if cfg.remat_policy != "none":
             layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
@@ -195,16 +196,17 @@ class LlamaForRanking(nn.Module):
 
     def setup(self):
         cfg = self.cfg
+        init = nn.initializers.normal(cfg.initializer_range)
         self.model = LlamaModel(cfg, self.lora)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.DenseGeneral(
                 cfg.vocab_size, use_bias=False, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
-                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "vocab")),
+                kernel_init=nn.with_logical_partitioning(init, ("embed", "vocab")),
             )
         # the score head is trained: float32 master weights
         self.score = nn.DenseGeneral(
             1, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "score")),
+            kernel_init=nn.with_logical_partitioning(init, ("embed", "score")),
         )
 
     def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None):

@@ -34,13 +34,14 @@ class LoraDense(nn.Module):
     lora_rank: int = 0  # 0: no adapter
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
+    init_std: float = 0.02  # the frozen kernel's random init (HF initializer_range), for random-init bases
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         in_features = x.shape[-1]
         kernel = self.param(
             "kernel",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), self.axes),
+            nn.with_logical_partitioning(nn.initializers.normal(self.init_std), self.axes),
             (in_features, self.features),
             self.param_dtype,
         )

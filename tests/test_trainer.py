@@ -1,0 +1,187 @@
+"""`r2r train` end to end: exact resume after SIGKILL, other meshes, SIGTERM, NaN stop, real data, help."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from r2r_jax.cli import main
+from r2r_jax.data.candidates import write_candidates
+from r2r_jax.data.records import write_records
+from r2r_jax.data.synthetic import make_synthetic_dev, make_synthetic_records, synthetic_tokenizer
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("synthetic")
+    write_records(d / "teacher.jsonl", make_synthetic_records(48, seed=0))
+    items, qrels = make_synthetic_dev(8, seed=0)
+    write_candidates(d / "dev.jsonl", items)
+    (d / "qrels.txt").write_text("".join(f"{q} 0 {doc} {g}\n" for q, docs in qrels.items() for doc, g in docs.items()))
+    synthetic_tokenizer().save_pretrained(d / "tok")
+    return d
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"--data.train_path={data / 'teacher.jsonl'}", f"--data.tokenizer={data / 'tok'}",
+        "--data.max_prompt_len=40", "--data.max_target_len=24", "--data.max_comparison_prompt_len=80",
+        "--model.vocab_size=128", "--model.hidden_size=96", "--model.intermediate_size=192", "--model.head_dim=24",
+        f"--output_dir={out}", "--batch_size=8", "--steps=20", "--save_every=10", "--log_every=1",
+        "--optim.learning_rate=3e-3", "--lora.rank=4", *extra,
+    ]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    """`r2r train` in a subprocess with as many fake CPU devices as its mesh asks for."""
+    devices = 1
+    for a in args:
+        if a.startswith("--mesh."):
+            devices *= max(int(a.split("=")[1]), 1)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out + err
+
+
+def train_lines(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in rows if not r.get("eval")]
+
+
+def restored_trainable(out: Path, step: int) -> dict:
+    with ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=("state",)) as m:
+        tree = m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    return tree["trainable"]
+
+
+def _leaves(tree) -> list[np.ndarray]:
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    code, log = finish(start(train_args(synthetic, straight, "--mesh.data=1")))
+    assert code == 0, log
+    proc = start(train_args(synthetic, resumed, "--mesh.data=1"))
+    marker = resumed / "checkpoints" / "10" / "commit_success.txt"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert marker.exists()
+    assert not (resumed / "checkpoints" / "20").exists(), "the run finished before it could be killed"
+    code, log = finish(start(train_args(synthetic, resumed, "--mesh.data=1")))
+    assert code == 0, log
+    assert "resumed from step 10" in log
+    assert train_lines(straight) == train_lines(resumed)
+    assert [r["step"] for r in train_lines(resumed)] == list(range(1, 21))
+    for a, b in zip(_leaves(restored_trainable(straight, 20)), _leaves(restored_trainable(resumed, 20)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_onto_a_different_mesh(synthetic, tmp_path):
+    one, other = tmp_path / "one", tmp_path / "other"
+    assert finish(start(train_args(synthetic, one, "--mesh.data=8")))[0] == 0
+    code, log = finish(start(train_args(synthetic, other, "--mesh.data=8", "--steps=20")))
+    assert code == 0, log
+    # drop step 20 and resume step 10 onto a (2, 2, 2) mesh
+    import shutil
+
+    shutil.rmtree(other / "checkpoints" / "20")
+    code, log = finish(start(train_args(synthetic, other, "--mesh.data=2", "--mesh.fsdp=2", "--mesh.tensor=2")))
+    assert code == 0, log
+    assert "resumed from step 10" in log
+    a, b = train_lines(one), train_lines(other)
+    assert [r["step"] for r in b] == list(range(1, 21))
+    for ra, rb in zip(a, b, strict=True):
+        assert abs(ra["loss"] - rb["loss"]) < 1e-4
+    for x, y in zip(_leaves(restored_trainable(one, 20)), _leaves(restored_trainable(other, 20)), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+def test_sigterm_saves_and_exits_zero(synthetic, tmp_path):
+    out = tmp_path / "term"
+    proc = start(train_args(synthetic, out, "--mesh.data=1", "--steps=100000", "--save_every=100000"))
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").exists() and len(train_lines(out)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    code, log = finish(proc)
+    assert code == 0, log
+    assert "SIGTERM" in log
+    steps = [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(steps) == 1 and steps[0] >= 3
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path):
+    out = tmp_path / "nan"
+    assert finish(start(train_args(synthetic, out, "--mesh.data=1", "--steps=4", "--save_every=2")))[0] == 0
+    code, log = finish(start(train_args(synthetic, out, "--mesh.data=1", "--steps=8", "--save_every=2",
+                                        "--loss.alpha=inf")))
+    assert code == 1
+    assert "non-finite loss at step 5" in log and "last good checkpoint (4)" in log
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())[-1] == 4
+    assert len(_leaves(restored_trainable(out, 4))) > 0
+
+
+def test_real_data_run_evaluates_dl19_with_real_qrels(shared_data, tmp_path):
+    """R2R teacher records (imported) train a tiny model; DL19 BM25 top-100 is the dev set."""
+    from r2r_jax.data.importers import import_file
+
+    records, report = import_file(shared_data / "teacher" / "r2r_gpt4_msmarco_500.jsonl", "r2r")
+    write_records(tmp_path / "teacher.jsonl", records[:64])
+    tok = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "llama3_1"
+    out = tmp_path / "run"
+    args = [
+        f"--data.train_path={tmp_path / 'teacher.jsonl'}", f"--data.tokenizer={tok}",
+        f"--data.dev_candidates={shared_data / 'dl19' / 'bm25_top100.json'}",
+        f"--data.dev_qrels={shared_data / 'dl19' / 'qrels.txt'}",
+        "--data.max_prompt_len=64", "--data.max_target_len=16", "--data.max_comparison_prompt_len=96",
+        "--data.group_size=4", "--model.vocab_size=128256", "--model.hidden_size=32", "--model.intermediate_size=64",
+        "--model.head_dim=8", f"--output_dir={out}", "--batch_size=8", "--steps=2", "--save_every=2",
+        "--log_every=1", "--mesh.data=2",
+    ]
+    code, log = finish(start(args), timeout=600)
+    assert code == 0, log
+    report = json.loads((out / "report.json").read_text())
+    before = report["dev_before"]["ndcg@10"]
+    assert 0.0 < before < 0.5058 + 0.05  # an untrained student is no better than BM25
+    assert (out / "loss.png").is_file() and list((out / "tensorboard").iterdir())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in rows if not r.get("eval"))
+    for key in ("step", "loss", "loss_pair", "loss_list", "loss_gen", "learning_rate", "tokens_per_second"):
+        assert key in first
+
+
+def test_help_documents_options_and_unknown_overrides_fail(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model.num_hidden_layers", "--lora.rank", "--loss.alpha", "--mesh.fsdp", "--optim.learning_rate",
+                   "--data.group_size", "--micro_batches", "--output_dir"):
+        assert option in text
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model.no_such_field=3"])
+    assert e.value.code != 0
+    assert "no_such_field" in capsys.readouterr().err
+    assert main(["train", "--mesh.data=3", "--mesh.fsdp=-1", "--data.train_path=x", "--data.tokenizer=y"]) == 2
+    assert "mesh" in capsys.readouterr().err
