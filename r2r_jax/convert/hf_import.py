@@ -137,10 +137,11 @@ def _nested_get(tree: dict, path: tuple[str, ...]):
 
 def import_hf_params(
     folder: str | Path, cfg: ModelConfig, mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
-    with_score: bool | None = None,
+    with_score: bool | None = None, with_lm_head: bool = True,
 ) -> dict:
     """Read the base weights (and `score.weight` when present or asked for) as a sharded params tree
-    in `cfg.param_dtype` (the score head in float32). Layers come out stacked (scanned layout)."""
+    in `cfg.param_dtype` (the score head in float32). Layers come out stacked (scanned layout).
+    `with_lm_head=False` reads a scoring-only folder (a seq-cls export has no `lm_head.weight`)."""
     from r2r_jax.model.llama import LlamaForRanking  # heavy import kept local
 
     if not cfg.scan_layers:
@@ -155,7 +156,7 @@ def import_hf_params(
     shardings = (tree_shardings(abstract, mesh, rules) if mesh is not None else None)
     params: dict = {}
     try:
-        for m in tensor_maps(cfg, with_lm_head=True, with_score=with_score):
+        for m in tensor_maps(cfg, with_lm_head=with_lm_head, with_score=with_score):
             leaf = _nested_get(abstract, m.path)
             shape = tuple(leaf.value.shape)
             dtype = np.float32 if m.path[0] == "score" else jnp.dtype(cfg.param_dtype)

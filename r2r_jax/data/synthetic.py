@@ -31,6 +31,10 @@ FILLER = ("the", "a", "of", "and", "in", "on", "with", "near", "over", "under", 
           "day", "night", "road", "town", "story", "people", "water", "stone", "window", "morning")
 QUERY_TEMPLATES = ("{key}", "passages about {key}", "find {key}", "where is {key} mentioned")
 _COUNT = {1: "once", 2: "twice"}
+# Share of non-relevant passages that mention another key word. With distractors the student must match
+# the query's key against the passage (an induction-style, same-token comparison that a LoRA on a *random*
+# base does not learn in a CPU budget); at 0 "mentions the key word" can be read from the passage.
+DISTRACTOR_RATE = 0.75
 UNK = "<unk>"
 
 
@@ -52,11 +56,11 @@ def _comparison_reason(key: str, first: int, second: int) -> str:
             f"so passage [{better}] is more relevant.")
 
 
-def _passage(rng: np.random.Generator, key: str, grade: int) -> tuple[str, str | None]:
+def _passage(rng: np.random.Generator, key: str, grade: int, distractor_rate: float) -> tuple[str, str | None]:
     words = list(rng.choice(FILLER, size=int(rng.integers(9, 14))))
     inserts = [key] * grade
     other = None
-    if grade == 0 and rng.random() < 0.75:  # a distractor: some other key word, once or twice
+    if grade == 0 and rng.random() < distractor_rate:  # a distractor: some other key word, once or twice
         other = str(rng.choice([k for k in KEYS if k != key]))
         inserts = [other] * int(rng.integers(1, 3))
     for word in inserts:
@@ -72,7 +76,8 @@ def _query(rng: np.random.Generator, n_candidates: int) -> tuple[str, str, list[
     return key, query, [int(g) for g in rng.permutation(grades)]
 
 
-def make_synthetic_records(n_queries: int, seed: int = 0, n_candidates: int = 8) -> list[TeacherRecord]:
+def make_synthetic_records(n_queries: int, seed: int = 0, n_candidates: int = 8,
+                           distractor_rate: float = DISTRACTOR_RATE) -> list[TeacherRecord]:
     """Training records: candidates in random order, teacher ranking by grade (ties in random order),
     a direct reason per passage and one or two pairwise comparison reasons."""
     if n_candidates < 2:
@@ -84,7 +89,7 @@ def make_synthetic_records(n_queries: int, seed: int = 0, n_candidates: int = 8)
         key, query, grades = _query(rng, n_candidates)
         cands, reasons, grade_of = [], {}, {}
         for j, g in enumerate(grades):
-            text, other = _passage(rng, key, g)
+            text, other = _passage(rng, key, g, distractor_rate)
             docid = f"{qid}-{j}"
             cands.append(Candidate(docid, text, float(-j)))
             reasons[docid] = _direct_reason(key, g, other)
@@ -104,8 +109,9 @@ def make_synthetic_records(n_queries: int, seed: int = 0, n_candidates: int = 8)
     return records
 
 
-def make_synthetic_dev(n_queries: int, seed: int = 0,
-                       n_candidates: int = 8) -> tuple[list[QueryCandidates], dict[str, dict[str, int]]]:
+def make_synthetic_dev(n_queries: int, seed: int = 0, n_candidates: int = 8,
+                       distractor_rate: float = DISTRACTOR_RATE,
+                       ) -> tuple[list[QueryCandidates], dict[str, dict[str, int]]]:
     """Held-out queries (their own random stream and qids) in random candidate order, and their qrels
     {qid: {docid: grade}}."""
     if n_candidates < 2:
@@ -117,7 +123,7 @@ def make_synthetic_dev(n_queries: int, seed: int = 0,
         key, query, grades = _query(rng, n_candidates)
         passages = []
         for j, g in enumerate(grades):
-            passages.append(ScoredPassage(f"{qid}-{j}", _passage(rng, key, g)[0], float(-j)))
+            passages.append(ScoredPassage(f"{qid}-{j}", _passage(rng, key, g, distractor_rate)[0], float(-j)))
         queries.append(QueryCandidates(qid, query, passages))
         qrels[qid] = {p.docid: g for p, g in zip(passages, grades, strict=True)}
     return queries, qrels

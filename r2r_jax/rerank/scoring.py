@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from r2r_jax.data.candidates import QueryCandidates
@@ -43,10 +44,14 @@ def score_prompts(score_fn: Callable, variables, input_ids: np.ndarray, attentio
             ids[: len(chunk)] = input_ids[chunk, p - blen:]
             mask[: len(chunk)] = attention_mask[chunk, p - blen:]
             mask[len(chunk):, -1] = 1  # filler rows: one visible token keeps them well-defined
-            if mesh is not None:
+            if mesh is not None:  # every process holds the whole batch: each places its devices' rows
                 sh = batch_sharding(2, mesh)
-                ids, mask = jax.device_put(ids, sh), jax.device_put(mask, sh)
-            out = np.asarray(jax.device_get(score_fn(variables, ids, mask)))
+                ids = jax.make_array_from_callback(ids.shape, sh, lambda i, a=ids: a[i])
+                mask = jax.make_array_from_callback(mask.shape, sh, lambda i, a=mask: a[i])
+            out = score_fn(variables, ids, mask)
+            if not out.is_fully_addressable:  # a mesh over several hosts
+                out = multihost_utils.process_allgather(out, tiled=True)
+            out = np.asarray(jax.device_get(out))
             scores[chunk] = out[: len(chunk)]
             if progress is not None:
                 progress(len(chunk))

@@ -1,0 +1,136 @@
+"""`r2r rerank`: rerank first-stage candidates with a trained student; a TREC run and, on request, reasons.
+
+    r2r rerank --checkpoint runs/x --candidates cands.jsonl --output run.trec --explain-top 5
+    r2r rerank --model hf_seq_cls/ --run bm25.trec --corpus corpus.jsonl --queries q.tsv --output run.trec
+
+Inputs are read and checked before the model loads, so a bad file fails in seconds, not after a 16 GB load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from r2r_jax.data.records import RecordError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("student (one of)")
+    which = src.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", metavar="CKPT",
+                       help="training checkpoint: run dir, its checkpoints/ (latest step) or checkpoints/<step>")
+    which.add_argument("--model", metavar="DIR", help="merged Hugging Face folder with score.weight (seq-cls export)")
+    src.add_argument("--base-model", metavar="DIR", help="with --checkpoint: the HF base, if it moved since training")
+    src.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's or the model's)")
+    src.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                     help="with --model: weights and compute dtype (default bfloat16)")
+    src.add_argument("--attention", default="xla", choices=("xla", "cudnn", "splash"), help="with --model")
+
+    inp = parser.add_argument_group("candidates (one of)")
+    inp.add_argument("--candidates", metavar="FILE", help="rank_llm request JSONL or RankGPT hits JSON")
+    inp.add_argument("--run", metavar="RUN", help="first-stage TREC run (with --corpus and --queries)")
+    inp.add_argument("--corpus", metavar="FILE", help="passages: JSONL {id, contents} or TSV docid<TAB>text")
+    inp.add_argument("--queries", metavar="FILE", help="queries: TSV qid<TAB>text, JSONL or TREC topics")
+    inp.add_argument("--depth", type=int, help="with --run: rerank each query's top DEPTH hits (default all)")
+    inp.add_argument("--max-queries", type=int, help="only the first N queries (a quick look)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", required=True, metavar="RUN", help="reranked TREC run to write")
+    out.add_argument("--tag", default="r2r", help="run tag, the TREC run's last column (default r2r)")
+    out.add_argument("--explain-top", type=int, default=0, metavar="K",
+                     help="decode a direct reason for each of the top K and a comparison reason for each "
+                          "adjacent pair among them (default 0: none)")
+    out.add_argument("--explanations", metavar="JSONL",
+                     help="per-query reranked lists, scores and reasons (default with --explain-top: "
+                          "<output stem>.explanations.jsonl)")
+
+    gen = parser.add_argument_group("batching and decoding")
+    gen.add_argument("--batch-size", type=int, default=32,
+                     help="sequences per batch, rounded up to a multiple of the data-parallel size (default 32)")
+    gen.add_argument("--max-new-tokens", type=int, help="reason length limit (default: the trained target length)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
+    gen.add_argument("--prompt-template", help="scoring template, fields {query} {passage} (default: trained one)")
+    gen.add_argument("--comparison-template", help="comparison template, fields {query} {passages}")
+    gen.add_argument("--max-prompt-len", type=int, help="scoring prompt tokens (default: trained value)")
+    gen.add_argument("--max-comparison-prompt-len", type=int, help="comparison prompt tokens (default: trained)")
+
+    mesh = parser.add_argument_group("devices (this host's; each host reranks its share of the queries)")
+    mesh.add_argument("--mesh.data", dest="mesh_data", type=int, default=-1, help="data-parallel size (-1: rest)")
+    mesh.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=int, default=1, help="parameter-sharding size")
+    mesh.add_argument("--mesh.tensor", dest="mesh_tensor", type=int, default=1, help="tensor-parallel size")
+
+
+def read_inputs(args: argparse.Namespace):
+    """(candidate lists, a name for messages) from --candidates or --run/--corpus/--queries."""
+    from r2r_jax.data.candidates import read_candidates
+    from r2r_jax.retrieval.trec import read_run_candidates
+
+    run_args = (args.run, args.corpus, args.queries)
+    if args.candidates and any(run_args):
+        raise ValueError("give either --candidates or --run/--corpus/--queries, not both")
+    if args.candidates:
+        items, source = read_candidates(args.candidates), args.candidates
+    elif all(run_args):
+        items, source = read_run_candidates(args.run, args.corpus, args.queries, depth=args.depth), args.run
+    elif any(run_args):
+        raise ValueError("--run needs --corpus and --queries")
+    else:
+        raise ValueError("no candidates: give --candidates FILE, or --run RUN --corpus FILE --queries FILE")
+    if args.max_queries is not None:
+        items = items[: max(args.max_queries, 0)]
+    if not items:
+        raise RecordError("no queries to rerank", path=source)
+    return items, source
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from r2r_jax.config import MeshConfig
+    from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
+    from r2r_jax.rerank.job import rerank, validate_candidates, write_outputs
+    from r2r_jax.rerank.loading import load_from_checkpoint, load_from_hf
+
+    def fail(e: BaseException) -> int:
+        print(f"r2r rerank: error: {e}", file=sys.stderr)
+        return 1
+
+    try:
+        if args.base_model and not args.checkpoint:
+            raise ValueError("--base-model goes with --checkpoint")
+        if args.explain_top < 0 or args.batch_size < 1:
+            raise ValueError("--explain-top must be >= 0 and --batch-size >= 1")
+        items, source = read_inputs(args)
+        validate_candidates(items, source)
+    except (RecordError, ValueError, OSError) as e:
+        return fail(e)
+    explanations = args.explanations
+    if explanations is None and args.explain_top:
+        explanations = str(Path(args.output).with_suffix("")) + ".explanations.jsonl"
+
+    maybe_initialize_distributed()
+    prompts = {"prompt_template": args.prompt_template, "comparison_template": args.comparison_template,
+               "max_prompt_len": args.max_prompt_len, "max_comparison_prompt_len": args.max_comparison_prompt_len}
+    try:
+        mesh = make_mesh(MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor), jax.local_devices())
+        if args.checkpoint:
+            student = load_from_checkpoint(args.checkpoint, mesh, args.base_model, args.tokenizer, **prompts)
+        else:
+            student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer, **prompts)
+        result = rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                        source=source)
+        write_outputs(result, items, args.output, args.tag, explanations)
+    except (RecordError, ValueError, OSError, FloatingPointError) as e:
+        return fail(e)
+    if jax.process_index() == 0:
+        devices = f"{jax.device_count()} device(s), {jax.process_count()} process(es)"
+        print(f"reranked {len(items)} queries, {result.docs} passages with {student.source} in "
+              f"{result.score_seconds:.1f} s: {result.docs_per_second:.1f} docs/s on {devices}")
+        if args.explain_top:
+            n = sum(len(e.direct) + len(e.comparisons) for e in result.explanations.values())
+            print(f"explained the top {args.explain_top}: {n} reasons in {result.explain_seconds:.1f} s")
+        print(f"wrote {args.output}" + (f" and {explanations}" if explanations else ""))
+    return 0

@@ -1,0 +1,129 @@
+"""Explanations for a reranked list: a direct reason for each of the top K passages, and a comparison reason
+for each adjacent pair among them (ranks 1-2, 2-3, ..., K-1 - K), decoded with the KV-cache decoder.
+
+Direct reasons continue the scoring prompt itself (training put " {reason}<|eot_id|>" right after it);
+comparison reasons continue a comparison prompt listing the higher-ranked passage as [1] and the lower as [2].
+Prompts of all queries are pooled and bucketed by length like scoring, so each (batch, bucket) shape compiles
+once. Greedy decoding (the default) is deterministic; sampling is seeded per batch, so it is reproducible for
+the same inputs and batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from r2r_jax.data.candidates import QueryCandidates
+from r2r_jax.data.features import encode_comparison_prompts, encode_prompts
+from r2r_jax.data.templates import special_ids
+from r2r_jax.parallel.batch import batch_sharding
+from r2r_jax.rerank.loading import RerankStudent
+from r2r_jax.rerank.scoring import bucket_lengths
+
+
+@dataclass(frozen=True)
+class DirectReason:
+    rank: int
+    docid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ComparisonReason:
+    ranks: tuple[int, int]  # (i, i + 1): the pair's final ranks, better first
+    docids: tuple[str, str]
+    reason: str
+
+
+@dataclass(frozen=True)
+class QueryExplanation:
+    direct: list[DirectReason]
+    comparisons: list[ComparisonReason]
+
+    def to_dict(self) -> dict:
+        return {"direct_reasons": [asdict(d) for d in self.direct],
+                "comparisons": [{**asdict(c), "ranks": list(c.ranks), "docids": list(c.docids)}
+                                for c in self.comparisons]}
+
+
+def decode_prompts(generate: Callable, variables, input_ids: np.ndarray, attention_mask: np.ndarray,
+                   batch_size: int, mesh: Mesh | None, rng: jax.Array, temperature: float = 0.0,
+                   progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """Generated ids (end token excluded) for each left-padded prompt row, in row order."""
+    n, p = input_ids.shape
+    buckets = bucket_lengths(p)
+    assignment = np.searchsorted(np.asarray(buckets), attention_mask.sum(axis=1))
+    out: list[np.ndarray] = [np.zeros((0,), np.int32)] * n
+    calls = 0
+    for bi, blen in enumerate(buckets):
+        rows = np.nonzero(assignment == bi)[0]
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start: start + batch_size]
+            ids = np.zeros((batch_size, blen), input_ids.dtype)
+            mask = np.zeros((batch_size, blen), attention_mask.dtype)
+            ids[: len(chunk)] = input_ids[chunk, p - blen:]
+            mask[: len(chunk)] = attention_mask[chunk, p - blen:]
+            mask[len(chunk):, -1] = 1  # filler rows: one visible token keeps them well-defined
+            if mesh is not None:
+                sh = batch_sharding(2, mesh)
+                ids, mask = jax.device_put(ids, sh), jax.device_put(mask, sh)
+            tokens, lengths = generate(variables, ids, mask, jax.random.fold_in(rng, calls), temperature)
+            tokens, lengths = np.asarray(jax.device_get(tokens)), np.asarray(jax.device_get(lengths))
+            calls += 1
+            for j, row in enumerate(chunk):
+                out[row] = tokens[j, : int(lengths[j])]
+            if progress is not None:
+                progress(len(chunk))
+    return out
+
+
+def _text(tokenizer, ids: np.ndarray, stop: set[int]) -> str:
+    return tokenizer.decode([int(t) for t in ids if int(t) not in stop], skip_special_tokens=True).strip()
+
+
+def explain_rankings(student: RerankStudent, ranked: Sequence[tuple[QueryCandidates, Sequence[str]]], top_k: int,
+                     max_new_tokens: int, batch_size: int, mesh: Mesh | None = None, temperature: float = 0.0,
+                     seed: int = 0, progress: Callable[[int], None] | None = None) -> dict[str, QueryExplanation]:
+    """qid -> reasons for the top `top_k` of each query's final ranking (`ranked`: candidates + docids best
+    first); a query with fewer candidates gets all of them explained."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not student.has_lm_head:
+        raise ValueError(f"{student.source} has no LM head (a seq-cls export); explanations need the "
+                         "causal-lm head: rerank from --checkpoint or a folder that holds lm_head.weight")
+    tok, pr = student.tokenizer, student.prompts
+    ids = special_ids(tok)
+    stop = {ids.eot} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+    direct_rows, cmp_rows, direct_ids, direct_mask, cmp_ids, cmp_mask = [], [], [], [], [], []
+    for qc, order in ranked:
+        text = {c.docid: c.text for c in qc.candidates}
+        top = list(order[:top_k])
+        i, m = encode_prompts(tok, qc.query, [text[d] for d in top], pr.prompt_template, pr.max_prompt_len)
+        direct_ids.append(i)
+        direct_mask.append(m)
+        direct_rows.extend((qc.qid, r + 1, d) for r, d in enumerate(top))
+        if len(top) > 1:
+            pairs = [[text[a], text[b]] for a, b in zip(top, top[1:], strict=False)]
+            i, m = encode_comparison_prompts(tok, qc.query, pairs, pr.comparison_template,
+                                             pr.max_comparison_prompt_len)
+            cmp_ids.append(i)
+            cmp_mask.append(m)
+            cmp_rows.extend((qc.qid, r + 1, a, b) for r, (a, b) in enumerate(zip(top, top[1:], strict=False)))
+    generate = student.generate_fn(max_new_tokens, stop, ids.pad)
+    rng = jax.random.key(seed)
+    out = {qc.qid: QueryExplanation([], []) for qc, _ in ranked}
+    if direct_rows:
+        texts = decode_prompts(generate, student.variables, np.concatenate(direct_ids), np.concatenate(direct_mask),
+                               batch_size, mesh, jax.random.fold_in(rng, 0), temperature, progress)
+        for (qid, rank, docid), t in zip(direct_rows, texts, strict=True):
+            out[qid].direct.append(DirectReason(rank, docid, _text(tok, t, stop)))
+    if cmp_rows:
+        texts = decode_prompts(generate, student.variables, np.concatenate(cmp_ids), np.concatenate(cmp_mask),
+                               batch_size, mesh, jax.random.fold_in(rng, 1), temperature, progress)
+        for (qid, rank, a, b), t in zip(cmp_rows, texts, strict=True):
+            out[qid].comparisons.append(ComparisonReason((rank, rank + 1), (a, b), _text(tok, t, stop)))
+    return out

@@ -1,0 +1,210 @@
+"""The batch rerank job: candidates + student -> a reranked run (+ explanations), on every device and host.
+
+Each process reranks its share of the queries (round-robin by `jax.process_index()`) on its own devices, so
+hosts never wait on each other while scoring; the results are then all-gathered (as JSON bytes through JAX's
+collectives, no shared file system needed) and every process holds the complete, input-ordered result.
+Only process 0 writes files.
+
+A reranked list is a permutation of its candidate list, checked for every query. Order: score descending,
+ties by docid descending — trec_eval's own order, so the rank column is exactly what trec_eval scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from r2r_jax.atomic import atomic_write
+from r2r_jax.data.candidates import QueryCandidates
+from r2r_jax.data.records import RecordError
+from r2r_jax.rerank.explain import ComparisonReason, DirectReason, QueryExplanation, explain_rankings
+from r2r_jax.rerank.loading import RerankStudent
+from r2r_jax.retrieval.trec import Run, trec_order, write_run
+
+
+@dataclass
+class RerankResult:
+    run: Run  # qid -> [(docid, score)], best first; queries in input order
+    explanations: dict[str, QueryExplanation] = field(default_factory=dict)
+    docs: int = 0
+    score_seconds: float = 0.0
+    explain_seconds: float = 0.0
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.docs / self.score_seconds if self.score_seconds > 0 else float("nan")
+
+
+def _jsonl_line(source: str, index: int) -> int | None:
+    """The line of the `index`-th record when `source` is a JSONL file (read again only to report an error)."""
+    try:
+        with open(source, encoding="utf-8") as f:
+            if not f.read(4096).lstrip().startswith("{"):
+                return None
+            f.seek(0)
+            lines = (n for n, raw in enumerate(f, start=1) if raw.strip())
+            return next((n for k, n in enumerate(lines) if k == index), None)
+    except OSError:
+        return None
+
+
+def validate_candidates(items: Sequence[QueryCandidates], source: str = "candidates") -> None:
+    """What a TREC run cannot hold or a rerank cannot keep a permutation of, reported before any model loads:
+    file, line (for JSONL) and field."""
+    seen: set[str] = set()
+
+    def fail(i: int, qc: QueryCandidates, field: str, message: str):
+        raise RecordError(message, path=source, line=_jsonl_line(source, i),
+                          field_name=f"query[{i}] (qid {qc.qid!r}){field}")
+
+    for i, qc in enumerate(items):
+        if not qc.qid or any(c.isspace() for c in qc.qid):
+            fail(i, qc, ".qid", "qid is empty or contains whitespace")
+        if qc.qid in seen:
+            fail(i, qc, ".qid", "qid appears twice")
+        seen.add(qc.qid)
+        if not qc.query.strip():
+            fail(i, qc, ".query", "empty query text")
+        if not qc.candidates:
+            fail(i, qc, ".candidates", "no candidates")
+        docids: set[str] = set()
+        for j, c in enumerate(qc.candidates):
+            if not c.docid or any(ch.isspace() for ch in c.docid):
+                fail(i, qc, f".candidates[{j}].docid", f"docid {c.docid!r} is empty or contains whitespace")
+            if c.docid in docids:
+                fail(i, qc, f".candidates[{j}].docid", f"docid {c.docid!r} appears twice")
+            docids.add(c.docid)
+
+
+def rank_query(qc: QueryCandidates, scores: dict[str, float]) -> list[tuple[str, float]]:
+    """The query's candidates in trec_eval order by student score, checked to be a permutation of them."""
+    docids = [c.docid for c in qc.candidates]
+    if len(set(docids)) != len(docids) or set(scores) != set(docids):
+        raise RuntimeError(f"qid {qc.qid!r}: scores do not match the candidates one to one")
+    hits = trec_order((d, float(scores[d])) for d in docids)
+    bad = [(d, s) for d, s in hits if not math.isfinite(s)]
+    if bad:
+        raise FloatingPointError(f"qid {qc.qid!r}: non-finite student scores, e.g. {bad[:3]}")
+    if sorted(d for d, _ in hits) != sorted(docids):  # the invariant every rerank must keep
+        raise RuntimeError(f"qid {qc.qid!r}: the reranked list is not a permutation of the candidates")
+    return hits
+
+
+def data_parallel_size(mesh) -> int:
+    return 1 if mesh is None else int(mesh.shape["data"] * mesh.shape["fsdp"])
+
+
+def _gather(payload: dict) -> list[dict]:
+    """Every process's payload, in process order (JSON bytes all-gathered through JAX's collectives)."""
+    if jax.process_count() == 1:
+        return [payload]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(payload).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    blobs = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [json.loads(bytes(blobs[p, : int(sizes[p])])) for p in range(len(sizes))]
+
+
+def _explanation_from_dict(d: dict) -> QueryExplanation:
+    return QueryExplanation([DirectReason(**r) for r in d["direct_reasons"]],
+                            [ComparisonReason(tuple(c["ranks"]), tuple(c["docids"]), c["reason"])
+                             for c in d["comparisons"]])
+
+
+def _bar(total: int, desc: str, unit: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not enabled)
+
+
+def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_size: int = 32, explain_top: int = 0,
+           max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0, progress: bool = True,
+           source: str = "candidates") -> RerankResult:
+    """Rerank every query's candidates with the student; with `explain_top` K > 0 also decode reasons for the
+    top K and their K-1 adjacent pairs (at most `max_new_tokens` each, default the trained target length).
+
+    `batch_size` is rounded up to a multiple of the mesh's data-parallel size. Every process must call this
+    with the same `items`; each scores its share and all return the complete result."""
+    from r2r_jax.rerank.scoring import score_candidates
+
+    validate_candidates(items, source)
+    if explain_top < 0:
+        raise ValueError(f"explain_top must be >= 0, got {explain_top}")
+    if explain_top and not student.has_lm_head:  # fail before spending the scoring time
+        raise ValueError(f"{student.source} has no LM head (a seq-cls export); --explain-top needs one")
+    mesh, dp = student.mesh, data_parallel_size(student.mesh)
+    batch_size = -(-max(batch_size, 1) // dp) * dp
+    show = progress and jax.process_index() == 0
+    share = list(items[jax.process_index():: jax.process_count()])
+    local_docs = sum(len(qc.candidates) for qc in share)
+    pr = student.prompts
+
+    start = time.perf_counter()
+    with _bar(local_docs, "score", "doc", show) as bar:
+        scores = score_candidates(student.score_fn(), student.variables, student.tokenizer, share,
+                                  pr.prompt_template, pr.max_prompt_len, batch_size, mesh, progress=bar.update)
+    local_run = {qc.qid: rank_query(qc, scores[qc.qid]) for qc in share}
+    gathered = _gather({"run": local_run})
+    score_seconds = time.perf_counter() - start
+
+    explain_seconds, all_expl = 0.0, {}
+    if explain_top:
+        start = time.perf_counter()
+        ranked = [(qc, [d for d, _ in local_run[qc.qid]]) for qc in share]
+        rows = sum(min(explain_top, len(qc.candidates)) * 2 - 1 for qc in share)
+        with _bar(rows, "explain", "reason", show) as bar:
+            expl = explain_rankings(student, ranked, explain_top, max_new_tokens or pr.max_target_len, batch_size,
+                                    mesh, temperature, seed, progress=bar.update)
+        for part in _gather({"explanations": {qid: e.to_dict() for qid, e in expl.items()}}):
+            all_expl.update(part["explanations"])
+        explain_seconds = time.perf_counter() - start
+
+    merged: dict[str, list] = {}
+    for part in gathered:
+        merged.update(part["run"])
+    if set(merged) != {qc.qid for qc in items}:
+        raise RuntimeError("gathered results do not cover exactly the input queries")
+    run = {qc.qid: [(str(d), float(s)) for d, s in merged[qc.qid]] for qc in items}
+    expl_out = {qc.qid: _explanation_from_dict(all_expl[qc.qid]) for qc in items if qc.qid in all_expl}
+    return RerankResult(run, expl_out, sum(len(qc.candidates) for qc in items), score_seconds, explain_seconds)
+
+
+def explanation_records(result: RerankResult, items: Sequence[QueryCandidates]) -> list[dict]:
+    """One JSON object per query: the reranked list with scores, and its reasons when explained."""
+    out = []
+    for qc in items:
+        first_stage = {c.docid: i + 1 for i, c in enumerate(qc.candidates)}
+        text = {c.docid: c.text for c in qc.candidates}
+        rec = {"qid": qc.qid, "query": qc.query,
+               "ranking": [{"rank": r, "docid": d, "score": s, "first_stage_rank": first_stage[d]}
+                           for r, (d, s) in enumerate(result.run[qc.qid], start=1)]}
+        if qc.qid in result.explanations:
+            e = result.explanations[qc.qid].to_dict()
+            for d in e["direct_reasons"]:
+                d["passage"] = text[d["docid"]]
+            rec.update(e)
+        out.append(rec)
+    return out
+
+
+def write_outputs(result: RerankResult, items: Sequence[QueryCandidates], output: str | Path | None,
+                  tag: str = "r2r", explanations: str | Path | None = None) -> None:
+    """The TREC run and the explanations JSONL (atomically); only process 0 writes."""
+    if jax.process_index() != 0:
+        return
+    if output is not None:
+        write_run(output, result.run, tag=tag)
+    if explanations is not None:
+        with atomic_write(explanations) as f:
+            for rec in explanation_records(result, items):
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -1,0 +1,292 @@
+"""`r2r rerank`: valid runs on DL19, device-count invariance, a student with known scores, explanations, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import LLAMA_TOKENIZER
+from safetensors.numpy import save_file
+
+from r2r_jax.cli import main as r2r
+from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig, TrainConfig
+from r2r_jax.convert.mapping import hf_config_from_model
+from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
+from r2r_jax.data.records import RecordError
+from r2r_jax.data.synthetic import FILLER, make_synthetic_dev, synthetic_data_config, synthetic_tokenizer
+from r2r_jax.parallel.mesh import make_mesh
+from r2r_jax.rerank.job import rank_query, rerank, validate_candidates, write_outputs
+from r2r_jax.rerank.loading import STUDENT_JSON, load_from_hf
+from r2r_jax.retrieval.trec import read_run
+
+
+def tiny(vocab: int) -> ModelConfig:
+    return ModelConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, dtype="float32",
+                       param_dtype="float32")
+
+
+def hf_weights(cfg: ModelConfig, rng: np.random.Generator, scale: float = 0.08) -> dict[str, np.ndarray]:
+    """Random weights under Hugging Face's Llama names and (out, in) layouts, plus a score head."""
+    h, i, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+    per_layer = {"self_attn.q_proj": (q, h), "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h),
+                 "self_attn.o_proj": (h, q), "mlp.gate_proj": (i, h), "mlp.up_proj": (i, h),
+                 "mlp.down_proj": (h, i)}
+    out = {"model.embed_tokens.weight": (v, h), "lm_head.weight": (v, h), "score.weight": (1, h)}
+    out.update({f"model.layers.{n}.{k}.weight": s for n in range(cfg.num_hidden_layers) for k, s in per_layer.items()})
+    weights = {k: (scale * rng.standard_normal(s)).astype(np.float32) for k, s in out.items()}
+    for n in range(cfg.num_hidden_layers):
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            weights[f"model.layers.{n}.{norm}.weight"] = (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
+    weights["model.norm.weight"] = np.ones(h, np.float32)
+    return weights
+
+
+def write_hf_folder(folder: Path, cfg: ModelConfig, weights: dict, tokenizer, prompts: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(hf_config_from_model(cfg, "float32")))
+    save_file(weights, str(folder / "model.safetensors"))
+    if isinstance(tokenizer, Path):
+        for f in tokenizer.iterdir():
+            shutil.copy(f, folder / f.name)
+    else:
+        tokenizer.save_pretrained(folder)
+    (folder / STUDENT_JSON).write_text(json.dumps(prompts))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory) -> Path:
+    """A random tiny Llama with the real Llama-3.1 tokenizer (vocab 128256), LM head and score head."""
+    if not LLAMA_TOKENIZER.is_dir():
+        pytest.skip(f"tokenizer not found at {LLAMA_TOKENIZER}")
+    cfg = tiny(128256)
+    return write_hf_folder(tmp_path_factory.mktemp("llama"), cfg, hf_weights(cfg, np.random.default_rng(0)),
+                           LLAMA_TOKENIZER, {"max_prompt_len": 64, "max_target_len": 6,
+                                             "max_comparison_prompt_len": 96})
+
+
+@pytest.fixture(scope="module")
+def dl19(shared_data) -> list[QueryCandidates]:
+    return read_candidates(shared_data / "dl19" / "bm25_top100.json")[:6]
+
+
+def mesh_of(n: int):
+    return make_mesh(MeshConfig(), jax.devices()[:n])
+
+
+def test_dl19_rerank_is_a_valid_run_on_1_and_8_devices(llama_folder, dl19, tmp_path):
+    assert len(jax.devices()) == 8
+    results = {}
+    for n in (1, 8):
+        student = load_from_hf(llama_folder, mesh_of(n), dtype="float32")
+        results[n] = rerank(student, dl19, batch_size=32, progress=False)
+    out = tmp_path / "run.trec"
+    write_outputs(results[8], dl19, out, tag="tiny")
+    lines = [line.split() for line in out.read_text().splitlines()]
+    run = read_run(out)
+    assert list(run) == [qc.qid for qc in dl19]
+    for qc in dl19:
+        mine = [ln for ln in lines if ln[0] == qc.qid]
+        assert [int(ln[3]) for ln in mine] == list(range(1, 101)) and {ln[5] for ln in mine} == {"tiny"}
+        assert sorted(ln[2] for ln in mine) == sorted(c.docid for c in qc.candidates)  # a permutation
+        scores = [float(ln[4]) for ln in mine]
+        assert all(a >= b for a, b in zip(scores, scores[1:], strict=False))
+        assert [ln[2] for ln in mine] == [d for d, _ in run[qc.qid]]  # the rank column is trec_eval's order
+        one, eight = dict(results[1].run[qc.qid]), dict(results[8].run[qc.qid])
+        assert one.keys() == eight.keys()
+        np.testing.assert_allclose([one[d] for d in one], [eight[d] for d in one], atol=1e-5, rtol=0)
+        assert np.std(scores) > 1e-4  # a real model, not a constant
+    assert results[8].docs == 600 and results[8].docs_per_second > 0
+
+
+def test_known_scores_put_the_known_best_first(tmp_path):
+    """A student whose score is analytic: with o_proj = down_proj = 0 every layer passes the embedding through,
+    so with the template "{query} {passage}" the score is w · rmsnorm(embedding of the passage's last word)."""
+    tok = synthetic_tokenizer()
+    cfg = tiny(len(tok))
+    rng = np.random.default_rng(1)
+    weights = hf_weights(cfg, rng)
+    for n in range(cfg.num_hidden_layers):
+        weights[f"model.layers.{n}.self_attn.o_proj.weight"][:] = 0
+        weights[f"model.layers.{n}.mlp.down_proj.weight"][:] = 0
+    emb = weights["model.embed_tokens.weight"] = rng.standard_normal((len(tok), 32)).astype(np.float32)
+    w = weights["score.weight"][0]
+    folder = write_hf_folder(tmp_path / "known", cfg, weights, tok,
+                             {"prompt_template": "{query} {passage}", "max_prompt_len": 64})
+
+    def expected(word: str) -> float:
+        e = emb[tok.convert_tokens_to_ids(word)].astype(np.float64)
+        return float(w @ (e / np.sqrt(np.mean(e * e) + 1e-5)))
+
+    words = sorted(FILLER, key=expected, reverse=True)
+    best, rest = words[:3], words[3:18]
+    items = []
+    for q in range(3):
+        ends = list(rng.permutation(best + rest))  # known-best passages at random first-stage positions
+        passages = [ScoredPassage(f"q{q}-d{j}", " ".join(rng.choice(FILLER, int(rng.integers(2, 50)))) + " " + end,
+                                  float(-j)) for j, end in enumerate(ends)]
+        items.append(QueryCandidates(f"q{q}", f"query number {q}", passages))
+    write_candidates(tmp_path / "cands.jsonl", items)
+    assert r2r(["rerank", "--model", str(folder), "--dtype", "float32", "--candidates", str(tmp_path / "cands.jsonl"),
+                "--output", str(tmp_path / "run.trec"), "--batch-size", "8"]) == 0
+    run = read_run(tmp_path / "run.trec")
+    for qc in items:
+        end_of = {c.docid: c.text.split()[-1] for c in qc.candidates}
+        got = [end_of[d] for d, _ in run[qc.qid]]
+        assert got[:3] == best and got == words[:18]
+        np.testing.assert_allclose([s for _, s in run[qc.qid]], [expected(x) for x in got], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A checkpoint whose LoRA and head differ from their init (so a restore that fell back to init shows),
+    saved without training; returns (run dir, the Prepared it came from, its trainable tree)."""
+    from r2r_jax.checkpoint import Checkpointer
+    from r2r_jax.train.setup import prepare
+
+    root = tmp_path_factory.mktemp("ckpt")
+    synthetic_tokenizer().save_pretrained(root / "tok")
+    cfg = TrainConfig(model=tiny(512), lora=LoraConfig(rank=4, alpha=8.0), output_dir=str(root / "run"),
+                      data=synthetic_data_config(tokenizer=str(root / "tok")))
+    prepared = prepare(cfg, mesh_of(1))
+    leaves, treedef = jax.tree.flatten(prepared.state.trainable)
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    moved = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
+                                         for x, k in zip(leaves, keys, strict=True)])
+    ckpt = Checkpointer(root / "run" / "checkpoints", async_save=False)
+    ckpt.save(prepared.state.replace(trainable=moved), {}, prepared.meta(), force=True)
+    ckpt.close()
+    return root / "run", prepared, moved
+
+
+def test_checkpoint_student_scores_with_its_restored_adapters(checkpoint):
+    from r2r_jax.rerank.loading import load_from_checkpoint
+    from r2r_jax.rerank.scoring import score_candidates
+    from r2r_jax.train.step import make_score_step
+
+    run_dir, prepared, moved = checkpoint
+    dev, _ = make_synthetic_dev(4, seed=5)
+    student = load_from_checkpoint(run_dir, mesh_of(8))
+    assert student.prompts.max_prompt_len == synthetic_data_config().max_prompt_len  # the trained settings
+    result = rerank(student, dev, batch_size=16, progress=False)
+    score_fn, data, tok = make_score_step(prepared.student.model), prepared.cfg.data, synthetic_tokenizer()
+    want, init = (score_candidates(score_fn, prepared.student.variables(trainable), tok, dev, data.prompt_template,
+                                   data.max_prompt_len, 16, mesh_of(1)) for trainable in (moved, None))
+    for qc in dev:
+        got = dict(result.run[qc.qid])
+        np.testing.assert_allclose([got[d] for d in want[qc.qid]], list(want[qc.qid].values()), atol=1e-5)
+        assert not np.allclose([got[d] for d in init[qc.qid]], list(init[qc.qid].values()), atol=1e-3)
+
+
+def test_explanations_for_top_k_and_adjacent_pairs_deterministically(llama_folder, dl19, tmp_path):
+    """The CLI's explanations file; a second, independent run decodes the same text; and pooling, bucketing
+    and filler rows do not change what a prompt decodes to alone."""
+    from r2r_jax.data.features import encode_prompts
+    from r2r_jax.data.templates import special_ids
+
+    items = dl19[:2]
+    write_candidates(tmp_path / "c.jsonl", items)
+    assert r2r(["rerank", "--model", str(llama_folder), "--dtype", "float32", "--candidates", str(tmp_path / "c.jsonl"),
+                "--output", str(tmp_path / "run.trec"), "--explain-top", "3", "--max-new-tokens", "4"]) == 0
+    run = read_run(tmp_path / "run.trec")
+    records = [json.loads(line) for line in (tmp_path / "run.explanations.jsonl").read_text().splitlines()]
+    assert [r["qid"] for r in records] == [qc.qid for qc in items]
+    for rec in records:
+        top = [d for d, _ in run[rec["qid"]]][:3]
+        assert [r["docid"] for r in rec["ranking"]] == [d for d, _ in run[rec["qid"]]]
+        assert [(d["rank"], d["docid"]) for d in rec["direct_reasons"]] == list(zip([1, 2, 3], top, strict=True))
+        assert [(c["ranks"], c["docids"]) for c in rec["comparisons"]] == [([1, 2], top[:2]), ([2, 3], top[1:])]
+        assert all(d["reason"] and d["passage"] for d in rec["direct_reasons"])
+        assert all(c["reason"] for c in rec["comparisons"])
+
+    student = load_from_hf(llama_folder, mesh_of(8), dtype="float32")
+    again = rerank(student, items, batch_size=8, explain_top=3, max_new_tokens=4, progress=False)
+    for rec in records:
+        assert again.explanations[rec["qid"]].to_dict() == {k: [{x: y for x, y in d.items() if x != "passage"}
+                                                                for d in rec[k]]
+                                                            for k in ("direct_reasons", "comparisons")}
+    tok, pr, ids = student.tokenizer, student.prompts, special_ids(student.tokenizer)
+    qc, first = items[1], records[1]["direct_reasons"][0]
+    i, m = encode_prompts(tok, qc.query, [first["passage"]], pr.prompt_template, pr.max_prompt_len)
+    tokens, lengths = student.generate_fn(4, {ids.eot, tok.eos_token_id}, ids.pad)(
+        student.variables, i, m, jax.random.key(0), 0.0)
+    alone = tok.decode([t for t in np.asarray(tokens[0, : int(lengths[0])]) if t != ids.eot],
+                       skip_special_tokens=True).strip()
+    assert first["reason"] == alone
+
+
+def test_ranking_is_a_deterministic_permutation():
+    qc = QueryCandidates("q", "text", [ScoredPassage(d, "p") for d in ("a", "b", "c", "d")])
+    assert rank_query(qc, {"a": 1.0, "b": 2.0, "c": 1.0, "d": 0.5}) == [("b", 2.0), ("c", 1.0), ("a", 1.0),
+                                                                         ("d", 0.5)]
+    with pytest.raises(RuntimeError, match="one to one"):
+        rank_query(qc, {"a": 1.0, "b": 2.0, "c": 1.0})
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        rank_query(qc, {"a": 1.0, "b": float("nan"), "c": 1.0, "d": 0.0})
+
+
+def _rerank_error(capsys, *args: str) -> str:
+    assert r2r(["rerank", "--model", "/nonexistent", "--output", "/nonexistent/run.trec", *args]) == 1
+    return capsys.readouterr().err
+
+
+def test_malformed_inputs_give_clear_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    good = {"query": {"qid": "1", "text": "q"}, "candidates": [{"docid": "d1", "doc": {"contents": "x"}}]}
+    bad.write_text(json.dumps(good) + "\n{not json\n")
+    assert f"{bad}:2" in _rerank_error(capsys, "--candidates", str(bad))
+    bad.write_text(json.dumps({**good, "query": {"qid": "1", "text": " "}}) + "\n")
+    err = _rerank_error(capsys, "--candidates", str(bad))
+    assert f"{bad}:1" in err and "query.text" in err
+    spaced = {**good, "candidates": [{"docid": "d 1", "doc": {"contents": "x"}}]}
+    bad.write_text(json.dumps(good) + "\n\n" + json.dumps({**spaced, "query": {"qid": "2", "text": "q"}}) + "\n")
+    err = _rerank_error(capsys, "--candidates", str(bad))
+    assert f"{bad}:3" in err and "candidates[0].docid" in err and "whitespace" in err
+    hits = tmp_path / "hits.json"
+    hits.write_text(json.dumps([{"query": "q", "hits": [{"qid": 1, "docid": "d", "content": "x"},
+                                                        {"qid": 1, "docid": "d", "content": "y"}]}]))
+    err = _rerank_error(capsys, "--candidates", str(hits))
+    assert str(hits) in err and "candidates[1].docid" in err and "appears twice" in err
+    hits.write_text(json.dumps([{"query": "q", "hits": [{"qid": 1, "docid": "a b", "content": "x"}]}]))
+    assert "whitespace" in _rerank_error(capsys, "--candidates", str(hits))
+
+
+def test_run_corpus_mismatches_give_clear_errors(tmp_path, capsys):
+    run, corpus, queries = tmp_path / "bm25.trec", tmp_path / "corpus.tsv", tmp_path / "q.tsv"
+    run.write_text("1 Q0 d1 1 9.0 bm25\n1 Q0 d2 2 8.0 bm25\n2 Q0 d1 1 5.0 bm25\n")
+    corpus.write_text("d1\tfirst passage\n")
+    queries.write_text("1\tfirst query\n2\tsecond query\n")
+    err = _rerank_error(capsys, "--run", str(run), "--corpus", str(corpus), "--queries", str(queries))
+    assert str(corpus) in err and "'docid'" in err and "d2" in err
+    corpus.write_text("d1\tfirst passage\nd2\tsecond\n")
+    queries.write_text("1\tfirst query\n")
+    err = _rerank_error(capsys, "--run", str(run), "--corpus", str(corpus), "--queries", str(queries))
+    assert str(run) in err and "'qid'" in err and "'2'" in err
+    run.write_text("1 Q0 d1 1 9.0\n")
+    assert f"{run}:1" in _rerank_error(capsys, "--run", str(run), "--corpus", str(corpus), "--queries", str(queries))
+    assert "--corpus" in _rerank_error(capsys, "--run", str(run))
+    assert "no candidates" in _rerank_error(capsys)
+
+
+def test_validation_and_model_errors(llama_folder, tmp_path, capsys):
+    with pytest.raises(RecordError, match=r"query\[1\].*qid appears twice"):
+        validate_candidates([QueryCandidates("1", "a", [ScoredPassage("d", "x")])] * 2, "f.jsonl")
+    with pytest.raises(RecordError, match="no candidates"):
+        validate_candidates([QueryCandidates("1", "a", [])], "f.jsonl")
+    cands = tmp_path / "c.jsonl"
+    write_candidates(cands, [QueryCandidates("1", "a query", [ScoredPassage("d", "x")])])
+    seq_cls = tmp_path / "seq_cls"
+    shutil.copytree(llama_folder, seq_cls)
+    weights = hf_weights(tiny(128256), np.random.default_rng(0))
+    save_file({k: v for k, v in weights.items() if k != "score.weight"}, str(seq_cls / "model.safetensors"))
+    args = ["rerank", "--model", str(seq_cls), "--candidates", str(cands), "--output", str(tmp_path / "r.trec")]
+    assert r2r(args) == 1 and "no score.weight" in capsys.readouterr().err
+    save_file({k: v for k, v in weights.items() if k != "lm_head.weight"}, str(seq_cls / "model.safetensors"))
+    assert r2r(args + ["--dtype", "float32"]) == 0  # a seq-cls export scores without an LM head
+    assert r2r(args + ["--explain-top", "2"]) == 1 and "no LM head" in capsys.readouterr().err
