@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/r2r demo --output-dir runs/demo
+	JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=1 $(VENV)/bin/r2r demo --config configs/demo.yaml --output-dir runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check r2r_jax tests benchmarks

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import draccus
+from draccus.utils import DecodingError
 
 
 class ConfigError(ValueError):
@@ -244,7 +245,10 @@ def load_config(cls: type, argv: list[str], prog: str = "r2r"):
     path, rest = _split_config_flag(argv)
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"--config {path}: no such file")
-    cfg = draccus.parse(config_class=cls, config_path=path, args=rest, prog=prog)
+    try:
+        cfg = draccus.parse(config_class=cls, config_path=path, args=rest, prog=prog)
+    except DecodingError as e:  # a wrong type, in the file or on the command line: names the field
+        raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg

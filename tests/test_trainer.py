@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from train_fixtures import restored_trainable
 
 from r2r_jax.cli import main
 from r2r_jax.data.candidates import write_candidates
@@ -60,19 +60,6 @@ def train_lines(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in rows if not r.get("eval")]
 
 
-def restored_trainable(out: Path, step: int) -> dict:
-    with ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_names=("state",)) as m:
-        tree = m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    return tree["trainable"]
-
-
-def _leaves(tree) -> list[np.ndarray]:
-    import jax
-
-    return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
 def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     code, log = finish(start(train_args(synthetic, straight, "--mesh.data=1")))
@@ -91,7 +78,7 @@ def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, tmp_path):
     assert "resumed from step 10" in log
     assert train_lines(straight) == train_lines(resumed)
     assert [r["step"] for r in train_lines(resumed)] == list(range(1, 21))
-    for a, b in zip(_leaves(restored_trainable(straight, 20)), _leaves(restored_trainable(resumed, 20)), strict=True):
+    for a, b in zip(restored_trainable(straight, 20), restored_trainable(resumed, 20), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -111,7 +98,7 @@ def test_resume_onto_a_different_mesh(synthetic, tmp_path):
     assert [r["step"] for r in b] == list(range(1, 21))
     for ra, rb in zip(a, b, strict=True):
         assert abs(ra["loss"] - rb["loss"]) < 1e-4
-    for x, y in zip(_leaves(restored_trainable(one, 20)), _leaves(restored_trainable(other, 20)), strict=True):
+    for x, y in zip(restored_trainable(one, 20), restored_trainable(other, 20), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-4)
 
 
@@ -139,7 +126,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_pat
     assert code == 1
     assert "non-finite loss at step 5" in log and "last good checkpoint (4)" in log
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())[-1] == 4
-    assert len(_leaves(restored_trainable(out, 4))) > 0
+    assert len(restored_trainable(out, 4)) > 0
 
 
 def test_real_data_run_evaluates_dl19_with_real_qrels(shared_data, tmp_path):

@@ -84,3 +84,19 @@ def run_steps(mesh, student, state, step, batches, seed: int = 0):
         state, metrics = jitted(state, student.frozen, global_batch(batch, mesh), jax.random.key(seed))
         history.append(jax.tree.map(float, jax.device_get(metrics)))
     return state, history
+
+
+def restored_trainable(out, step: int) -> list[np.ndarray]:
+    """The LoRA + head leaves of a run's checkpoint, read onto this process's first device whatever
+    mesh or process count saved them."""
+    import orbax.checkpoint as ocp
+    from jax.sharding import SingleDeviceSharding
+
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    with ocp.CheckpointManager(out / "checkpoints", options=options, item_names=("state",),
+                               item_handlers={"state": ocp.StandardCheckpointHandler()}) as m:
+        device = SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda md: jax.ShapeDtypeStruct(md.shape, md.dtype, sharding=device),
+                              dict(m.item_metadata(step)["state"]))
+        tree = m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+    return [np.asarray(x) for x in jax.tree.leaves(tree["trainable"])]

@@ -1,0 +1,38 @@
+"""`r2r export --checkpoint CKPT --format seq-cls|causal-lm|peft --output DIR`: a trained student as a
+Hugging Face folder (see docs/export.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from r2r_jax.convert.hf_export import DTYPES, FORMATS
+
+    parser.add_argument("--checkpoint", required=True,
+                        help="run folder, its checkpoints/ folder, or checkpoints/<step> (default: latest step)")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="seq-cls: merged ranker; causal-lm: merged LM for explanations/vLLM; peft: adapter")
+    parser.add_argument("--output", required=True, help="folder to create (written atomically)")
+    parser.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="dtype of the written weights")
+    parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
+    parser.add_argument("--base-model", default=None,
+                        help="HF base folder, if it moved since training (its fingerprint must match)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from r2r_jax.convert.hf_export import export_checkpoint
+
+    try:
+        out = export_checkpoint(args.checkpoint, args.output, args.format, args.dtype, args.max_shard_size,
+                                args.base_model, args.overwrite, progress=True)
+    except (ValueError, FileNotFoundError) as e:  # bad paths, mismatched base, refused formats
+        print(f"r2r export: error: {e}", file=sys.stderr)
+        return 2
+    if jax.process_index() == 0:
+        print(f"exported {args.format} ({args.dtype}) to {out}")
+    return 0
