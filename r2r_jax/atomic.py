@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,3 +52,13 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=indent, ensure_ascii=False)
         f.write("\n")
+
+
+def write_jsonl(path: str | Path, objects: Iterable[Any]) -> int:
+    """One JSON object a line, atomically; returns the number of lines."""
+    n = 0
+    with atomic_write(path) as f:
+        for obj in objects:
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            n += 1
+    return n

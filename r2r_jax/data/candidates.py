@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r2r_jax.atomic import atomic_write
+from r2r_jax.atomic import write_jsonl
 from r2r_jax.data.records import RecordError
 
 
@@ -125,9 +125,4 @@ def read_candidates(path: str | Path) -> list[QueryCandidates]:
 
 def write_candidates(path: str | Path, items: Iterable[QueryCandidates]) -> int:
     """Write rank_llm JSONL atomically; returns the number of queries."""
-    n = 0
-    with atomic_write(path) as f:
-        for qc in items:
-            f.write(json.dumps(qc.to_rank_llm(), ensure_ascii=False) + "\n")
-            n += 1
-    return n
+    return write_jsonl(path, (qc.to_rank_llm() for qc in items))

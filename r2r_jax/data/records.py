@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r2r_jax.atomic import atomic_write
+from r2r_jax.atomic import write_jsonl
 
 SCHEMA = "r2r.teacher/1"
 
@@ -159,12 +159,7 @@ def read_records(path: str | Path) -> Iterator[TeacherRecord]:
 
 def write_records(path: str | Path, records: Iterable[TeacherRecord]) -> int:
     """Write all records atomically (temporary file, then rename). Returns the count."""
-    n = 0
-    with atomic_write(path) as f:
-        for rec in records:
-            f.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
-            n += 1
-    return n
+    return write_jsonl(path, (rec.to_dict() for rec in records))
 
 
 def append_record(f, record: TeacherRecord) -> None:

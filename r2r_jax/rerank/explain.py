@@ -20,9 +20,8 @@ from jax.sharding import Mesh
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.features import encode_comparison_prompts, encode_prompts
 from r2r_jax.data.templates import special_ids
-from r2r_jax.parallel.batch import batch_sharding
 from r2r_jax.rerank.loading import RerankStudent
-from r2r_jax.rerank.scoring import bucket_lengths
+from r2r_jax.rerank.scoring import bucketed_batches, to_host
 
 
 @dataclass(frozen=True)
@@ -54,30 +53,15 @@ def decode_prompts(generate: Callable, variables, input_ids: np.ndarray, attenti
                    batch_size: int, mesh: Mesh | None, rng: jax.Array, temperature: float = 0.0,
                    progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """Generated ids (end token excluded) for each left-padded prompt row, in row order."""
-    n, p = input_ids.shape
-    buckets = bucket_lengths(p)
-    assignment = np.searchsorted(np.asarray(buckets), attention_mask.sum(axis=1))
-    out: list[np.ndarray] = [np.zeros((0,), np.int32)] * n
-    calls = 0
-    for bi, blen in enumerate(buckets):
-        rows = np.nonzero(assignment == bi)[0]
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start: start + batch_size]
-            ids = np.zeros((batch_size, blen), input_ids.dtype)
-            mask = np.zeros((batch_size, blen), attention_mask.dtype)
-            ids[: len(chunk)] = input_ids[chunk, p - blen:]
-            mask[: len(chunk)] = attention_mask[chunk, p - blen:]
-            mask[len(chunk):, -1] = 1  # filler rows: one visible token keeps them well-defined
-            if mesh is not None:
-                sh = batch_sharding(2, mesh)
-                ids, mask = jax.device_put(ids, sh), jax.device_put(mask, sh)
-            tokens, lengths = generate(variables, ids, mask, jax.random.fold_in(rng, calls), temperature)
-            tokens, lengths = np.asarray(jax.device_get(tokens)), np.asarray(jax.device_get(lengths))
-            calls += 1
-            for j, row in enumerate(chunk):
-                out[row] = tokens[j, : int(lengths[j])]
-            if progress is not None:
-                progress(len(chunk))
+    out: list[np.ndarray] = [np.zeros((0,), np.int32)] * input_ids.shape[0]
+    batches = bucketed_batches(input_ids, attention_mask, batch_size, mesh)
+    for calls, (chunk, ids, mask) in enumerate(batches):
+        tokens, lengths = generate(variables, ids, mask, jax.random.fold_in(rng, calls), temperature)
+        tokens, lengths = to_host(tokens), to_host(lengths)
+        for j, row in enumerate(chunk):
+            out[row] = tokens[j, : int(lengths[j])]
+        if progress is not None:
+            progress(len(chunk))
     return out
 
 

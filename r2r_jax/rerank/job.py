@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from r2r_jax.atomic import atomic_write
+from r2r_jax.atomic import write_jsonl
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.rerank.explain import ComparisonReason, DirectReason, QueryExplanation, explain_rankings
@@ -205,6 +205,4 @@ def write_outputs(result: RerankResult, items: Sequence[QueryCandidates], output
     if output is not None:
         write_run(output, result.run, tag=tag)
     if explanations is not None:
-        with atomic_write(explanations) as f:
-            for rec in explanation_records(result, items):
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        write_jsonl(explanations, explanation_records(result, items))

@@ -6,7 +6,7 @@ token — where the score is read — stays in the last column.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -26,15 +26,13 @@ def bucket_lengths(max_len: int, smallest: int = 32) -> list[int]:
     return out + [max_len]
 
 
-def score_prompts(score_fn: Callable, variables, input_ids: np.ndarray, attention_mask: np.ndarray,
-                  batch_size: int, mesh: Mesh | None = None, smallest_bucket: int = 32,
-                  progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Scores of left-padded prompts [N, P] in fixed-shape batches (one compile per bucket)."""
-    n, p = input_ids.shape
-    lengths = attention_mask.sum(axis=1)
+def bucketed_batches(input_ids: np.ndarray, attention_mask: np.ndarray, batch_size: int, mesh: Mesh | None = None,
+                     smallest_bucket: int = 32) -> Iterator[tuple[np.ndarray, jax.Array, jax.Array]]:
+    """(row indices, ids, mask) batches of left-padded prompts [N, P]: rows grouped into length buckets, each
+    batch padded to `batch_size` rows (one compile per bucket) and, with a mesh, placed over its data axes."""
+    _, p = input_ids.shape
     buckets = bucket_lengths(p, smallest_bucket)
-    assignment = np.searchsorted(np.asarray(buckets), lengths)  # first bucket >= length
-    scores = np.zeros((n,), np.float32)
+    assignment = np.searchsorted(np.asarray(buckets), attention_mask.sum(axis=1))  # first bucket >= length
     for bi, blen in enumerate(buckets):
         rows = np.nonzero(assignment == bi)[0]
         for start in range(0, len(rows), batch_size):
@@ -48,13 +46,25 @@ def score_prompts(score_fn: Callable, variables, input_ids: np.ndarray, attentio
                 sh = batch_sharding(2, mesh)
                 ids = jax.make_array_from_callback(ids.shape, sh, lambda i, a=ids: a[i])
                 mask = jax.make_array_from_callback(mask.shape, sh, lambda i, a=mask: a[i])
-            out = score_fn(variables, ids, mask)
-            if not out.is_fully_addressable:  # a mesh over several hosts
-                out = multihost_utils.process_allgather(out, tiled=True)
-            out = np.asarray(jax.device_get(out))
-            scores[chunk] = out[: len(chunk)]
-            if progress is not None:
-                progress(len(chunk))
+            yield chunk, ids, mask
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A result as numpy on every process, also when the mesh spans several hosts."""
+    if not x.is_fully_addressable:
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+
+
+def score_prompts(score_fn: Callable, variables, input_ids: np.ndarray, attention_mask: np.ndarray,
+                  batch_size: int, mesh: Mesh | None = None, smallest_bucket: int = 32,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Scores of left-padded prompts [N, P] in fixed-shape batches (one compile per bucket)."""
+    scores = np.zeros((input_ids.shape[0],), np.float32)
+    for chunk, ids, mask in bucketed_batches(input_ids, attention_mask, batch_size, mesh, smallest_bucket):
+        scores[chunk] = to_host(score_fn(variables, ids, mask))[: len(chunk)]
+        if progress is not None:
+            progress(len(chunk))
     return scores
 
 

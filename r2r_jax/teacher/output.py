@@ -15,7 +15,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from r2r_jax.atomic import atomic_write
+from r2r_jax.atomic import write_jsonl
 from r2r_jax.data.records import RecordError, TeacherRecord, append_record, record_from_dict, write_records
 from r2r_jax.teacher.generate import TeachSettings
 
@@ -132,6 +132,4 @@ def write_failures(path: str | Path, failures: list[Failure]) -> None:
     if not failures:
         path.unlink(missing_ok=True)
         return
-    with atomic_write(path) as f:
-        for failure in failures:
-            f.write(json.dumps(asdict(failure), ensure_ascii=False) + "\n")
+    write_jsonl(path, (asdict(failure) for failure in failures))
