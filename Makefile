@@ -19,11 +19,11 @@ demo: $(STAMP)
 	JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=1 $(VENV)/bin/r2r demo --config configs/demo.yaml --output-dir runs/demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check r2r_jax tests benchmarks
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -x --durations=15
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check r2r_jax tests benchmarks
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) runs
