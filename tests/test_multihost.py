@@ -60,7 +60,7 @@ def run_cli(args: list[str], processes: int, devices_per_process: int) -> list[s
 def train_args(data: Path, out: Path, devices: int) -> list[str]:
     return ["train", f"--data.train_path={data / 'teacher.jsonl'}", f"--data.tokenizer={data / 'tok'}",
             "--data.max_prompt_len=40", "--data.max_target_len=24", "--data.max_comparison_prompt_len=80",
-            "--model.vocab_size=128", f"--output_dir={out}", "--batch_size=8", "--steps=6", "--save_every=3",
+            "--model.vocab_size=128", f"--output_dir={out}", "--batch_size=8", "--steps=4", "--save_every=2",
             "--log_every=1", "--optim.learning_rate=3e-3", "--lora.rank=4", f"--mesh.data={devices}"]
 
 
@@ -77,13 +77,15 @@ def test_multi_process_training_and_rerank_equal_single_process(data, tmp_path, 
     run_cli(train_args(data, single, processes), 1, processes)
     run_cli(train_args(data, multi, processes), processes, 1)
     np.testing.assert_allclose(losses(multi), losses(single), atol=1e-5)
-    # restore: drop the final checkpoint and let the processes resume from step 3 together
-    shutil.rmtree(multi / "checkpoints" / "6")
+    # restore: drop the final checkpoint and let the processes resume from step 2 together
+    shutil.rmtree(multi / "checkpoints" / "4")
     outs = run_cli(train_args(data, multi, processes), processes, 1)
-    assert "resumed from step 3" in outs[0]
+    assert "resumed from step 2" in outs[0]
     np.testing.assert_allclose(losses(multi), losses(single), atol=1e-5)
-    for a, b in zip(restored_trainable(single, 6), restored_trainable(multi, 6), strict=True):
+    for a, b in zip(restored_trainable(single, 4), restored_trainable(multi, 4), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    if processes > 2:
+        return  # rerank across hosts is the same code path; one process count keeps the suite's time down
     # rerank: each process scores its share of the queries, process 0 writes one complete run
     rerank = ["rerank", "--candidates", str(data / "dev.jsonl"), "--batch-size", "8"]
     run_cli([*rerank, "--checkpoint", str(single), "--output", str(tmp_path / "one.trec")], 1, processes)
