@@ -1,0 +1,138 @@
+"""`r2r compile`: AOT compilation for TPU topologies (libtpu) and GPU estimates on fake CPU devices."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r2r_jax.cli import main
+from r2r_jax.config import TrainConfig, load_config
+from r2r_jax.parallel import flops
+
+pytest.importorskip("libtpu", reason="AOT compilation for TPU needs libtpu (pip install libtpu)")
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = """\
+model:
+  vocab_size: 1024
+  hidden_size: 128
+  intermediate_size: 256
+  num_hidden_layers: 2
+  num_attention_heads: 4
+  num_key_value_heads: 2
+  head_dim: 32
+  dtype: bfloat16
+  param_dtype: bfloat16
+  remat_policy: full
+  attention: xla
+lora:
+  rank: 4
+mesh:
+  data: 1
+  fsdp: -1
+data:
+  group_size: 4
+  max_prompt_len: 96
+  max_target_len: 32
+  max_comparison_prompt_len: 96
+batch_size: 16
+"""
+EIGHT_B = {  # config file -> (topology, chips)
+    "llama3_1_8b_v5p8.yaml": ("v5p:2x2x1", 4),
+    "llama3_1_8b_v6e8.yaml": ("v6e:2x4", 8),
+    "llama3_1_8b_v5e16.yaml": ("v5e:4x4", 16),
+    "llama3_1_8b_h100x8.yaml": ("h100:8", 8),
+}
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("compile") / "small.yaml"
+    path.write_text(SMALL)
+    return path
+
+
+def _compile(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["compile", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_multi_host_topology_compiles_from_one_process_and_reports_figures(small_config, tmp_path, capsys):
+    """v5e:4x4 is 4 hosts of 4 chips; the compiler's FLOPs agree with the analytic count on the small model."""
+    report = tmp_path / "figures.json"
+    code, out, err = _compile(capsys, "--config", str(small_config), "--topology", "v5e:4x4", "--json", str(report))
+    assert code == 0, err
+    figures = json.loads(report.read_text())
+    assert figures["chips"] == 16 and figures["hosts"] == 4 and figures["fits"]
+    for step in ("train", "score"):
+        memory = figures[f"{step}_memory"]
+        assert 0 < memory["total"] < memory["hbm"] == 16 * 1024**3
+        assert memory["arguments"] > 0
+        assert figures[f"{step}_flops"]["agrees"], figures[f"{step}_flops"]
+        assert 0 < figures[f"{step}_flops"]["mfu_bound"] <= 1
+    assert figures["train_memory"]["aliased"] > 0 and figures["train_memory"]["temporaries"] > 0  # donated state
+    for text in ("arguments", "temporaries", "of 16.00 GiB HBM", "compiler, XLA ops", "MFU <=", "step time >=",
+                 "generation loss: float32 logits", "4 host(s)"):
+        assert text in out
+
+
+def test_oversized_batch_exits_nonzero_with_the_shortfall(small_config, capsys):
+    code, out, err = _compile(capsys, "--config", str(small_config), "--topology", "v5e:2x2", "--skip-flops",
+                              "--skip-score", "--set", "data.max_prompt_len=4064", "--set", "batch_size=64")
+    assert code == 1
+    assert "DOES NOT FIT" in err and "short by at least" in err and "GiB" in err
+
+
+def test_gpu_estimate_on_fake_cpu_devices(small_config, capsys):
+    code, out, err = _compile(capsys, "--config", str(small_config), "--topology", "h100:8", "--skip-score",
+                              "--skip-flops", "--set", "model.attention=cudnn")
+    assert code == 0, err
+    assert "ESTIMATE" in out and "of 80.00 GiB HBM" in out and "cannot compile on CPU devices" in out
+
+
+def test_splash_attention_compiles_for_tpu(tmp_path):
+    """The Pallas kernel lowers to Mosaic and compiles inside the sharded train step (mask: causal + segments)."""
+    from r2r_jax.parallel import aot
+    from r2r_jax.parallel.mesh import make_mesh
+
+    path = tmp_path / "splash.yaml"
+    path.write_text(SMALL.replace("attention: xla", "attention: splash").replace("max_prompt_len: 96",
+                                                                                 "max_prompt_len: 224"))
+    cfg = load_config(TrainConfig, ["--config", str(path), "--data.comparisons_per_query=0"])
+    target = aot.resolve_target("v5e:2x2")
+    mesh = make_mesh(cfg.mesh, target.devices)
+    lowered = aot.lower_train_step(cfg, mesh)
+    assert lowered.as_text().count("tpu_custom_call") >= 2  # forward and fused backward kernels
+    memory = aot.memory_of(aot.compile_lowered(lowered))
+    assert 0 < memory.total < target.chip.hbm_bytes
+
+
+def test_analytic_flops_follow_the_remat_policy():
+    cfg = load_config(TrainConfig, ["--config", str(REPO / "configs" / "llama3_1_8b_v5p8.yaml")])
+    m, d = cfg.model, cfg.data
+    full = flops.train_step_flops(cfg)
+    params = flops.layer_weights(m) * m.num_hidden_layers
+    assert 6.9e9 < params < 7.0e9  # projections of Llama-3.1-8B (embeddings and head apart)
+    tokens = cfg.batch_size * (d.group_size * (d.max_prompt_len + d.max_target_len)
+                               + d.comparisons_per_query * (d.max_comparison_prompt_len + d.max_target_len))
+    down = m.intermediate_size * m.hidden_size * m.num_hidden_layers  # its output is never recomputed
+    # forward, input gradient (no weight gradient for the frozen base), recomputation of all but down_proj
+    assert full.executed["base"] == pytest.approx((4 * params + 2 * (params - down)) * tokens)
+    assert full.model["base"] == pytest.approx(4 * params * tokens)
+    cfg.model.remat_policy = "dots_no_batch"
+    assert flops.train_step_flops(cfg).executed["base"] == pytest.approx(4 * params * tokens)
+    assert flops.causal_block_fraction(1024, 512) == 0.75
+
+
+@pytest.mark.parametrize("name", sorted(EIGHT_B))
+def test_8b_configs_meet_the_brief(name):
+    cfg = load_config(TrainConfig, ["--config", str(REPO / "configs" / name)])
+    m, d = cfg.model, cfg.data
+    assert (m.hidden_size, m.num_hidden_layers, m.intermediate_size, m.vocab_size) == (4096, 32, 14336, 128256)
+    assert cfg.lora.rank == 16 and len(cfg.lora.targets) == 7
+    assert d.max_prompt_len + d.max_target_len >= 1024
+    assert cfg.batch_size * d.group_size >= 64
+    _, chips = EIGHT_B[name]
+    assert cfg.mesh.shape(chips)  # the mesh uses exactly the slice's chips
+    assert cfg.batch_size % (chips // cfg.mesh.shape(chips)[2]) == 0  # the batch splits evenly over the chips
