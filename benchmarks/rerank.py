@@ -1,0 +1,200 @@
+"""Rerank scoring throughput: the JAX student against the seq-cls model in transformers, same candidates, same run.
+
+    python -m benchmarks.rerank [--presets small,medium] [--queries N] [--max-len 256] [--batch-size 32]
+    python -m benchmarks.rerank --quick            # smoke run: tiny preset, one query, 1 repetition
+
+Candidates: TREC DL19 BM25 top-100 (../shared/data/dl19/bm25_top100.json), the first N queries, prompts from
+the project's default template with the real Llama-3.1 tokenizer, truncated to --max-len tokens (passages are
+cut, never the template), tokenized once before timing. One random `LlamaForSequenceClassification` (pad id
+128004, as the seq-cls export writes it) is saved and loaded by the rerank job's own loader
+(`r2r_jax.rerank.loading.load_from_hf`), so both stacks hold the same weights; their scores are compared.
+
+JAX: `make_score_step` + `score_prompts`, the rerank job's path (power-of-two length buckets from 32 up to
+--max-len, fixed batch shapes). transformers: length-sorted batches of the same size, each left-padded to its
+own longest prompt (what a transformers user would write), `torch.inference_mode`, SDPA. Timed runs alternate
+after a warm-up of each (JAX compiles its buckets there). `--buckets` lists other JAX bucket lengths to try
+as well (e.g. `--buckets 32,64,96,128,160,192,224,256`), reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .common import (
+    DL19,
+    LLAMA3_VOCAB,
+    LLAMA_TOKENIZER,
+    alternate,
+    machine,
+    median,
+    preset,
+    use_cpu,
+    wait_for_quiet,
+)
+from .common import write_json as emit
+
+DEFAULT_QUERIES = {"tiny": 1, "small": 2, "medium": 1}
+
+
+def scoring_preset(name: str):
+    """The preset's model with Llama-3's vocabulary (real tokenizer ids), LoRA merged away (a seq-cls export)."""
+    p = preset(name)
+    return dataclasses.replace(p.model, vocab_size=LLAMA3_VOCAB)
+
+
+def load_prompts(queries: int, max_len: int, tokenizer_path: Path = LLAMA_TOKENIZER,
+                 candidates: Path = DL19) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids [N, max_len], mask, pad id): left-padded scoring prompts of the first `queries` DL19 queries."""
+    from r2r_jax.config import DataConfig
+    from r2r_jax.data.candidates import read_candidates
+    from r2r_jax.data.features import encode_prompts
+    from r2r_jax.data.templates import load_tokenizer, special_ids
+
+    tok = load_tokenizer(tokenizer_path)
+    ids, masks = [], []
+    for qc in read_candidates(candidates)[:queries]:
+        i, m = encode_prompts(tok, qc.query, [c.text for c in qc.candidates], DataConfig.prompt_template, max_len)
+        ids.append(i)
+        masks.append(m)
+    return np.concatenate(ids), np.concatenate(masks), special_ids(tok).pad
+
+
+def padded_tokens(lengths: np.ndarray, buckets: list[int], batch_size: int) -> int:
+    """Token positions the bucketed JAX path computes (filler rows of a bucket's last batch included)."""
+    assignment = np.searchsorted(np.asarray(buckets), lengths)
+    total = 0
+    for bi, blen in enumerate(buckets):
+        rows = int(np.sum(assignment == bi))
+        total += -(-rows // batch_size) * batch_size * blen
+    return total
+
+
+def sorted_tokens(lengths: np.ndarray, batch_size: int) -> int:
+    """Token positions of length-sorted batches padded to their own longest row (the transformers side)."""
+    s = np.sort(lengths)
+    return int(sum(len(s[i: i + batch_size]) * s[i: i + batch_size].max() for i in range(0, len(s), batch_size)))
+
+
+def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: int,
+                 extra_buckets: list[list[int]], gate=None) -> dict:
+    import jax
+
+    from r2r_jax.rerank import scoring
+    from r2r_jax.rerank.loading import load_from_hf
+
+    from . import jax_stack, torch_stack
+
+    cfg = scoring_preset(name)
+    ids, mask, pad = load_prompts(queries, max_len)
+    lengths = mask.sum(-1)
+    hf = torch_stack.random_seq_cls(cfg, pad_token_id=pad, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        student = load_from_hf(tmp, jax_stack.one_device_mesh(), dtype="float32", tokenizer=str(LLAMA_TOKENIZER))
+        jax.block_until_ready(student.variables)
+    runners: dict[str, Callable[[], object]] = {}
+    default = scoring.bucket_lengths(max_len)
+    bucket_sets = {"jax": default}
+    for i, b in enumerate(extra_buckets):
+        bucket_sets[f"jax_buckets{i + 1}"] = b
+    for label, buckets in bucket_sets.items():
+        runners[label] = _jax_runner(student, ids, mask, batch_size, None if label == "jax" else buckets)
+    torch_scores = torch_stack.TorchScorer(hf)
+    runners["torch"] = lambda: torch_scores(ids, mask, batch_size)
+    check = {label: fn() for label, fn in runners.items()}  # warm-up: compiles every JAX bucket
+    times = alternate(runners, reps, warmup=0, before_round=gate)
+    docs = len(ids)
+    out = {"preset": name, "model": {k: getattr(cfg, k) for k in (
+        "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+        "vocab_size")}, "queries": queries, "docs": docs, "max_len": max_len, "batch_size": batch_size,
+        "prompt_tokens": {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
+                          "max": int(lengths.max()), "total": int(lengths.sum())},
+        "max_abs_score_diff": float(np.max(np.abs(check["jax"] - check["torch"]))),
+        "score_scale": float(np.std(check["torch"])), "load_average_1m": times.pop("load"), "seconds": times}
+    for label in runners:
+        sec = median(times[label])
+        computed = (sorted_tokens(lengths, batch_size) if label == "torch"
+                    else padded_tokens(lengths, bucket_sets[label], batch_size))
+        out[label] = {"s": sec, "docs_per_s": docs / sec, "computed_tokens": computed,
+                      "computed_tokens_per_s": computed / sec}
+        if label != "torch":
+            out[label]["buckets"] = bucket_sets[label]
+            out[label]["speedup"] = out[label]["docs_per_s"] / (docs / median(times["torch"]))
+    out["speedup"] = out["jax"]["speedup"]
+    return out
+
+
+def _jax_runner(student, ids: np.ndarray, mask: np.ndarray, batch_size: int, buckets: list[int] | None):
+    """The rerank job's scoring; with `buckets`, `scoring.bucket_lengths` is swapped for them during the call."""
+    from r2r_jax.rerank import scoring
+
+    from . import jax_stack
+
+    score = jax_stack.scorer(student.model, student.variables, batch_size)
+
+    def run():
+        if buckets is None:
+            return score(ids, mask)
+        original = scoring.bucket_lengths
+        scoring.bucket_lengths = lambda max_len, smallest=32: [b for b in buckets if b < max_len] + [max_len]
+        try:
+            return score(ids, mask)
+        finally:
+            scoring.bucket_lengths = original
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="small,medium")
+    ap.add_argument("--queries", type=int, default=0, help=f"DL19 queries (100 candidates each); 0: {DEFAULT_QUERIES}")
+    ap.add_argument("--max-len", type=int, default=256, help="prompt truncation length (tokens)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses every core)")
+    ap.add_argument("--buckets", action="append", default=[],
+                    help="extra JAX bucket lengths to measure too, comma list (repeatable)")
+    ap.add_argument("--max-load", type=float, default=0.0,
+                    help="before the run and every timed round, wait until the 1-min load average is below this")
+    ap.add_argument("--wait-s", type=float, default=600.0)
+    ap.add_argument("--json", default="")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, one query, 1 repetition")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.presets, args.queries, args.reps, args.max_len = "tiny", 1, 1, 128
+    use_cpu()
+    from . import torch_stack
+
+    torch_stack.set_threads(args.threads)
+    gate = (lambda: wait_for_quiet(args.max_load, args.wait_s)) if args.max_load else None
+    if gate:
+        gate()
+    info = machine("jax", "jaxlib", "flax", "torch", "transformers")
+    info["torch_threads"] = args.threads
+    extra = [[int(x) for x in b.split(",")] for b in args.buckets]
+    results = []
+    for name in args.presets.split(","):
+        name = name.strip()
+        r = bench_preset(name, args.queries or DEFAULT_QUERIES.get(name, 1), args.max_len, args.batch_size,
+                         args.reps, extra, gate)
+        results.append(r)
+        others = ", ".join(f"{k} {r[k]['docs_per_s']:.1f} docs/s" for k in r if k.startswith("jax_buckets"))
+        print(f"# {name}: jax {r['jax']['docs_per_s']:.1f} docs/s, torch {r['torch']['docs_per_s']:.1f} docs/s, "
+              f"ratio {r['speedup']:.2f}{'; ' + others if others else ''}; max |Δscore| "
+              f"{r['max_abs_score_diff']:.2e}; load {r['load_average_1m']}", file=sys.stderr, flush=True)
+        gc.collect()
+    emit(args.json, {"benchmark": "rerank", "machine": info, "data": str(DL19), "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
