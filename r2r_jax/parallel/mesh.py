@@ -29,7 +29,7 @@ def maybe_initialize_distributed() -> bool:
     """Start JAX's multi-controller runtime when the environment describes a multi-host job.
 
     Recognised: an explicit coordinator (R2R_COORDINATOR, R2R_NUM_PROCESSES, R2R_PROCESS_ID), SLURM
-    (jax detects it), and TPU pods (jax detects them; `launch/tpu_pod.sh` sets R2R_DISTRIBUTED=1).
+    (jax detects it), and TPU pods (`launch/tpu_pod.sh` sets R2R_DISTRIBUTED=1).
     Returns whether initialisation happened."""
     if jax.distributed.is_initialized():
         return True
@@ -42,8 +42,9 @@ def maybe_initialize_distributed() -> bool:
             process_id=int(os.environ["R2R_PROCESS_ID"]),
         )
         return True
-    if (os.environ.get("R2R_DISTRIBUTED") == "1" or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-            or "TPU_WORKER_HOSTNAMES" in os.environ):  # R2R_DISTRIBUTED=1: TPU VMs, where jax reads the metadata
+    # R2R_DISTRIBUTED=1: TPU VMs, where jax reads the slice from the VM metadata. (TPU_WORKER_HOSTNAMES is no
+    # signal: libtpu's import may set it to a warning text on machines without TPUs.)
+    if os.environ.get("R2R_DISTRIBUTED") == "1" or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize()
         return True
     return False
