@@ -3,13 +3,18 @@
     python -m benchmarks.memory [--presets tiny,small,medium] [--tasks train,rerank] [--json out.json]
     python -m benchmarks.memory --quick            # smoke run: tiny preset only
 
-Every figure comes from its own fresh subprocess (`--worker`), which imports only its own stack, builds the
-preset's model with random weights in memory, runs the work and reports its peak resident set size
-(`getrusage(RUSAGE_SELF).ru_maxrss`, the high-water mark of the whole process: libraries, weights,
-compilation, activations, optimizer state) and its RSS right after the imports (the framework's own share).
-train: the preset's batch (benchmarks/common.py), `--steps` optimizer steps. rerank: the first DL19 query's
-100 candidates with the Llama-3.1 tokenizer (tokenized by the parent, passed as a .npz), truncated to 256
-tokens, batches of 32, prompt-only scoring with the LoRA merged away (a seq-cls model).
+Every figure comes from its own fresh subprocess (`--worker`), which imports only its own stack, loads the
+model as a user would, runs the work and reports its peak resident set size (`getrusage(RUSAGE_SELF)
+.ru_maxrss`, the high-water mark of the whole process: libraries, weights, compilation, activations,
+optimizer state) and its RSS right after the imports (the framework's own share). The parent saves one random
+float32 Hugging Face folder per preset and task, which both stacks load:
+- train: a LlamaForCausalLM folder; JAX imports it (`import_hf_params`, as `r2r train --base_model` does) and
+  runs the project's train step, torch loads it with `from_pretrained` and runs the peft step
+  (benchmarks/torch_stack.py); the preset's batch (benchmarks/common.py), `--steps` optimizer steps.
+- rerank: a LlamaForSequenceClassification folder (the seq-cls export's layout); JAX loads it with the
+  rerank job's loader (`load_from_hf`), torch with `from_pretrained`; the first DL19 query's 100 candidates
+  with the Llama-3.1 tokenizer (tokenized by the parent, passed as a .npz), truncated to 256 tokens, batches
+  of 32, prompt-only scoring.
 """
 
 from __future__ import annotations
@@ -40,44 +45,50 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _train_jax(name: str, steps: int) -> None:
+def _train_jax(name: str, folder: Path, steps: int) -> None:
+    from r2r_jax.convert.hf_import import import_hf_params
+
     from . import jax_stack
 
     p = preset(name)
-    step = jax_stack.JaxTrainStep(p, jax_stack.student(p), synthetic_batch(p.shape, p.model.vocab_size))
+    params = import_hf_params(folder, p.model, with_score=False)
+    batch = synthetic_batch(p.shape, p.model.vocab_size)
+    step = jax_stack.JaxTrainStep(p, jax_stack.student(p, base_params=params), batch)
     for _ in range(steps):
         step()
 
 
-def _train_torch(name: str, steps: int) -> None:
+def _train_torch(name: str, folder: Path, steps: int) -> None:
+    from transformers import LlamaForCausalLM
+
     from . import torch_stack
 
     p = preset(name)
-    pt = torch_stack.TorchR2RStep(torch_stack.random_causal_lm(p.model), p.lora, p.loss)
+    pt = torch_stack.TorchR2RStep(LlamaForCausalLM.from_pretrained(folder, dtype="float32"), p.lora, p.loss)
     batch = torch_stack.torch_batch(synthetic_batch(p.shape, p.model.vocab_size))
     for _ in range(steps):
         pt.step(batch)
 
 
-def _rerank_jax(name: str, prompts: Path, batch_size: int) -> None:
-    import jax
-
-    from r2r_jax.train.student import build_student
+def _rerank_jax(folder: Path, prompts: Path, batch_size: int) -> None:
+    from r2r_jax.rerank.loading import load_from_hf
 
     from . import jax_stack
-    from .rerank import scoring_preset
+    from .common import LLAMA_TOKENIZER
 
     data = np.load(prompts)
-    st = build_student(scoring_preset(name), None, jax_stack.one_device_mesh(), jax.random.key(0))
-    jax_stack.scorer(st.model, st.variables(), batch_size)(data["ids"], data["mask"])
+    st = load_from_hf(folder, jax_stack.one_device_mesh(), dtype="float32", attention="loop",
+                      tokenizer=str(LLAMA_TOKENIZER))
+    jax_stack.scorer(st.model, st.variables, batch_size)(data["ids"], data["mask"])
 
 
-def _rerank_torch(name: str, prompts: Path, batch_size: int) -> None:
+def _rerank_torch(folder: Path, prompts: Path, batch_size: int) -> None:
+    from transformers import LlamaForSequenceClassification
+
     from . import torch_stack
-    from .rerank import scoring_preset
 
     data = np.load(prompts)
-    model = torch_stack.random_seq_cls(scoring_preset(name), int(data["pad"]))
+    model = LlamaForSequenceClassification.from_pretrained(folder, dtype="float32")
     torch_stack.TorchScorer(model)(data["ids"], data["mask"], batch_size)
 
 
@@ -97,32 +108,64 @@ def worker(args) -> None:
         import transformers  # noqa: F401
     after_import = rss_mib()
     start = time.perf_counter()
+    folder = Path(args.folder)
     if args.task == "train":
-        (_train_jax if args.stack == "jax" else _train_torch)(args.preset, args.steps)
+        (_train_jax if args.stack == "jax" else _train_torch)(args.preset, folder, args.steps)
     else:
-        (_rerank_jax if args.stack == "jax" else _rerank_torch)(args.preset, Path(args.prompts), args.batch_size)
+        (_rerank_jax if args.stack == "jax" else _rerank_torch)(folder, Path(args.prompts), args.batch_size)
     print(json.dumps({"rss_after_import_mib": round(after_import, 1), "peak_rss_mib": round(peak_rss_mib(), 1),
                       "seconds": round(time.perf_counter() - start, 1)}))
 
 
-def measure(task: str, stack: str, name: str, args, prompts: Path | None) -> dict:
+def worker_cmd(task: str, stack: str, name: str, args, folder: Path, prompts: Path | None) -> list[str]:
     cmd = [sys.executable, "-m", "benchmarks.memory", "--worker", "--task", task, "--stack", stack, "--presets", name,
-           "--steps", str(args.steps), "--threads", str(args.threads), "--batch-size", str(args.batch_size)]
+           "--steps", str(args.steps), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+           "--folder", str(folder)]
     if prompts is not None:
         cmd += ["--prompts", str(prompts)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return cmd
 
 
-def prepare_prompts(folder: Path, max_len: int) -> Path:
+def run_workers(cmds: list[list[str]], parallel: bool, timeout: float) -> list[dict]:
+    """Each command's JSON line; `parallel` starts them together (peak RSS is per process, so only the time
+    changes), otherwise one after the other. Output goes through files, so no pipe can fill up and block."""
+    groups = [cmds] if parallel else [[c] for c in cmds]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for gi, group in enumerate(groups):
+            logs = [(Path(tmp) / f"{gi}_{i}.out", Path(tmp) / f"{gi}_{i}.err") for i in range(len(group))]
+            procs = []
+            for cmd, (o, e) in zip(group, logs, strict=True):
+                with open(o, "w") as fo, open(e, "w") as fe:
+                    procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=fo, stderr=fe, text=True))
+            for cmd, proc, (o, e) in zip(group, procs, logs, strict=True):
+                if proc.wait(timeout=timeout) != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{e.read_text()[-3000:]}")
+                out.append(json.loads(o.read_text().strip().splitlines()[-1]))
+    return out
+
+
+def prepare_prompts(folder: Path, max_len: int) -> tuple[Path, int]:
     from .rerank import load_prompts
 
     ids, mask, pad = load_prompts(1, max_len)
     path = folder / "prompts.npz"
-    np.savez(path, ids=ids, mask=mask, pad=pad)
-    return path
+    np.savez(path, ids=ids, mask=mask)
+    return path, pad
+
+
+def prepare_model(folder: Path, name: str, task: str, pad: int) -> Path:
+    """The random model both stacks load: a causal LM (train) or a seq-cls export (rerank), float32."""
+    from . import torch_stack
+    from .rerank import scoring_preset
+
+    out = folder / f"{name}_{task}"
+    if task == "train":
+        model = torch_stack.random_causal_lm(preset(name).model)
+    else:
+        model = torch_stack.random_seq_cls(scoring_preset(name), pad_token_id=pad)
+    model.save_pretrained(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,33 +180,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-load", type=float, default=0.0)
     ap.add_argument("--wait-s", type=float, default=600.0)
     ap.add_argument("--json", default="")
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset only, one step")
+    ap.add_argument("--parallel", action="store_true", help="run the measuring subprocesses at the same time")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset only, one step, in parallel")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--task", default="train", help=argparse.SUPPRESS)
     ap.add_argument("--stack", default="jax", help=argparse.SUPPRESS)
     ap.add_argument("--prompts", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--folder", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         args.preset = args.presets
         worker(args)
         return 0
     if args.quick:
-        args.presets, args.steps, args.max_len = "tiny", 1, 128
+        args.presets, args.steps, args.max_len, args.parallel = "tiny", 1, 128, True
     if args.max_load:
         wait_for_quiet(args.max_load, args.wait_s)
     info = machine("jax", "jaxlib", "flax", "optax", "torch", "transformers", "peft")
     tasks = [t.strip() for t in args.tasks.split(",")]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        prompts = prepare_prompts(Path(tmp), args.max_len) if "rerank" in tasks else None
-        for name in [n.strip() for n in args.presets.split(",")]:
-            for task in tasks:
-                row = {"preset": name, "task": task}
-                for stack in ("jax", "torch"):
-                    row[stack] = measure(task, stack, name, args, prompts if task == "rerank" else None)
-                row["peak_ratio_jax_over_torch"] = row["jax"]["peak_rss_mib"] / row["torch"]["peak_rss_mib"]
-                results.append(row)
-                print(f"# {name} {task}: peak RSS jax {row['jax']['peak_rss_mib']:.0f} MiB, torch "
+        prompts, pad = prepare_prompts(Path(tmp), args.max_len) if "rerank" in tasks else (None, 0)
+        names = [n.strip() for n in args.presets.split(",")]
+        folders = {(n, t): prepare_model(Path(tmp), n, t, pad) for n in names for t in tasks}
+        jobs = [(name, task, stack) for name in names for task in tasks for stack in ("jax", "torch")]
+        cmds = [worker_cmd(task, stack, name, args, folders[(name, task)], prompts if task == "rerank" else None)
+                for name, task, stack in jobs]
+        measured = dict(zip(jobs, run_workers(cmds, args.parallel, args.timeout), strict=True))
+        for name, task, _ in jobs[::2]:
+            row = {"preset": name, "task": task, "jax": measured[(name, task, "jax")],
+                   "torch": measured[(name, task, "torch")]}
+            row["peak_ratio_jax_over_torch"] = row["jax"]["peak_rss_mib"] / row["torch"]["peak_rss_mib"]
+            results.append(row)
+            print(f"# {name} {task}: peak RSS jax {row['jax']['peak_rss_mib']:.0f} MiB, torch "
                       f"{row['torch']['peak_rss_mib']:.0f} MiB (after imports {row['jax']['rss_after_import_mib']:.0f}"
                       f" / {row['torch']['rss_after_import_mib']:.0f})", file=sys.stderr, flush=True)
     emit(args.json, {"benchmark": "memory", "machine": info, "steps": args.steps, "rerank_max_len": args.max_len,

@@ -9,7 +9,8 @@ cut, never the template), tokenized once before timing. One random `LlamaForSequ
 128004, as the seq-cls export writes it) is saved and loaded by the rerank job's own loader
 (`r2r_jax.rerank.loading.load_from_hf`), so both stacks hold the same weights; their scores are compared.
 
-JAX: `make_score_step` + `score_prompts`, the rerank job's path (power-of-two length buckets from 32 up to
+JAX (attention `loop`, the CPU setting; `--attention xla` for the reference): `make_score_step` +
+`score_prompts`, the rerank job's path (power-of-two length buckets from 32 up to
 --max-len, fixed batch shapes). transformers: length-sorted batches of the same size, each left-padded to its
 own longest prompt (what a transformers user would write), `torch.inference_mode`, SDPA. Timed runs alternate
 after a warm-up of each (JAX compiles its buckets there). `--buckets` lists other JAX bucket lengths to try
@@ -84,7 +85,7 @@ def sorted_tokens(lengths: np.ndarray, batch_size: int) -> int:
 
 
 def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: int,
-                 extra_buckets: list[list[int]], gate=None) -> dict:
+                 extra_buckets: list[list[int]], gate=None, attention: str = "loop") -> dict:
     import jax
 
     from r2r_jax.rerank import scoring
@@ -98,7 +99,8 @@ def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: i
     hf = torch_stack.random_seq_cls(cfg, pad_token_id=pad, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        student = load_from_hf(tmp, jax_stack.one_device_mesh(), dtype="float32", tokenizer=str(LLAMA_TOKENIZER))
+        student = load_from_hf(tmp, jax_stack.one_device_mesh(), dtype="float32", attention=attention,
+                               tokenizer=str(LLAMA_TOKENIZER))
         jax.block_until_ready(student.variables)
     runners: dict[str, Callable[[], object]] = {}
     default = scoring.bucket_lengths(max_len)
@@ -112,7 +114,7 @@ def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: i
     check = {label: fn() for label, fn in runners.items()}  # warm-up: compiles every JAX bucket
     times = alternate(runners, reps, warmup=0, before_round=gate)
     docs = len(ids)
-    out = {"preset": name, "model": {k: getattr(cfg, k) for k in (
+    out = {"preset": name, "attention": attention, "model": {k: getattr(cfg, k) for k in (
         "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
         "vocab_size")}, "queries": queries, "docs": docs, "max_len": max_len, "batch_size": batch_size,
         "prompt_tokens": {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=0, help=f"DL19 queries (100 candidates each); 0: {DEFAULT_QUERIES}")
     ap.add_argument("--max-len", type=int, default=256, help="prompt truncation length (tokens)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--attention", default="loop", choices=("loop", "xla"),
+                    help="the JAX student's attention (loop: the CPU setting, as `r2r rerank --attention loop`)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses every core)")
     ap.add_argument("--buckets", action="append", default=[],
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.presets.split(","):
         name = name.strip()
         r = bench_preset(name, args.queries or DEFAULT_QUERIES.get(name, 1), args.max_len, args.batch_size,
-                         args.reps, extra, gate)
+                         args.reps, extra, gate, args.attention)
         results.append(r)
         others = ", ".join(f"{k} {r[k]['docs_per_s']:.1f} docs/s" for k in r if k.startswith("jax_buckets"))
         print(f"# {name}: jax {r['jax']['docs_per_s']:.1f} docs/s, torch {r['torch']['docs_per_s']:.1f} docs/s, "

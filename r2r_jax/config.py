@@ -58,7 +58,8 @@ class ModelConfig:
     param_dtype: str = "float32"  # frozen base weights
     scan_layers: bool = True  # nn.scan over layers (one compiled layer); false: unrolled
     remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "none"  # what the backward recomputes
-    attention: Literal["xla", "cudnn", "splash"] = "xla"  # xla (reference), cudnn (GPU), splash (TPU)
+    # xla (reference), loop (CPU hosts: one sequence at a time, cache-sized), cudnn (GPU), splash (TPU)
+    attention: Literal["xla", "loop", "cudnn", "splash"] = "xla"
 
     @property
     def kv_groups(self) -> int:

@@ -8,6 +8,7 @@ import rax
 
 from r2r_jax.config import LossConfig
 from r2r_jax.train import losses as L
+from r2r_jax.train import token_ce as T
 
 B, G = 6, 7
 
@@ -148,8 +149,8 @@ def _gen_inputs(n=3, t=13, e=16, v=97, seed=3):
 @pytest.mark.parametrize("chunk", [1, 4, 5, 13, 64])
 def test_chunked_token_ce_equals_unchunked_and_numpy(chunk):
     h, w, y, m = _gen_inputs()
-    total, count = L.token_ce_sum(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(m), chunk)
-    ref_total, ref_count = L.token_ce_reference(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(m))
+    total, count = T.token_ce_sum(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(m), chunk)
+    ref_total, ref_count = T.token_ce_reference(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(m))
     np_total, np_count = _np_token_ce(h, w, y, m)
     assert int(count) == int(ref_count) == np_count
     np.testing.assert_allclose(total, ref_total, rtol=1e-5)
@@ -160,11 +161,11 @@ def test_chunked_token_ce_gradients_match_and_tied_head():
     h, w, y, m = map(jnp.asarray, _gen_inputs())
 
     def chunked(h, w):
-        s, c = L.token_ce_sum(h, w, y, m, chunk=4)
+        s, c = T.token_ce_sum(h, w, y, m, chunk=4)
         return s / c
 
     def full(h, w):
-        s, c = L.token_ce_reference(h, w, y, m)
+        s, c = T.token_ce_reference(h, w, y, m)
         return s / c
 
     g_chunk = jax.jit(jax.grad(chunked, argnums=(0, 1)))(h, w)
@@ -172,27 +173,49 @@ def test_chunked_token_ce_gradients_match_and_tied_head():
     for a, b in zip(g_chunk, g_full, strict=True):
         assert np.all(np.isfinite(np.asarray(a)))
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    # a tied embedding [V, E] gives the same loss as its transpose used as the head
-    tied = L.token_ce_sum(h, w.T, y, m, chunk=5, head_is_embedding=True)[0]
-    np.testing.assert_allclose(tied, L.token_ce_reference(h, w, y, m)[0], rtol=1e-5)
+    # a tied embedding [V, E] gives the same loss and gradients as its transpose used as the head
+    tied = T.token_ce_sum(h, w.T, y, m, chunk=5, head_is_embedding=True)[0]
+    np.testing.assert_allclose(tied, T.token_ce_reference(h, w, y, m)[0], rtol=1e-5)
+    g_tied = jax.grad(lambda h, e: T.token_ce_sum(h, e, y, m, chunk=5, head_is_embedding=True)[0], (0, 1))(h, w.T)
+    g_ref = jax.grad(lambda h, w: T.token_ce_reference(h, w, y, m)[0], (0, 1))(h, w)
+    np.testing.assert_allclose(g_tied[0], g_ref[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(g_tied[1], g_ref[1].T, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_head_gets_zero_gradient_and_the_same_hidden_gradient():
+    h, w, y, m = map(jnp.asarray, _gen_inputs())
+    frozen = jax.grad(lambda h, w: T.token_ce_sum(h, w, y, m, chunk=4, head_grad=False)[0], (0, 1))(h, w)
+    trained = jax.grad(lambda h, w: T.token_ce_sum(h, w, y, m, chunk=4)[0], (0, 1))(h, w)
+    np.testing.assert_array_equal(frozen[1], 0.0)
+    assert float(jnp.abs(trained[1]).max()) > 0
+    np.testing.assert_allclose(frozen[0], trained[0], rtol=1e-6)
+    # without differentiation the value is the plain chunked sum
+    value = jax.jit(lambda h: T.token_ce_sum(h, w, y, m, chunk=4, head_grad=False)[0])(h)
+    np.testing.assert_allclose(value, T.token_ce_reference(h, w, y, m)[0], rtol=1e-5)
 
 
 def test_chunked_token_ce_never_holds_all_logits():
-    n, t, e, v = 2, 256, 32, 4096
-    h = jnp.zeros((n, t, e), jnp.float32)
-    w = jnp.zeros((e, v), jnp.float32)
-    y = jnp.zeros((n, t), jnp.int32)
-    m = jnp.ones((n, t), bool)
-    all_logits = n * t * v * 4
+    n, e, v, chunk = 2, 32, 4096, 16
 
-    def temp_bytes(fn):
-        grad = jax.jit(jax.grad(lambda h: fn(h)[0]))
+    def temp_bytes(fn, t):
+        h = jnp.zeros((n, t, e), jnp.float32)
+        w = jnp.zeros((e, v), jnp.float32)
+        y = jnp.zeros((n, t), jnp.int32)
+        m = jnp.ones((n, t), bool)
+        grad = jax.jit(jax.grad(lambda h: fn(h, w, y, m)[0]))
         return grad.lower(h).compile().memory_analysis().temp_size_in_bytes
 
-    chunked = temp_bytes(lambda h: L.token_ce_sum(h, w, y, m, chunk=16))
-    full = temp_bytes(lambda h: L.token_ce_reference(h, w, y, m))
-    assert full >= all_logits  # the reference really materialises them
-    assert chunked < all_logits / 4, (chunked, all_logits)
+    def chunked(h, w, y, m):
+        return T.token_ce_sum(h, w, y, m, chunk=chunk, head_grad=False)
+
+    def all_logits(t):
+        return n * t * v * 4
+
+    assert temp_bytes(T.token_ce_reference, 1024) >= all_logits(1024)  # the reference materialises them
+    short, long = temp_bytes(chunked, 256), temp_bytes(chunked, 1024)
+    assert long < all_logits(1024) / 8, (long, all_logits(1024))
+    # 768 more target positions add T-sized buffers (hidden, its gradient, targets), never T×V logits
+    assert long - short < 8 * n * 768 * e * 4, (short, long)
 
 
 def test_r2r_loss_combines_terms_and_accumulates_exactly():
@@ -201,7 +224,7 @@ def test_r2r_loss_combines_terms_and_accumulates_exactly():
     cfg = LossConfig(alpha=0.4, beta=0.4, gamma=0.2, gen_chunk=4)
 
     def loss(s, r, m, h, y, tm, den):
-        gen = L.token_ce_sum(h, jnp.asarray(w), y, tm, cfg.gen_chunk)
+        gen = T.token_ce_sum(h, jnp.asarray(w), y, tm, cfg.gen_chunk)
         return L.r2r_loss(cfg, s, r, m, gen, den)[0]
 
     ce_sum, ce_count = _np_token_ce(h, w, y, tm)

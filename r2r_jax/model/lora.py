@@ -65,10 +65,12 @@ class LoraDense(nn.Module):
         # Tokens flattened to one axis: the adapters' weight gradients then contract a single axis. With (batch,
         # seq) both contracted, XLA's dot canonicalisation transposes the whole activation gradient first, which
         # made the LoRA backward ~2x slower than the frozen projection itself on CPU.
+        # The alpha/r scale is applied to the rank-r activations, not to the output: in the backward pass the
+        # scale's transpose then touches (tokens, r) instead of a full (tokens, out) cotangent.
         x2 = x.reshape(-1, in_features)
-        down = jnp.einsum("ni,ri->nr", x2, a.astype(self.dtype))
+        down = jnp.einsum("ni,ri->nr", x2, a.astype(self.dtype)) * (self.lora_alpha / self.lora_rank)
         up = jnp.einsum("nr,or->no", down, b.astype(self.dtype)).reshape(y.shape)
-        return y + (self.lora_alpha / self.lora_rank) * up
+        return y + up
 
 
 def lora_delta(lora_a: jax.Array, lora_b: jax.Array, scale: float) -> jax.Array:

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's or the model's)")
     src.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
                      help="with --model: weights and compute dtype (default bfloat16)")
-    src.add_argument("--attention", default="xla", choices=("xla", "cudnn", "splash"), help="with --model")
+    src.add_argument("--attention", default="xla", choices=("xla", "loop", "cudnn", "splash"),
+                     help="with --model (loop: CPU hosts)")
 
     inp = parser.add_argument_group("candidates (one of)")
     inp.add_argument("--candidates", metavar="FILE", help="rank_llm request JSONL or RankGPT hits JSON")

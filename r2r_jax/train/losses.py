@@ -110,57 +110,6 @@ def listwise_loss(scores: Array, ranks: Array, mask: Array, kind: str = "listnet
     return _safe_div(*listwise_sum(scores, ranks, mask, kind, temperature))
 
 
-# ---------------------------------------------------------------- generation
-
-
-def _token_ce(hidden: Array, head: Array, targets: Array, mask: Array, head_is_embedding: bool) -> Array:
-    """Sum of masked token cross-entropies, float32 logits for exactly these tokens."""
-    spec = "...e,ve->...v" if head_is_embedding else "...e,ev->...v"
-    logits = jnp.einsum(spec, hidden, head, preferred_element_type=jnp.float32)
-    targets = jnp.where(mask, targets, 0).astype(jnp.int32)  # padding may hold -100 or other non-ids
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    ce = jax.nn.logsumexp(logits, axis=-1) - target_logit
-    return jnp.sum(jnp.where(mask, ce, 0.0))
-
-
-def token_ce_reference(hidden: Array, head: Array, targets: Array, mask: Array,
-                       head_is_embedding: bool = False) -> tuple[Array, Array]:
-    """Unchunked token cross-entropy (all logits at once): (sum over masked tokens, their number)."""
-    mask = mask.astype(bool)
-    return _token_ce(hidden, head, targets, mask, head_is_embedding), jnp.sum(mask, dtype=jnp.int32)
-
-
-def token_ce_sum(hidden: Array, head: Array, targets: Array, mask: Array, chunk: int = 128,
-                 head_is_embedding: bool = False) -> tuple[Array, Array]:
-    """Token cross-entropy in chunks of `chunk` positions along T: (sum over masked tokens, their number).
-
-    hidden `[N, T, E]` are the states at the positions that predict `targets` `[N, T]`; head is the LM head
-    `[E, V]`, or a tied embedding `[V, E]` with `head_is_embedding`. Each chunk's float32 logits `[N, chunk, V]`
-    are computed inside a `jax.checkpoint`ed scan body, so neither the forward nor the backward pass holds
-    the logits of more than one chunk: at V = 128256, T = 512 the difference is gigabytes per sequence.
-    Chunking along T keeps the batch axis N, and therefore its sharding, intact.
-    """
-    mask = mask.astype(bool)
-    n, t, e = hidden.shape
-    chunk = max(1, min(int(chunk), t))
-    pad = -t % chunk
-    if pad:
-        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-        targets = jnp.pad(targets, ((0, 0), (0, pad)))
-        mask = jnp.pad(mask, ((0, 0), (0, pad)))
-    c = (t + pad) // chunk
-    xs = (hidden.reshape(n, c, chunk, e).swapaxes(0, 1), targets.reshape(n, c, chunk).swapaxes(0, 1),
-          mask.reshape(n, c, chunk).swapaxes(0, 1))
-
-    @jax.checkpoint
-    def body(total: Array, x: tuple[Array, Array, Array]) -> tuple[Array, None]:
-        h, y, m = x
-        return total + _token_ce(h, head, y, m, head_is_embedding), None
-
-    total, _ = lax.scan(body, jnp.zeros((), jnp.float32), xs)
-    return total, jnp.sum(mask, dtype=jnp.int32)
-
-
 # ---------------------------------------------------------------- combined
 
 

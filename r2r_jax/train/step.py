@@ -20,8 +20,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 from r2r_jax.config import LossConfig, OptimConfig
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.rules import constrain
-from r2r_jax.train.losses import LossDenominators, loss_denominators, r2r_loss, token_ce_sum
+from r2r_jax.train.losses import LossDenominators, loss_denominators, r2r_loss
 from r2r_jax.train.student import join_variables
+from r2r_jax.train.token_ce import token_ce_sum
 
 BATCH_KEYS = ("input_ids", "attention_mask", "target_ids", "target_mask", "candidate_mask", "teacher_rank")
 COMPARISON_KEYS = ("cmp_input_ids", "cmp_attention_mask", "cmp_target_ids", "cmp_target_mask")
@@ -63,7 +64,7 @@ def _sequence_ce(model, variables, ids, mask, target_ids, target_mask, loss_cfg:
     params = variables["params"]
     head = params["model"]["embed_tokens"]["embedding"] if head_is_embedding else params["lm_head"]["kernel"]
     ce = token_ce_sum(hidden[:, p - 1: p - 1 + t], head, target_ids, target_mask, loss_cfg.gen_chunk,
-                      head_is_embedding=head_is_embedding)
+                      head_is_embedding=head_is_embedding, head_grad=False)  # the LM head is frozen
     return hidden[:, p - 1], ce
 
 
