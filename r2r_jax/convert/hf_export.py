@@ -223,9 +223,13 @@ def staged_folder(output: str | Path, overwrite: bool = False) -> Iterator[Path]
 
 
 def source_from_student(model_cfg: ModelConfig, student, lora_alpha: float, lora_rank: int) -> ExportSource:
+    """Export streams the stacked layout; an unrolled student (`scan_layers=false`) is stacked first."""
+    from r2r_jax.model.layout import stack_layers
+
     trainable = student.trainable
-    return ExportSource(model_cfg, student.frozen, trainable["score"]["kernel"], trainable.get("lora"),
-                        lora_alpha / lora_rank)
+    lora = trainable.get("lora")
+    return ExportSource(model_cfg, stack_layers(student.frozen), trainable["score"]["kernel"],
+                        None if lora is None else stack_layers(lora), lora_alpha / lora_rank)
 
 
 def check_request(fmt: str, dtype: str, base_model: str, lora_train: str) -> None:

@@ -140,12 +140,13 @@ def import_hf_params(
     with_score: bool | None = None, with_lm_head: bool = True,
 ) -> dict:
     """Read the base weights (and `score.weight` when present or asked for) as a sharded params tree
-    in `cfg.param_dtype` (the score head in float32). Layers come out stacked (scanned layout).
+    in `cfg.param_dtype` (the score head in float32). Layers come out stacked (scanned layout), or per layer
+    (`layers_{i}`) for a model with `scan_layers=false`.
     `with_lm_head=False` reads a scoring-only folder (a seq-cls export has no `lm_head.weight`)."""
     from r2r_jax.model.llama import LlamaForRanking  # heavy import kept local
 
     if not cfg.scan_layers:
-        raise ConversionError("import produces the scanned layout; set model.scan_layers=true")
+        return _unrolled(folder, cfg, mesh, rules, with_score, with_lm_head)
     files = weight_files(folder)
     reader = _Reader(files)
     if with_score is None:
@@ -173,3 +174,22 @@ def import_hf_params(
     return params
 
 
+def _unrolled(folder, cfg: ModelConfig, mesh: Mesh | None, rules: LogicalRules, with_score, with_lm_head) -> dict:
+    """Import stacked, then slice per layer onto the unrolled model's shardings (holds the layers twice
+    for a moment: meant for the CPU-sized models that unroll; the 8B configs scan)."""
+    import dataclasses
+
+    from r2r_jax.model.layout import unstack_layers
+    from r2r_jax.model.llama import LlamaForRanking
+
+    stacked = import_hf_params(folder, dataclasses.replace(cfg, scan_layers=True), mesh, rules, with_score,
+                               with_lm_head)
+    params = unstack_layers(stacked, cfg.num_hidden_layers)
+    if mesh is None:
+        return params
+    ids = jnp.zeros((1, 1), jnp.int32)
+    abstract = jax.eval_shape(lambda: LlamaForRanking(cfg).init(jax.random.key(0), ids, ids,
+                                                              method=LlamaForRanking.init_all))["params"]
+    shardings = tree_shardings(abstract, mesh, rules)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jax.device_put(x, _nested_get(shardings, tuple(p.key for p in path))), params)

@@ -1,0 +1,36 @@
+"""The two layer layouts of one model: stacked (`model/layers/...` with a leading layer axis, what `nn.scan`
+uses, what import and export stream) and unrolled (`model/layers_{i}/...`, what `scan_layers=false` uses).
+
+Unrolled layers cost compile time but save work on CPUs: a scanned backward pass keeps each layer's
+activations by copying them into stacked buffers. These functions move any variable tree (params, LoRA, or
+their shardings' arrays) between the layouts, so an unrolled run can import an HF base and export again.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def is_unrolled(tree: dict) -> bool:
+    return isinstance(tree.get("model"), dict) and "layers_0" in tree["model"]
+
+
+def unstack_layers(tree: dict, num_layers: int) -> dict:
+    """`{"model": {"layers": x[L, ...]}}` -> `{"model": {"layers_0": x[0], ...}}`; other entries unchanged."""
+    model = dict(tree["model"])
+    stacked = model.pop("layers")
+    for i in range(num_layers):
+        model[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    return {**tree, "model": model}
+
+
+def stack_layers(tree: dict) -> dict:
+    """The inverse of `unstack_layers` (a no-op on a stacked tree)."""
+    if not is_unrolled(tree):
+        return tree
+    model = dict(tree["model"])
+    n = sum(1 for k in model if k.startswith("layers_"))
+    layers = [model.pop(f"layers_{i}") for i in range(n)]
+    model["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+    return {**tree, "model": model}
