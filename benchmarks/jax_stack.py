@@ -1,6 +1,6 @@
 """The JAX side: the project's own student, train step and scoring path, exactly as `r2r train` / `r2r rerank`
 build them (build_student -> make_train_step -> jit_train_step with shardings; make_score_step +
-score_prompts for bucketed scoring), on a one-device mesh."""
+score_prompts for length-batched scoring), on a one-device mesh."""
 
 from __future__ import annotations
 
@@ -83,15 +83,15 @@ def peak_matmul(n: int, reps: int) -> list[float]:
 
 
 def scorer(model, variables, batch_size: int,
-           smallest_bucket: int = 32) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """`scores(ids, mask)` through the rerank job's path: make_score_step + bucketed score_prompts."""
+           pad_multiple: int = 16) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """`scores(ids, mask)` through the rerank job's path: make_score_step + length-batched score_prompts."""
     from r2r_jax.rerank.scoring import score_prompts
     from r2r_jax.train.step import make_score_step
 
     fn = make_score_step(model)
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return score_prompts(fn, variables, ids, mask, batch_size, smallest_bucket=smallest_bucket)
+        return score_prompts(fn, variables, ids, mask, batch_size, pad_multiple=pad_multiple)
 
     return run
 

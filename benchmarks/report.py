@@ -34,16 +34,14 @@ def train_table(res: dict) -> str:
 
 def rerank_table(res: dict) -> str:
     lines = ["| preset | docs | prompt tokens (mean / max) | JAX docs/s | torch docs/s | JAX / torch | "
-             "tokens computed JAX / torch | other JAX buckets | max abs score diff | load per round |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens computed JAX / torch | max abs score diff | load per round |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in res["results"]:
-        others = "; ".join(f"{r[k]['buckets']}: {r[k]['docs_per_s']:.1f} docs/s ({r[k]['speedup']:.2f}×)"
-                           for k in r if k.startswith("jax_buckets")) or "–"
         pt = r["prompt_tokens"]
         lines.append(
             f"| {r['preset']} | {r['docs']} | {pt['mean']:.0f} / {pt['max']} | {r['jax']['docs_per_s']:.1f} | "
             f"{r['torch']['docs_per_s']:.1f} | **{r['speedup']:.2f}×** | {r['jax']['computed_tokens']} / "
-            f"{r['torch']['computed_tokens']} | {others} | {r['max_abs_score_diff']:.1e} | "
+            f"{r['torch']['computed_tokens']} | {r['max_abs_score_diff']:.1e} | "
             f"{', '.join(f'{x:.1f}' for x in r['load_average_1m'])} |")
     return "\n".join(lines)
 

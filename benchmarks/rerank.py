@@ -10,11 +10,10 @@ cut, never the template), tokenized once before timing. One random `LlamaForSequ
 (`r2r_jax.rerank.loading.load_from_hf`), so both stacks hold the same weights; their scores are compared.
 
 JAX (attention `loop`, the CPU setting; `--attention xla` for the reference): `make_score_step` +
-`score_prompts`, the rerank job's path (power-of-two length buckets from 32 up to
---max-len, fixed batch shapes). transformers: length-sorted batches of the same size, each left-padded to its
-own longest prompt (what a transformers user would write), `torch.inference_mode`, SDPA. Timed runs alternate
-after a warm-up of each (JAX compiles its buckets there). `--buckets` lists other JAX bucket lengths to try
-as well (e.g. `--buckets 32,64,96,128,160,192,224,256`), reported separately.
+`score_prompts`, the rerank job's path (length-sorted batches, each padded to its longest prompt rounded up to
+a multiple of 16). transformers: length-sorted batches of the same size, each left-padded
+to its own longest prompt (what a transformers user would write), `torch.inference_mode`, SDPA. Timed runs
+alternate after a warm-up of each (JAX compiles its shapes there).
 """
 
 from __future__ import annotations
@@ -68,14 +67,11 @@ def load_prompts(queries: int, max_len: int, tokenizer_path: Path = LLAMA_TOKENI
     return np.concatenate(ids), np.concatenate(masks), special_ids(tok).pad
 
 
-def padded_tokens(lengths: np.ndarray, buckets: list[int], batch_size: int) -> int:
-    """Token positions the bucketed JAX path computes (filler rows of a bucket's last batch included)."""
-    assignment = np.searchsorted(np.asarray(buckets), lengths)
-    total = 0
-    for bi, blen in enumerate(buckets):
-        rows = int(np.sum(assignment == bi))
-        total += -(-rows // batch_size) * batch_size * blen
-    return total
+def padded_tokens(lengths: np.ndarray, max_len: int, batch_size: int) -> int:
+    """Token positions the JAX path computes on one device (lengths rounded up to a multiple of 16)."""
+    from r2r_jax.rerank.scoring import batch_plan
+
+    return sum(len(rows) * blen for rows, blen in batch_plan(lengths, batch_size, max_len))
 
 
 def sorted_tokens(lengths: np.ndarray, batch_size: int) -> int:
@@ -84,11 +80,10 @@ def sorted_tokens(lengths: np.ndarray, batch_size: int) -> int:
     return int(sum(len(s[i: i + batch_size]) * s[i: i + batch_size].max() for i in range(0, len(s), batch_size)))
 
 
-def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: int,
-                 extra_buckets: list[list[int]], gate=None, attention: str = "loop") -> dict:
+def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: int, gate=None,
+                 attention: str = "loop") -> dict:
     import jax
 
-    from r2r_jax.rerank import scoring
     from r2r_jax.rerank.loading import load_from_hf
 
     from . import jax_stack, torch_stack
@@ -102,16 +97,11 @@ def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: i
         student = load_from_hf(tmp, jax_stack.one_device_mesh(), dtype="float32", attention=attention,
                                tokenizer=str(LLAMA_TOKENIZER))
         jax.block_until_ready(student.variables)
-    runners: dict[str, Callable[[], object]] = {}
-    default = scoring.bucket_lengths(max_len)
-    bucket_sets = {"jax": default}
-    for i, b in enumerate(extra_buckets):
-        bucket_sets[f"jax_buckets{i + 1}"] = b
-    for label, buckets in bucket_sets.items():
-        runners[label] = _jax_runner(student, ids, mask, batch_size, None if label == "jax" else buckets)
+    jax_scores = jax_stack.scorer(student.model, student.variables, batch_size)
     torch_scores = torch_stack.TorchScorer(hf)
-    runners["torch"] = lambda: torch_scores(ids, mask, batch_size)
-    check = {label: fn() for label, fn in runners.items()}  # warm-up: compiles every JAX bucket
+    runners: dict[str, Callable[[], object]] = {"jax": lambda: jax_scores(ids, mask),
+                                                "torch": lambda: torch_scores(ids, mask, batch_size)}
+    check = {label: fn() for label, fn in runners.items()}  # warm-up: compiles every JAX shape
     times = alternate(runners, reps, warmup=0, before_round=gate)
     docs = len(ids)
     out = {"preset": name, "attention": attention, "model": {k: getattr(cfg, k) for k in (
@@ -121,38 +111,13 @@ def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: i
                           "max": int(lengths.max()), "total": int(lengths.sum())},
         "max_abs_score_diff": float(np.max(np.abs(check["jax"] - check["torch"]))),
         "score_scale": float(np.std(check["torch"])), "load_average_1m": times.pop("load"), "seconds": times}
+    computed = {"jax": padded_tokens(lengths, max_len, batch_size), "torch": sorted_tokens(lengths, batch_size)}
     for label in runners:
         sec = median(times[label])
-        computed = (sorted_tokens(lengths, batch_size) if label == "torch"
-                    else padded_tokens(lengths, bucket_sets[label], batch_size))
-        out[label] = {"s": sec, "docs_per_s": docs / sec, "computed_tokens": computed,
-                      "computed_tokens_per_s": computed / sec}
-        if label != "torch":
-            out[label]["buckets"] = bucket_sets[label]
-            out[label]["speedup"] = out[label]["docs_per_s"] / (docs / median(times["torch"]))
-    out["speedup"] = out["jax"]["speedup"]
+        out[label] = {"s": sec, "docs_per_s": docs / sec, "computed_tokens": computed[label],
+                      "computed_tokens_per_s": computed[label] / sec}
+    out["speedup"] = out["jax"]["docs_per_s"] / out["torch"]["docs_per_s"]
     return out
-
-
-def _jax_runner(student, ids: np.ndarray, mask: np.ndarray, batch_size: int, buckets: list[int] | None):
-    """The rerank job's scoring; with `buckets`, `scoring.bucket_lengths` is swapped for them during the call."""
-    from r2r_jax.rerank import scoring
-
-    from . import jax_stack
-
-    score = jax_stack.scorer(student.model, student.variables, batch_size)
-
-    def run():
-        if buckets is None:
-            return score(ids, mask)
-        original = scoring.bucket_lengths
-        scoring.bucket_lengths = lambda max_len, smallest=32: [b for b in buckets if b < max_len] + [max_len]
-        try:
-            return score(ids, mask)
-        finally:
-            scoring.bucket_lengths = original
-
-    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +130,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="the JAX student's attention (loop: the CPU setting, as `r2r rerank --attention loop`)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses every core)")
-    ap.add_argument("--buckets", action="append", default=[],
-                    help="extra JAX bucket lengths to measure too, comma list (repeatable)")
     ap.add_argument("--max-load", type=float, default=0.0,
                     help="before the run and every timed round, wait until the 1-min load average is below this")
     ap.add_argument("--wait-s", type=float, default=600.0)
@@ -184,16 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         gate()
     info = machine("jax", "jaxlib", "flax", "torch", "transformers")
     info["torch_threads"] = args.threads
-    extra = [[int(x) for x in b.split(",")] for b in args.buckets]
     results = []
     for name in args.presets.split(","):
         name = name.strip()
         r = bench_preset(name, args.queries or DEFAULT_QUERIES.get(name, 1), args.max_len, args.batch_size,
-                         args.reps, extra, gate, args.attention)
+                         args.reps, gate, args.attention)
         results.append(r)
-        others = ", ".join(f"{k} {r[k]['docs_per_s']:.1f} docs/s" for k in r if k.startswith("jax_buckets"))
         print(f"# {name}: jax {r['jax']['docs_per_s']:.1f} docs/s, torch {r['torch']['docs_per_s']:.1f} docs/s, "
-              f"ratio {r['speedup']:.2f}{'; ' + others if others else ''}; max |Δscore| "
+              f"ratio {r['speedup']:.2f}; max |Δscore| "
               f"{r['max_abs_score_diff']:.2e}; load {r['load_average_1m']}", file=sys.stderr, flush=True)
         gc.collect()
     emit(args.json, {"benchmark": "rerank", "machine": info, "data": str(DL19), "results": results})

@@ -1,6 +1,7 @@
 """LoRA train-step throughput: the JAX student against transformers + peft, same model, same run.
 
     python -m benchmarks.train_step [--presets tiny,small,medium] [--reps 5] [--threads 2] [--json out.json]
+    python -m benchmarks.train_step --presets medium --only jax   # one stack alone, in its own process
     python -m benchmarks.train_step --quick        # smoke run: tiny only, 2 repetitions
 
 Per preset (see benchmarks/common.py) one random Llama is made in transformers, saved as safetensors and
@@ -8,9 +9,11 @@ imported into JAX (`import_hf_params`), so both stacks hold the same weights and
 first losses on the same batch are printed side by side as a check that they compute the same thing. Then
 the two steps run alternately (JAX, torch, JAX, torch, ...) after one warm-up each; the figures are medians.
 FLOPs are the analytic model FLOPs of `r2r_jax.parallel.flops` (forward + the activation gradients LoRA
-needs, LM head on target tokens only, dense attention), the same numerator for both stacks. (With T <=
-loss.gen_chunk the chunked loss's scan has a single iteration and XLA merges its logits recomputation with
-the forward, so the JAX step executes these FLOPs too.) The peak is a large float32 matmul in each stack.
+needs, LM head on target tokens only, dense attention), the same numerator for both stacks; the JAX step
+executes no more (its fused LM-head loss takes the gradient in the forward pass, r2r_jax/train/token_ce.py).
+The peak is a large float32 matmul in each stack. Between timed calls (untimed) garbage is collected and the
+C heap trimmed, so neither stack runs on the other's leftover heap. `--only jax|torch` times one stack alone
+in its own process, a cross-check on what sharing the process costs each.
 """
 
 from __future__ import annotations
@@ -52,36 +55,51 @@ def measure_peak(n: int, reps: int) -> dict[str, float]:
     return {k: median(v) for k, v in rates.items()}
 
 
-def bench_preset(name: str, reps: int, warmup: int, peak: dict[str, float], gate=None) -> dict:
+def bench_preset(name: str, reps: int, warmup: int, peak: dict[str, float], gate=None,
+                 stacks: tuple[str, ...] = ("jax", "torch")) -> dict:
+    """One preset; `stacks` may name one stack only (`--only`), to time it alone in its own process."""
     p = preset(name)
     batch = synthetic_batch(p.shape, p.model.vocab_size, seed=0)
     base = torch_stack.random_causal_lm(p.model, seed=0)
+    runners, first, compile_s = {}, {}, None
     with tempfile.TemporaryDirectory() as tmp:
         base.save_pretrained(tmp)
         params = import_hf_params(tmp, p.model, with_score=False)
     st = jax_stack.student(p, base_params=params)
-    jx = jax_stack.JaxTrainStep(p, st, batch)
-    compile_s = jx.compile()
     score_init = np.asarray(st.trainable["score"]["kernel"])
+    if "jax" in stacks:
+        runners["jax"] = jax_stack.JaxTrainStep(p, st, batch)
+        compile_s = round(runners["jax"].compile(), 2)
     del params, st
-    pt = torch_stack.TorchR2RStep(base, p.lora, p.loss, score_init=score_init)
-    torch_step = functools.partial(pt.step, torch_stack.torch_batch(batch))
-    first = {"jax": jx(), "torch": torch_step()}  # both from identical weights: the same loss
-    times = alternate({"jax": jx, "torch": torch_step}, reps, warmup=max(0, warmup - 1), before_round=gate)
+    if "torch" in stacks:
+        pt = torch_stack.TorchR2RStep(base, p.lora, p.loss, score_init=score_init)
+        runners["torch"] = functools.partial(pt.step, torch_stack.torch_batch(batch))
+    first = {k: fn() for k, fn in runners.items()}  # both from identical weights: the same loss
+    times = alternate(runners, reps, warmup=max(0, warmup - 1), before_round=gate)
     flops = train_step_flops(p.train_config())
     tokens = p.shape.tokens
     out = {"preset": name, "tokens_per_step": tokens, "sequences_per_step": p.shape.sequences,
            "shape": p.shape, "model_flops_per_step": flops.model_total,
-           "first_loss": first, "jax_compile_s": round(compile_s, 2), "load_average_1m": times.pop("load"),
+           "first_loss": first, "jax_compile_s": compile_s, "load_average_1m": times.pop("load"),
            "seconds": times}
-    for stack in ("jax", "torch"):
+    for stack in runners:
         sec = median(times[stack])
         out[stack] = {"step_s": sec, "tokens_per_s": tokens / sec, "model_flops_per_s": flops.model_total / sec,
                       "fraction_of_peak": flops.model_total / sec / peak[stack]}
-    out["speedup"] = out["jax"]["tokens_per_s"] / out["torch"]["tokens_per_s"]
-    del jx, pt, base, torch_step
+    if len(runners) == 2:
+        out["speedup"] = out["jax"]["tokens_per_s"] / out["torch"]["tokens_per_s"]
+    del runners, base
     gc.collect()
     return out
+
+
+def _summary(r: dict) -> str:
+    parts = [f"{k} {r[k]['tokens_per_s']:.0f} tok/s ({fmt_rate(r[k]['model_flops_per_s'])}FLOP/s, "
+             f"{r[k]['fraction_of_peak']:.0%} of its peak)" for k in ("jax", "torch") if k in r]
+    if "speedup" in r:
+        parts.append(f"ratio {r['speedup']:.2f}")
+    losses = " ".join(f"{k} {v:.5f}" for k, v in r["first_loss"].items())
+    return f"# {r['preset']}: {', '.join(parts)}; first loss {losses}; load {r['load_average_1m']}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="before the run and every timed round, wait until the 1-min load average is below this")
     ap.add_argument("--wait-s", type=float, default=600.0, help="longest wait for --max-load, each time")
     ap.add_argument("--json", default="", help="also write the results here")
+    ap.add_argument("--only", choices=("jax", "torch"), help="time one stack alone (a cross-check without the other "
+                    "stack's memory in the process)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, 2 repetitions, small matmul")
     args = ap.parse_args(argv)
     if args.quick:
@@ -106,16 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         gate()
     info = machine("jax", "jaxlib", "flax", "optax", "torch", "transformers", "peft")
     info.update(torch_threads=args.threads, jax_devices=str(jax.devices()))
+    stacks = (args.only,) if args.only else ("jax", "torch")
     peak = measure_peak(args.matmul_n, 3 if args.quick else 5)
     results = []
     for name in args.presets.split(","):
-        r = bench_preset(name.strip(), args.reps, args.warmup, peak, gate)
+        r = bench_preset(name.strip(), args.reps, args.warmup, peak, gate, stacks)
         results.append(r)
-        print(f"# {name}: jax {r['jax']['tokens_per_s']:.0f} tok/s ({fmt_rate(r['jax']['model_flops_per_s'])}FLOP/s, "
-              f"{r['jax']['fraction_of_peak']:.0%} of peak), torch {r['torch']['tokens_per_s']:.0f} tok/s "
-              f"({fmt_rate(r['torch']['model_flops_per_s'])}FLOP/s, {r['torch']['fraction_of_peak']:.0%}), "
-              f"ratio {r['speedup']:.2f}; first loss jax {r['first_loss']['jax']:.5f} "
-              f"torch {r['first_loss']['torch']:.5f}; load {r['load_average_1m']}", file=sys.stderr, flush=True)
+        print(_summary(r), file=sys.stderr, flush=True)
     emit(args.json, {"benchmark": "train_step", "machine": info, "matmul_n": args.matmul_n,
                      "peak_matmul_flops_per_s": peak, "results": results,
                      "load_average_1m_end": round(current_load(), 2)})

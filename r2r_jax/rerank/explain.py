@@ -3,7 +3,7 @@ for each adjacent pair among them (ranks 1-2, 2-3, ..., K-1 - K), decoded with t
 
 Direct reasons continue the scoring prompt itself (training put " {reason}<|eot_id|>" right after it);
 comparison reasons continue a comparison prompt listing the higher-ranked passage as [1] and the lower as [2].
-Prompts of all queries are pooled and bucketed by length like scoring, so each (batch, bucket) shape compiles
+Prompts of all queries are pooled and batched by length like scoring, so each (batch, length) shape compiles
 once. Greedy decoding (the default) is deterministic; sampling is seeded per batch, so it is reproducible for
 the same inputs and batch size.
 """
@@ -21,7 +21,7 @@ from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.features import encode_comparison_prompts, encode_prompts
 from r2r_jax.data.templates import special_ids
 from r2r_jax.rerank.loading import RerankStudent
-from r2r_jax.rerank.scoring import bucketed_batches, to_host
+from r2r_jax.rerank.scoring import length_sorted_batches, to_host
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def decode_prompts(generate: Callable, variables, input_ids: np.ndarray, attenti
                    progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """Generated ids (end token excluded) for each left-padded prompt row, in row order."""
     out: list[np.ndarray] = [np.zeros((0,), np.int32)] * input_ids.shape[0]
-    batches = bucketed_batches(input_ids, attention_mask, batch_size, mesh)
+    batches = length_sorted_batches(input_ids, attention_mask, batch_size, mesh)
     for calls, (chunk, ids, mask) in enumerate(batches):
         tokens, lengths = generate(variables, ids, mask, jax.random.fold_in(rng, calls), temperature)
         tokens, lengths = to_host(tokens), to_host(lengths)

@@ -1,7 +1,9 @@
-"""Batched pointwise scoring: prompts of every query pooled, bucketed by length, sharded over devices.
+"""Batched pointwise scoring: prompts of every query pooled, batched by length, sharded over devices.
 
-Prompts are left-padded, so a shorter bucket is just the last `bucket` columns: the last prompt
-token — where the score is read — stays in the last column.
+Prompts are sorted by length and cut into batches of `batch_size`; each batch is padded only up to its own
+longest prompt rounded up to a multiple of `pad_multiple` (16): at most P/16 shapes to compile, and about
+as many positions computed as a transformers user's length-sorted batches. Prompts are left-padded, so a
+shorter batch is just the last columns: the last prompt token, where the score is read, stays last.
 """
 
 from __future__ import annotations
@@ -18,35 +20,44 @@ from r2r_jax.data.features import encode_prompts
 from r2r_jax.parallel.batch import batch_sharding
 
 
-def bucket_lengths(max_len: int, smallest: int = 32) -> list[int]:
-    out, b = [], smallest
-    while b < max_len:
-        out.append(b)
-        b *= 2
-    return out + [max_len]
+def batch_plan(lengths: np.ndarray, batch_size: int, max_len: int,
+               pad_multiple: int = 16) -> list[tuple[np.ndarray, int]]:
+    """(row indices, padded length) of each batch: rows in order of length (stable, so every process of a
+    multi-host job plans the same batches), `batch_size` per batch, length rounded up to `pad_multiple`."""
+    order = np.argsort(lengths, kind="stable")
+    first = len(order) % batch_size or batch_size  # the one partial batch holds the shortest prompts: its
+    starts = [0] + list(range(first, len(order), batch_size))  # filler rows then cost the least
+    plan = []
+    for start, end in zip(starts, starts[1:] + [len(order)], strict=True):
+        rows = order[start:end]
+        longest = max(int(lengths[rows].max()), 1)
+        plan.append((rows, min(max_len, -(-longest // pad_multiple) * pad_multiple)))
+    return plan
 
 
-def bucketed_batches(input_ids: np.ndarray, attention_mask: np.ndarray, batch_size: int, mesh: Mesh | None = None,
-                     smallest_bucket: int = 32) -> Iterator[tuple[np.ndarray, jax.Array, jax.Array]]:
-    """(row indices, ids, mask) batches of left-padded prompts [N, P]: rows grouped into length buckets, each
-    batch padded to `batch_size` rows (one compile per bucket) and, with a mesh, placed over its data axes."""
+def length_sorted_batches(input_ids: np.ndarray, attention_mask: np.ndarray, batch_size: int,
+                          mesh: Mesh | None = None,
+                          pad_multiple: int = 16) -> Iterator[tuple[np.ndarray, jax.Array, jax.Array]]:
+    """(row indices, ids, mask) batches of left-padded prompts [N, P] following `batch_plan`; the one partial
+    batch is filled up only to a multiple of the data-parallel devices, and with a mesh batches are placed
+    over its data axes."""
     _, p = input_ids.shape
-    buckets = bucket_lengths(p, smallest_bucket)
-    assignment = np.searchsorted(np.asarray(buckets), attention_mask.sum(axis=1))  # first bucket >= length
-    for bi, blen in enumerate(buckets):
-        rows = np.nonzero(assignment == bi)[0]
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start: start + batch_size]
-            ids = np.zeros((batch_size, blen), input_ids.dtype)
-            mask = np.zeros((batch_size, blen), attention_mask.dtype)
-            ids[: len(chunk)] = input_ids[chunk, p - blen:]
-            mask[: len(chunk)] = attention_mask[chunk, p - blen:]
-            mask[len(chunk):, -1] = 1  # filler rows: one visible token keeps them well-defined
-            if mesh is not None:  # every process holds the whole batch: each places its devices' rows
-                sh = batch_sharding(2, mesh)
-                ids = jax.make_array_from_callback(ids.shape, sh, lambda i, a=ids: a[i])
-                mask = jax.make_array_from_callback(mask.shape, sh, lambda i, a=mask: a[i])
-            yield chunk, ids, mask
+    shards = 1
+    if mesh is not None:  # rows of a batch must split evenly over the data-parallel devices
+        shards = batch_sharding(2, mesh).shard_shape((batch_size * mesh.size, 1))[0]
+        shards = batch_size * mesh.size // shards
+    for chunk, blen in batch_plan(attention_mask.sum(axis=1), batch_size, p, pad_multiple):
+        rows = -(-len(chunk) // shards) * shards  # the partial batch: one more shape, not filler rows
+        ids = np.zeros((rows, blen), input_ids.dtype)
+        mask = np.zeros((rows, blen), attention_mask.dtype)
+        ids[: len(chunk)] = input_ids[chunk, p - blen:]
+        mask[: len(chunk)] = attention_mask[chunk, p - blen:]
+        mask[len(chunk):, -1] = 1  # filler rows: one visible token keeps them well-defined
+        if mesh is not None:  # every process holds the whole batch: each places its devices' rows
+            sh = batch_sharding(2, mesh)
+            ids = jax.make_array_from_callback(ids.shape, sh, lambda i, a=ids: a[i])
+            mask = jax.make_array_from_callback(mask.shape, sh, lambda i, a=mask: a[i])
+        yield chunk, ids, mask
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -57,11 +68,11 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 def score_prompts(score_fn: Callable, variables, input_ids: np.ndarray, attention_mask: np.ndarray,
-                  batch_size: int, mesh: Mesh | None = None, smallest_bucket: int = 32,
+                  batch_size: int, mesh: Mesh | None = None, pad_multiple: int = 16,
                   progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Scores of left-padded prompts [N, P] in fixed-shape batches (one compile per bucket)."""
+    """Scores of left-padded prompts [N, P] in length-sorted batches (one compile per padded length)."""
     scores = np.zeros((input_ids.shape[0],), np.float32)
-    for chunk, ids, mask in bucketed_batches(input_ids, attention_mask, batch_size, mesh, smallest_bucket):
+    for chunk, ids, mask in length_sorted_batches(input_ids, attention_mask, batch_size, mesh, pad_multiple):
         scores[chunk] = to_host(score_fn(variables, ids, mask))[: len(chunk)]
         if progress is not None:
             progress(len(chunk))
