@@ -4,8 +4,8 @@
     python -m benchmarks.memory --quick            # smoke run: tiny preset only
 
 Every figure comes from its own fresh subprocess (`--worker`), which imports only its own stack, loads the
-model as a user would, runs the work and reports its peak resident set size (`getrusage(RUSAGE_SELF)
-.ru_maxrss`, the high-water mark of the whole process: libraries, weights, compilation, activations,
+model as a user would, runs the work and reports its peak resident set size (`VmHWM` from /proc/self/status,
+the high-water mark of the whole process: libraries, weights, compilation, activations,
 optimizer state) and its RSS right after the imports (the framework's own share). The parent saves one random
 float32 Hugging Face folder per preset and task, which both stacks load:
 - train: a LlamaForCausalLM folder; JAX imports it (`import_hf_params`, as `r2r train --base_model` does) and
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,13 @@ def rss_mib() -> float:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """High-water RSS of this process's own address space (`VmHWM`). Not `ru_maxrss`: Linux keeps that across
+    exec, so a worker forked from the (large) parent would report at least the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _train_jax(name: str, folder: Path, steps: int) -> None:

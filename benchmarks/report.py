@@ -21,13 +21,17 @@ def train_table(res: dict) -> str:
              "| preset | tokens/step | JAX s/step | JAX tokens/s | JAX GFLOP/s (% of peak) | torch s/step | "
              "torch tokens/s | torch GFLOP/s (% of peak) | JAX / torch | load (1 min) per round |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    def cells(r: dict, stack: str) -> str:
+        if stack not in r:  # a `--only` run times one stack
+            return "– | – | –"
+        x = r[stack]
+        return (f"{x['step_s']:.3f} | {x['tokens_per_s']:.0f} | {_g(x['model_flops_per_s'])} "
+                f"({x['fraction_of_peak']:.0%})")
+
     for r in res["results"]:
-        j, t = r["jax"], r["torch"]
+        ratio = f"**{r['speedup']:.2f}×**" if "speedup" in r else "–"
         lines.append(
-            f"| {r['preset']} | {r['tokens_per_step']} | {j['step_s']:.3f} | {j['tokens_per_s']:.0f} | "
-            f"{_g(j['model_flops_per_s'])} ({j['fraction_of_peak']:.0%}) | {t['step_s']:.3f} | "
-            f"{t['tokens_per_s']:.0f} | "
-            f"{_g(t['model_flops_per_s'])} ({t['fraction_of_peak']:.0%}) | **{r['speedup']:.2f}×** | "
+            f"| {r['preset']} | {r['tokens_per_step']} | {cells(r, 'jax')} | {cells(r, 'torch')} | {ratio} | "
             f"{', '.join(f'{x:.1f}' for x in r['load_average_1m'])} |")
     return "\n".join(lines)
 

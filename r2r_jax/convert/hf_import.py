@@ -175,8 +175,8 @@ def import_hf_params(
 
 
 def _unrolled(folder, cfg: ModelConfig, mesh: Mesh | None, rules: LogicalRules, with_score, with_lm_head) -> dict:
-    """Import stacked, then slice per layer onto the unrolled model's shardings (holds the layers twice
-    for a moment: meant for the CPU-sized models that unroll; the 8B configs scan)."""
+    """Import stacked, then slice per layer onto the unrolled model's shardings, freeing each stacked tensor
+    as soon as it is sliced (peak: the model plus one stacked tensor)."""
     import dataclasses
 
     from r2r_jax.model.layout import unstack_layers
@@ -184,7 +184,8 @@ def _unrolled(folder, cfg: ModelConfig, mesh: Mesh | None, rules: LogicalRules, 
 
     stacked = import_hf_params(folder, dataclasses.replace(cfg, scan_layers=True), mesh, rules, with_score,
                                with_lm_head)
-    params = unstack_layers(stacked, cfg.num_hidden_layers)
+    params = unstack_layers(stacked, cfg.num_hidden_layers, consume=True)
+    del stacked
     if mesh is None:
         return params
     ids = jnp.zeros((1, 1), jnp.int32)

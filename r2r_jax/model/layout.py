@@ -16,12 +16,21 @@ def is_unrolled(tree: dict) -> bool:
     return isinstance(tree.get("model"), dict) and "layers_0" in tree["model"]
 
 
-def unstack_layers(tree: dict, num_layers: int) -> dict:
-    """`{"model": {"layers": x[L, ...]}}` -> `{"model": {"layers_0": x[0], ...}}`; other entries unchanged."""
+def unstack_layers(tree: dict, num_layers: int, consume: bool = False) -> dict:
+    """`{"model": {"layers": x[L, ...]}}` -> `{"model": {"layers_0": x[0], ...}}`; other entries unchanged.
+    `consume=True` deletes each stacked array once it is sliced, so the layers are never held twice."""
     model = dict(tree["model"])
     stacked = model.pop("layers")
+    leaves, treedef = jax.tree.flatten(stacked)
+    per_layer: list[list[jax.Array]] = [[] for _ in range(num_layers)]
+    for leaf in leaves:
+        for i in range(num_layers):
+            per_layer[i].append(leaf[i])
+        if consume:
+            jax.block_until_ready(per_layer[-1][-1])
+            leaf.delete()
     for i in range(num_layers):
-        model[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+        model[f"layers_{i}"] = jax.tree.unflatten(treedef, per_layer[i])
     return {**tree, "model": model}
 
 

@@ -112,11 +112,11 @@ def load_from_checkpoint(checkpoint: str | Path, mesh: Mesh, base_model: str | N
 
 
 def load_from_hf(folder: str | Path, mesh: Mesh, dtype: str = "bfloat16", attention: str = "xla",
-                 tokenizer: str | None = None, **prompt_overrides: Any) -> RerankStudent:
+                 tokenizer: str | None = None, scan_layers: bool = True, **prompt_overrides: Any) -> RerankStudent:
     """A merged Hugging Face Llama folder with a `score.weight` head (the seq-cls export).
 
     Scoring never reads the LM head, and a seq-cls export has none: such a folder is imported without it
-    and marked unable to explain."""
+    and marked unable to explain. `scan_layers=False` unrolls the layers (faster on CPU hosts)."""
     from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config, weight_files
     from r2r_jax.convert.mapping import ConversionError
     from r2r_jax.model.llama import LlamaForRanking
@@ -124,8 +124,8 @@ def load_from_hf(folder: str | Path, mesh: Mesh, dtype: str = "bfloat16", attent
     files = weight_files(folder)
     if "score.weight" not in files:
         raise ConversionError(f"{folder}: no score.weight: rerank needs a seq-cls export (or --checkpoint)")
-    cfg = load_hf_model_config(folder, dtype=dtype, param_dtype=dtype, scan_layers=True, remat_policy="none",
-                               attention=attention)
+    cfg = load_hf_model_config(folder, dtype=dtype, param_dtype=dtype, scan_layers=scan_layers,
+                               remat_policy="none", attention=attention)
     has_lm_head = cfg.tie_word_embeddings or "lm_head.weight" in files
     params = import_hf_params(folder, cfg, mesh=mesh, with_score=True, with_lm_head=has_lm_head)
     prompts = PromptSettings(**read_student_json(folder)).with_overrides(**prompt_overrides)
