@@ -184,6 +184,29 @@ def versions(*names: str) -> dict[str, str]:
     return out
 
 
+def add_run_options(ap) -> None:
+    """The options every timing benchmark shares: torch threads, the quiet-machine gate, the JSON output."""
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses every core)")
+    ap.add_argument("--max-load", type=float, default=0.0,
+                    help="before the run and every timed round, wait until the 1-min load average is below this")
+    ap.add_argument("--wait-s", type=float, default=600.0, help="longest wait for --max-load, each time")
+    ap.add_argument("--json", default="", help="also write the results here")
+
+
+def start_timed_run(args, *packages: str) -> tuple[Callable[[], object] | None, dict]:
+    """CPU-only JAX, torch threads set, the first wait for a quiet machine: (gate for each round, machine facts)."""
+    use_cpu()
+    from . import torch_stack
+
+    torch_stack.set_threads(args.threads)
+    gate = (lambda: wait_for_quiet(args.max_load, args.wait_s)) if args.max_load else None
+    if gate:
+        gate()
+    info = machine(*packages)
+    info["torch_threads"] = args.threads
+    return gate, info
+
+
 def machine(*packages: str) -> dict:
     return {"cpu": cpu_model(), "cores": cores(), "load_average_1m": round(load_average(), 2),
             "date": time.strftime("%Y-%m-%d %H:%M"), "versions": versions(*packages),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import REPO, machine, preset, synthetic_batch, wait_for_quiet
+from .common import REPO, add_run_options, machine, preset, synthetic_batch, wait_for_quiet
 from .common import write_json as emit
 
 
@@ -180,11 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=2, help="training steps per measurement")
     ap.add_argument("--batch-size", type=int, default=32, help="rerank batch size")
     ap.add_argument("--max-len", type=int, default=256, help="rerank prompt truncation")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
-    ap.add_argument("--max-load", type=float, default=0.0)
-    ap.add_argument("--wait-s", type=float, default=600.0)
-    ap.add_argument("--json", default="")
+    add_run_options(ap)
     ap.add_argument("--parallel", action="store_true", help="run the measuring subprocesses at the same time")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset only, one step, in parallel")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

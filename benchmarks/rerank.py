@@ -32,12 +32,11 @@ from .common import (
     DL19,
     LLAMA3_VOCAB,
     LLAMA_TOKENIZER,
+    add_run_options,
     alternate,
-    machine,
     median,
     preset,
-    use_cpu,
-    wait_for_quiet,
+    start_timed_run,
 )
 from .common import write_json as emit
 
@@ -129,24 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attention", default="loop", choices=("loop", "xla"),
                     help="the JAX student's attention (loop: the CPU setting, as `r2r rerank --attention loop`)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses every core)")
-    ap.add_argument("--max-load", type=float, default=0.0,
-                    help="before the run and every timed round, wait until the 1-min load average is below this")
-    ap.add_argument("--wait-s", type=float, default=600.0)
-    ap.add_argument("--json", default="")
+    add_run_options(ap)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, one query, 1 repetition")
     args = ap.parse_args(argv)
     if args.quick:
         args.presets, args.queries, args.reps, args.max_len = "tiny", 1, 1, 128
-    use_cpu()
-    from . import torch_stack
-
-    torch_stack.set_threads(args.threads)
-    gate = (lambda: wait_for_quiet(args.max_load, args.wait_s)) if args.max_load else None
-    if gate:
-        gate()
-    info = machine("jax", "jaxlib", "flax", "torch", "transformers")
-    info["torch_threads"] = args.threads
+    gate, info = start_timed_run(args, "jax", "jaxlib", "flax", "torch", "transformers")
     results = []
     for name in args.presets.split(","):
         name = name.strip()

@@ -33,14 +33,13 @@ from r2r_jax.parallel.flops import train_step_flops
 from . import jax_stack, torch_stack
 from .common import (
     PRESET_NAMES,
+    add_run_options,
     alternate,
     fmt_rate,
-    machine,
     median,
     preset,
+    start_timed_run,
     synthetic_batch,
-    use_cpu,
-    wait_for_quiet,
 )
 from .common import load_average as current_load
 from .common import write_json as emit
@@ -107,25 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default="tiny,small,medium", help=f"comma list of {PRESET_NAMES}")
     ap.add_argument("--reps", type=int, default=3, help="timed steps per stack (alternating)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per stack (the first checks the loss)")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA uses every core)")
     ap.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOP/s matmul")
-    ap.add_argument("--max-load", type=float, default=0.0,
-                    help="before the run and every timed round, wait until the 1-min load average is below this")
-    ap.add_argument("--wait-s", type=float, default=600.0, help="longest wait for --max-load, each time")
-    ap.add_argument("--json", default="", help="also write the results here")
+    add_run_options(ap)
     ap.add_argument("--only", choices=("jax", "torch"), help="time one stack alone (a cross-check without the other "
                     "stack's memory in the process)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, 2 repetitions, small matmul")
     args = ap.parse_args(argv)
     if args.quick:
         args.presets, args.reps, args.warmup, args.matmul_n = "tiny", 2, 1, 256
-    use_cpu()
-    torch_stack.set_threads(args.threads)
-    gate = (lambda: wait_for_quiet(args.max_load, args.wait_s)) if args.max_load else None
-    if gate:
-        gate()
-    info = machine("jax", "jaxlib", "flax", "optax", "torch", "transformers", "peft")
-    info.update(torch_threads=args.threads, jax_devices=str(jax.devices()))
+    gate, info = start_timed_run(args, "jax", "jaxlib", "flax", "optax", "torch", "transformers", "peft")
+    info["jax_devices"] = str(jax.devices())
     stacks = (args.only,) if args.only else ("jax", "torch")
     peak = measure_peak(args.matmul_n, 3 if args.quick else 5)
     results = []

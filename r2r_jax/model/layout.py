@@ -26,8 +26,8 @@ def unstack_layers(tree: dict, num_layers: int, consume: bool = False) -> dict:
     for leaf in leaves:
         for i in range(num_layers):
             per_layer[i].append(leaf[i])
-        if consume:
-            jax.block_until_ready(per_layer[-1][-1])
+        if consume:  # every slice of this leaf must be computed before its buffer goes
+            jax.block_until_ready([layer[-1] for layer in per_layer])
             leaf.delete()
     for i in range(num_layers):
         model[f"layers_{i}"] = jax.tree.unflatten(treedef, per_layer[i])

@@ -42,10 +42,10 @@ def length_sorted_batches(input_ids: np.ndarray, attention_mask: np.ndarray, bat
     batch is filled up only to a multiple of the data-parallel devices, and with a mesh batches are placed
     over its data axes."""
     _, p = input_ids.shape
-    shards = 1
+    shards, sh = 1, None
     if mesh is not None:  # rows of a batch must split evenly over the data-parallel devices
-        shards = batch_sharding(2, mesh).shard_shape((batch_size * mesh.size, 1))[0]
-        shards = batch_size * mesh.size // shards
+        sh = batch_sharding(2, mesh)
+        shards = mesh.size // sh.shard_shape((mesh.size, 1))[0]
     for chunk, blen in batch_plan(attention_mask.sum(axis=1), batch_size, p, pad_multiple):
         rows = -(-len(chunk) // shards) * shards  # the partial batch: one more shape, not filler rows
         ids = np.zeros((rows, blen), input_ids.dtype)
@@ -53,8 +53,7 @@ def length_sorted_batches(input_ids: np.ndarray, attention_mask: np.ndarray, bat
         ids[: len(chunk)] = input_ids[chunk, p - blen:]
         mask[: len(chunk)] = attention_mask[chunk, p - blen:]
         mask[len(chunk):, -1] = 1  # filler rows: one visible token keeps them well-defined
-        if mesh is not None:  # every process holds the whole batch: each places its devices' rows
-            sh = batch_sharding(2, mesh)
+        if sh is not None:  # every process holds the whole batch: each places its devices' rows
             ids = jax.make_array_from_callback(ids.shape, sh, lambda i, a=ids: a[i])
             mask = jax.make_array_from_callback(mask.shape, sh, lambda i, a=mask: a[i])
         yield chunk, ids, mask

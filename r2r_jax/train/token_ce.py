@@ -44,7 +44,7 @@ def token_ce_reference(hidden: Array, head: Array, targets: Array, mask: Array,
     return total, jnp.sum(mask, dtype=jnp.int32)
 
 
-def _chunks(hidden: Array, targets: Array, mask: Array, chunk: int) -> tuple[tuple[Array, Array, Array], int]:
+def _chunks(hidden: Array, targets: Array, mask: Array, chunk: int) -> tuple[Array, Array, Array]:
     """`[N, T, ...]` -> `[C, N, chunk, ...]` (T padded up to a multiple of chunk with masked positions)."""
     n, t, e = hidden.shape
     pad = -t % chunk
@@ -54,7 +54,7 @@ def _chunks(hidden: Array, targets: Array, mask: Array, chunk: int) -> tuple[tup
         mask = jnp.pad(mask, ((0, 0), (0, pad)))
     c = (t + pad) // chunk
     return (hidden.reshape(n, c, chunk, e).swapaxes(0, 1), targets.reshape(n, c, chunk).swapaxes(0, 1),
-            mask.reshape(n, c, chunk).swapaxes(0, 1)), pad
+            mask.reshape(n, c, chunk).swapaxes(0, 1))
 
 
 def _unchunk(x: Array, t: int) -> Array:
@@ -65,7 +65,7 @@ def _unchunk(x: Array, t: int) -> Array:
 def _scan_ce(hidden, head, targets, mask, chunk: int, head_is_embedding: bool, grads: bool, head_grad: bool):
     """Loss sum, and with `grads` the gradients of that sum w.r.t. hidden (and the head with `head_grad`)."""
     t = hidden.shape[1]
-    xs, _ = _chunks(hidden, targets, mask, chunk)
+    xs = _chunks(hidden, targets, mask, chunk)
 
     def body(carry, x):
         total, d_head = carry
