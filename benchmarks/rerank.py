@@ -9,9 +9,10 @@ cut, never the template), tokenized once before timing. One random `LlamaForSequ
 128004, as the seq-cls export writes it) is saved and loaded by the rerank job's own loader
 (`r2r_jax.rerank.loading.load_from_hf`), so both stacks hold the same weights; their scores are compared.
 
-JAX (attention `loop`, the CPU setting; `--attention xla` for the reference): `make_score_step` +
-`score_prompts`, the rerank job's path (length-sorted batches, each padded to its longest prompt rounded up to
-a multiple of 16). transformers: length-sorted batches of the same size, each left-padded
+JAX (the CPU settings: attention `loop`, unrolled layers, as `r2r rerank --attention loop --unroll-layers`;
+`--attention xla` for the reference): `make_score_step` + `score_prompts`, the rerank job's path (final layer
+at the scored position only; length-sorted batches, each padded to its longest prompt rounded up to a
+multiple of 16). transformers: length-sorted batches of the same size, each left-padded
 to its own longest prompt (what a transformers user would write), `torch.inference_mode`, SDPA. Timed runs
 alternate after a warm-up of each (JAX compiles its shapes there).
 """
@@ -94,7 +95,7 @@ def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: i
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         student = load_from_hf(tmp, jax_stack.one_device_mesh(), dtype="float32", attention=attention,
-                               tokenizer=str(LLAMA_TOKENIZER))
+                               tokenizer=str(LLAMA_TOKENIZER), scan_layers=False)
         jax.block_until_ready(student.variables)
     jax_scores = jax_stack.scorer(student.model, student.variables, batch_size)
     torch_scores = torch_stack.TorchScorer(hf)

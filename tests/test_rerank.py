@@ -86,6 +86,9 @@ def test_dl19_rerank_is_a_valid_run_on_1_and_8_devices(llama_folder, dl19, tmp_p
     for n in (1, 8):
         student = load_from_hf(llama_folder, mesh_of(n), dtype="float32")
         results[n] = rerank(student, dl19, batch_size=32, progress=False)
+    # unrolled layers: the final layer runs at the scored position only; the scores stay the same
+    unrolled = rerank(load_from_hf(llama_folder, mesh_of(8), dtype="float32", scan_layers=False), dl19,
+                      batch_size=32, progress=False)
     out = tmp_path / "run.trec"
     write_outputs(results[8], dl19, out, tag="tiny")
     lines = [line.split() for line in out.read_text().splitlines()]
@@ -101,6 +104,8 @@ def test_dl19_rerank_is_a_valid_run_on_1_and_8_devices(llama_folder, dl19, tmp_p
         one, eight = dict(results[1].run[qc.qid]), dict(results[8].run[qc.qid])
         assert one.keys() == eight.keys()
         np.testing.assert_allclose([one[d] for d in one], [eight[d] for d in one], atol=1e-5, rtol=0)
+        np.testing.assert_allclose([dict(unrolled.run[qc.qid])[d] for d in one], [one[d] for d in one],
+                                   atol=1e-5, rtol=0)
         assert np.std(scores) > 1e-4  # a real model, not a constant
     assert results[8].docs == 600 and results[8].docs_per_second > 0
 
@@ -134,7 +139,7 @@ def test_known_scores_put_the_known_best_first(tmp_path):
         items.append(QueryCandidates(f"q{q}", f"query number {q}", passages))
     write_candidates(tmp_path / "cands.jsonl", items)
     assert r2r(["rerank", "--model", str(folder), "--dtype", "float32", "--candidates", str(tmp_path / "cands.jsonl"),
-                "--output", str(tmp_path / "run.trec"), "--batch-size", "8"]) == 0
+                "--output", str(tmp_path / "run.trec"), "--batch-size", "8", "--unroll-layers"]) == 0
     run = read_run(tmp_path / "run.trec")
     for qc in items:
         end_of = {c.docid: c.text.split()[-1] for c in qc.candidates}

@@ -88,25 +88,30 @@ class Attention(nn.Module):
     lora: LoraConfig | None
 
     @nn.compact
-    def __call__(self, x, positions, kv_valid, cache=None, cache_index=None):
+    def __call__(self, x, positions, kv_valid, cache=None, cache_index=None, last_only: bool = False):
+        """`last_only`: queries (and so the output) for the last position only; keys and values for all."""
         cfg, b, t = self.cfg, x.shape[0], x.shape[1]
         h, k, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        q = _dense(cfg, self.lora, "q_proj", h * d, ("embed", "heads"))(x).reshape(b, t, h, d)
+        tq = 1 if last_only else t
+        x_q, q_positions = (x[:, -1:], positions[:, -1:]) if last_only else (x, positions)
+        q = _dense(cfg, self.lora, "q_proj", h * d, ("embed", "heads"))(x_q).reshape(b, tq, h, d)
         kk = _dense(cfg, self.lora, "k_proj", k * d, ("embed", "kv_heads"))(x).reshape(b, t, k, d)
         v = _dense(cfg, self.lora, "v_proj", k * d, ("embed", "kv_heads"))(x).reshape(b, t, k, d)
         inv_freq = rope_inv_freq(cfg)
-        q = apply_rope(q, positions, inv_freq)
+        q = apply_rope(q, q_positions, inv_freq)
         kk = apply_rope(kk, positions, inv_freq)
         q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))
-        q_offset = 0
+        q_offset = t - 1 if last_only else 0
         if cache is not None:
             k_cache, v_cache = cache
             kk = jax.lax.dynamic_update_slice(k_cache, kk.astype(k_cache.dtype), (0, cache_index, 0, 0))
             v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
             cache = (kk, v)
             q_offset = cache_index
-        out = dot_product_attention(q, kk, v, kv_valid, q_offset, impl=cfg.attention)
-        out = out.reshape(b, t, h * d)
+        # one query row: the reference's (B, H, 1, S) scores are tiny on every backend
+        impl = "xla" if last_only else cfg.attention
+        out = dot_product_attention(q, kk, v, kv_valid, q_offset, impl=impl)
+        out = out.reshape(b, tq, h * d)
         return _dense(cfg, self.lora, "o_proj", cfg.hidden_size, ("heads", "embed"))(out), cache
 
 
@@ -128,12 +133,13 @@ class DecoderLayer(nn.Module):
     lora: LoraConfig | None
 
     @nn.compact
-    def __call__(self, x, cache, positions, kv_valid, cache_index):
+    def __call__(self, x, cache, positions, kv_valid, cache_index, last_only: bool = False):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         normed = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="input_layernorm")(x)
-        attn, cache = Attention(cfg, self.lora, name="self_attn")(normed, positions, kv_valid, cache, cache_index)
-        x = x + attn
+        attn, cache = Attention(cfg, self.lora, name="self_attn")(normed, positions, kv_valid, cache, cache_index,
+                                                                  last_only)
+        x = (x[:, -1:] if last_only else x) + attn
         normed = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="post_attention_layernorm")(x)
         x = x + MLP(cfg, self.lora, name="mlp")(normed)
         return constrain(x, ("batch", "seq", "act_embed")), cache
@@ -152,7 +158,9 @@ class LlamaModel(nn.Module):
             embedding_init=nn.with_logical_partitioning(init, ("vocab", "embed")))
         layer_cls = DecoderLayer
         if cfg.remat_policy != "none":
-            layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+            static = () if cfg.scan_layers else (6,)  # `last_only` (self is 0) is a Python bool
+            layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
+                                 static_argnums=static)
         if cfg.scan_layers:
             self.layers = nn.scan(
                 layer_cls,
@@ -166,15 +174,24 @@ class LlamaModel(nn.Module):
             self.layer_list = [layer_cls(cfg, self.lora, name=f"layers_{i}") for i in range(cfg.num_hidden_layers)]
         self.norm = RMSNorm(cfg.rms_norm_eps, dt, pdt)
 
-    def __call__(self, input_ids, positions, kv_valid, cache=None, cache_index=None):
+    def __call__(self, input_ids, positions, kv_valid, cache=None, cache_index=None, last_only: bool = False):
+        """Final-norm hidden states (B, T, E), or (B, 1, E) for the last position with `last_only`.
+
+        `last_only` (no cache): the final layer computes its keys and values for every position but its
+        queries, attention output and MLP for the last one only, the position a score is read at; that
+        saves about 1/L of a scoring forward. Scanned layers share one body, so they compute every position
+        and slice at the end (same values)."""
         x = constrain(self.embed_tokens(input_ids), ("batch", "seq", "act_embed"))
         if self.cfg.scan_layers:
             x, cache = self.layers(x, cache, positions, kv_valid, cache_index)
+            x = x[:, -1:] if last_only else x
         else:
             new_cache = []
+            last = len(self.layer_list) - 1
             for i, layer in enumerate(self.layer_list):
                 layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index)
+                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index,
+                                       last_only and i == last and cache is None)
                 new_cache.append(layer_cache)
             if cache is not None:
                 cache = (jnp.stack([c[0] for c in new_cache]), jnp.stack([c[1] for c in new_cache]))
@@ -209,12 +226,13 @@ class LlamaForRanking(nn.Module):
             kernel_init=nn.with_logical_partitioning(init, ("embed", "score")),
         )
 
-    def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None):
+    def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None,
+                 last_only: bool = False):
         if positions is None:
             positions = default_positions(attention_mask)
         kv_valid = attention_mask.astype(bool) if cache is None else cache[2]
         layer_cache = None if cache is None else (cache[0], cache[1])
-        hidden, layer_cache = self.model(input_ids, positions, kv_valid, layer_cache, cache_index)
+        hidden, layer_cache = self.model(input_ids, positions, kv_valid, layer_cache, cache_index, last_only)
         new_cache = None if cache is None else (layer_cache[0], layer_cache[1], kv_valid)
         return hidden, new_cache
 

@@ -184,7 +184,7 @@ def lower_train_step(cfg, mesh):
         return jitted.lower(state, frozen, batch, rng)
 
 
-def lower_score_step(cfg, mesh, sequences: int, length: int):
+def lower_score_step(cfg, mesh, sequences: int, length: int, last_only: bool = True):
     """The scoring step (`make_score_step`: prompt-only forward, score at the last position)."""
     from r2r_jax.parallel.rules import activation_sharding
     from r2r_jax.train.step import make_score_step
@@ -193,7 +193,7 @@ def lower_score_step(cfg, mesh, sequences: int, length: int):
     model, frozen, trainable = abstract_student(cfg, mesh)
     batch = abstract_batch({"input_ids": (sequences, length), "attention_mask": (sequences, length)}, mesh)
     with activation_sharding(mesh):
-        return make_score_step(model).lower(join_variables(frozen, trainable), batch["input_ids"],
+        return make_score_step(model, last_only).lower(join_variables(frozen, trainable), batch["input_ids"],
                                             batch["attention_mask"])
 
 
@@ -294,7 +294,9 @@ def measured_flops(cfg, device, step: str = "train", sequences: int = 0, length:
         if step == "train":
             lowered = lower_train_step(_counting_variant(cfg, layers, 1), mesh)
         else:
-            lowered = lower_score_step(_counting_variant(cfg, layers, cfg.batch_size), mesh, 1, length)
+            # the counting variants unroll their layers; a scanned model's final layer computes every position
+            lowered = lower_score_step(_counting_variant(cfg, layers, cfg.batch_size), mesh, 1, length,
+                                       last_only=not cfg.model.scan_layers)
         counts.append(cost_flops(lowered.compile()))
     one, two = counts
     per_query = one + (cfg.model.num_hidden_layers - 1) * (two - one)

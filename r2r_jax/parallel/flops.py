@@ -84,10 +84,14 @@ def _adapted(lora: LoraConfig | None) -> list[str]:
     return [] if lora is None or lora.train != "lora_and_head" else list(lora.targets)
 
 
-def lora_forward_per_token(cfg: ModelConfig, lora: LoraConfig | None, skip_up: tuple[str, ...] = ()) -> int:
-    """Forward FLOPs of one layer's adapters for one token: 2·r·in (A) + 2·r·out (B, unless in `skip_up`)."""
+def lora_forward_per_token(cfg: ModelConfig, lora: LoraConfig | None, skip_up: tuple[str, ...] = (),
+                           skip: tuple[str, ...] = ()) -> int:
+    """Forward FLOPs of one layer's adapters for one token: 2·r·in (A) + 2·r·out (B, unless in `skip_up`),
+    leaving out the adapters of `skip`."""
     shapes, out = projections(cfg), 0
     for name in _adapted(lora):
+        if name in skip:
+            continue
         a, b = shapes[name]
         out += 2 * lora.rank * (a + (0 if name in skip_up else b))
     return out
@@ -172,14 +176,26 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
 
 
 def score_step_flops(cfg: ModelConfig, lora: LoraConfig | None, sequences: int, length: int) -> FlopCount:
-    """FLOPs of the prompt-only scoring forward (`make_score_step`) over `sequences` prompts."""
+    """FLOPs of the prompt-only scoring forward (`make_score_step`) over `sequences` prompts.
+
+    With unrolled layers the final layer runs its queries, attention output and MLP at the last position
+    only (`last_only`); scanned layers compute every position of it."""
     s = Sequences(sequences, length)
     fwd = _forward(cfg, lora, s)
+    attn, kernel = _attention(cfg, s)
+    if not cfg.scan_layers:  # the final layer: keys and values everywhere, the rest at one position
+        n, kv = cfg.num_hidden_layers, ("k_proj", "v_proj")
+        skipped = sequences * (length - 1)
+        fwd["base"] -= 2.0 * layer_weights(cfg, kv) * skipped
+        fwd["lora"] -= float(lora_forward_per_token(cfg, lora, skip=kv) * skipped)
+        attn *= (n - 1) / n
+        last_row = 4.0 * sequences * length * cfg.num_attention_heads * cfg.head_dim
     count = FlopCount()
     count.add("base", fwd["base"], fwd["base"])
     count.add("lora", fwd["lora"], fwd["lora"])
-    attn, kernel = _attention(cfg, s)
     count.add("attention", attn, attn, kernel)
+    if not cfg.scan_layers:
+        count.add("attention_last_position", last_row, last_row)
     count.add("score_head", 2.0 * cfg.hidden_size * sequences, 2.0 * cfg.hidden_size * sequences)
     return count
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="with --model: weights and compute dtype (default bfloat16)")
     src.add_argument("--attention", default="xla", choices=("xla", "loop", "cudnn", "splash"),
                      help="with --model (loop: CPU hosts)")
+    src.add_argument("--unroll-layers", action="store_true",
+                     help="with --model: unrolled decoder layers (CPU hosts; the final layer then runs at the "
+                          "scored position only). Default: scanned, which compiles faster on accelerators")
 
     inp = parser.add_argument_group("candidates (one of)")
     inp.add_argument("--candidates", metavar="FILE", help="rank_llm request JSONL or RankGPT hits JSON")
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint:
             student = load_from_checkpoint(args.checkpoint, mesh, args.base_model, args.tokenizer, **prompts)
         else:
-            student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer, **prompts)
+            student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer,
+                                   scan_layers=not args.unroll_layers, **prompts)
         result = rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                         source=source)
