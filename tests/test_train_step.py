@@ -120,3 +120,39 @@ def test_micro_batches_equal_one_big_batch():
     assert abs(h1[0]["loss"] - h4[0]["loss"]) < 1e-5
     for a, b in zip(jax.tree.leaves(s1.trainable), jax.tree.leaves(s4.trainable), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def _constraints(lowered_text: str) -> int:
+    return lowered_text.count("sharding_constraint") + lowered_text.count("@Sharding")
+
+
+def test_steps_trace_under_the_mesh_rules():
+    """Given the mesh, the train, score and decode steps trace inside `activation_sharding`: the lowered
+    programs pin activations (and splash would run per shard); without it they carry no constraints."""
+    from r2r_jax.model.generate import make_generate
+    from r2r_jax.parallel.batch import global_batch
+    from r2r_jax.train.step import jit_train_step, make_score_step, make_train_step, state_shardings
+
+    mesh, student, state, step = setup_training(MeshConfig(2, 4, 1), devices=jax.devices()[:8])
+    batch = random_batch(0)
+    b_sh = {k: batch_sharding(v.ndim, mesh) for k, v in batch.items()}
+    args = (state, student.frozen, global_batch(batch, mesh), jax.random.key(0))
+    plain = make_train_step(student.model, *_train_step_args(), mesh=None)
+    with_mesh = jit_train_step(step, state_shardings(state), student.frozen_shardings, b_sh).lower(*args).as_text()
+    without = jit_train_step(plain, state_shardings(state), student.frozen_shardings, b_sh).lower(*args).as_text()
+    assert _constraints(with_mesh) > 0 and _constraints(without) == 0
+    variables = student.variables(state.trainable)
+    ids = global_batch({"ids": np.asarray(batch["input_ids"]).reshape(-1, batch["input_ids"].shape[-1])}, mesh)["ids"]
+    mask = jnp.ones_like(ids)
+    assert _constraints(make_score_step(student.model, mesh=mesh).lower(variables, ids, mask).as_text()) > 0
+    assert _constraints(make_score_step(student.model).lower(variables, ids, mask).as_text()) == 0
+    gen = make_generate(student.model, 2, [1], 0, mesh)
+    assert _constraints(gen.lower(variables, ids, mask, jax.random.key(0)).as_text()) > 0
+
+
+def _train_step_args():
+    from r2r_jax.config import LossConfig, OptimConfig
+    from r2r_jax.train.step import learning_rate_schedule, make_optimizer
+
+    optim = OptimConfig(learning_rate=1e-2, warmup_steps=2)
+    return LossConfig(), make_optimizer(optim, 10), learning_rate_schedule(optim, 10)

@@ -66,7 +66,7 @@ def setup_training(mesh_cfg: MeshConfig, model_cfg: ModelConfig | None = None, l
     from r2r_jax.train.step import learning_rate_schedule
 
     step = make_train_step(student.model, loss or LossConfig(), optimizer, learning_rate_schedule(optim, steps),
-                           micro_batches)
+                           micro_batches, mesh)
     state = init_train_state(student.trainable, optimizer, student.trainable_shardings)
     return mesh, student, state, step
 

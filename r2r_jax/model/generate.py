@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from r2r_jax.model.llama import LlamaForRanking, default_positions
+from r2r_jax.parallel.rules import traced_under
 
 
 def init_cache(model: LlamaForRanking, batch: int, length: int, attention_mask: jax.Array, extra: int):
@@ -24,12 +26,14 @@ def init_cache(model: LlamaForRanking, batch: int, length: int, attention_mask: 
 
 def make_generate(
     model: LlamaForRanking, max_new_tokens: int, eos_token_ids: Sequence[int], pad_token_id: int,
+    mesh: Mesh | None = None,
 ) -> Callable:
     """Returns `generate(variables, input_ids, attention_mask, rng, temperature) -> (tokens, lengths)`.
 
     Prompts must be left-padded (the last column is every row's last prompt token). `temperature`
     <= 0 means greedy. `tokens` is (B, max_new_tokens) with EOS included and pad after it;
-    `lengths` counts the generated tokens including EOS."""
+    `lengths` counts the generated tokens including EOS. With `mesh` it traces under
+    `activation_sharding(mesh)`."""
     eos = jnp.asarray(list(eos_token_ids), jnp.int32)
 
     def step_logits(variables, hidden):
@@ -40,7 +44,6 @@ def make_generate(
         sampled = jax.random.categorical(rng, logits / jnp.maximum(temperature, 1e-6), axis=-1).astype(jnp.int32)
         return jnp.where(temperature > 0, sampled, greedy)
 
-    @jax.jit
     def generate(variables, input_ids, attention_mask, rng, temperature=0.0):
         b, t = input_ids.shape
         cache = init_cache(model, b, t, attention_mask, max_new_tokens)
@@ -73,4 +76,4 @@ def make_generate(
         _, _, _, tokens, _, lengths, _, _ = jax.lax.while_loop(cond, body, state)
         return tokens, lengths
 
-    return generate
+    return jax.jit(traced_under(generate, mesh))

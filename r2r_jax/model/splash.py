@@ -78,7 +78,7 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_valid: jax.Arr
     def local(q_, k_, v_, qs, ks):
         return _splash_local(q_, k_, v_, qs, ks, q_offset, interpret)
 
-    current = getattr(rules._state, "value", None)  # the mesh of `rules.activation_sharding`, if any
+    current = rules.current()  # the mesh of `rules.activation_sharding`, if any
     if current is None or current[0].size == 1:
         out = local(qt, kt, vt, q_seg, seg)
     else:

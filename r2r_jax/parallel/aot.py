@@ -107,12 +107,12 @@ def abstract_student(cfg, mesh):
 
     from r2r_jax.model.llama import LlamaForRanking
     from r2r_jax.parallel.rules import tree_shardings
-    from r2r_jax.train.student import _split, abstract_variables
+    from r2r_jax.train.student import abstract_variables, split_variables
 
     model = LlamaForRanking(cfg.model, cfg.lora)
     boxed = abstract_variables(model)
     variables = _with_shardings(nn.meta.unbox(boxed), tree_shardings(boxed, mesh))
-    frozen, trainable = _split(variables)
+    frozen, trainable = split_variables(variables)
     return model, frozen, trainable
 
 
@@ -167,7 +167,6 @@ def lower_train_step(cfg, mesh):
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from r2r_jax.parallel.rules import activation_sharding
     from r2r_jax.train.step import jit_train_step, learning_rate_schedule, make_optimizer, make_train_step
 
     model, frozen, trainable = abstract_student(cfg, mesh)
@@ -177,24 +176,21 @@ def lower_train_step(cfg, mesh):
     key = jax.eval_shape(lambda: jax.random.key(0))
     rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, PartitionSpec()))
     step = make_train_step(model, cfg.loss, optimizer, learning_rate_schedule(cfg.optim, cfg.steps),
-                           cfg.micro_batches)
+                           cfg.micro_batches, mesh)  # traced under the mesh's rules, as `r2r train` does
     jitted = jit_train_step(step, jax.tree.map(lambda x: x.sharding, state), jax.tree.map(lambda x: x.sharding, frozen),
                             {k: v.sharding for k, v in batch.items()})
-    with activation_sharding(mesh):
-        return jitted.lower(state, frozen, batch, rng)
+    return jitted.lower(state, frozen, batch, rng)
 
 
 def lower_score_step(cfg, mesh, sequences: int, length: int, last_only: bool = True):
     """The scoring step (`make_score_step`: prompt-only forward, score at the last position)."""
-    from r2r_jax.parallel.rules import activation_sharding
     from r2r_jax.train.step import make_score_step
     from r2r_jax.train.student import join_variables
 
     model, frozen, trainable = abstract_student(cfg, mesh)
     batch = abstract_batch({"input_ids": (sequences, length), "attention_mask": (sequences, length)}, mesh)
-    with activation_sharding(mesh):
-        return make_score_step(model, last_only).lower(join_variables(frozen, trainable), batch["input_ids"],
-                                            batch["attention_mask"])
+    return make_score_step(model, last_only, mesh).lower(join_variables(frozen, trainable), batch["input_ids"],
+                                                         batch["attention_mask"])
 
 
 # ---------------------------------------------------------------- compiling and reading the figures

@@ -8,7 +8,8 @@ nothing needs down_proj's output (`_recomputed`). Adapters cost 2·r·(in+out) f
 that backward (input and both adapter gradients). Attention over a length-L sequence costs 4·L²·H·D forward
 and 8·L²·H·D backward when done densely by XLA; splash attention visits only the causal blocks and its fused
 backward kernel recomputes the logits (10 tile products instead of 8). The LM head (E×V) runs on the T
-target positions of every sequence: forward, the chunked loss's recomputation, and the activation gradient.
+target positions of every sequence: the logits, and (when the layers learn) the activation gradient, which
+the fused loss (`train/token_ce.py`) takes in the same pass over each chunk instead of recomputing it.
 
 "model" FLOPs (for MFU) leave out every recomputation: forward + the backward the maths needs.
 All figures are global (the whole batch, every chip), per optimizer step.
@@ -134,7 +135,8 @@ def _recomputed(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences, attn
     and reruns its whole forward under every policy."""
     policy = cfg.remat_policy
     layers_tokens = cfg.num_hidden_layers * seqs.count * seqs.length
-    out = {"base": 0.0, "lora": 0.0, "attention": 0.0}
+    # the CPU `loop` attention checkpoints each sequence's block: its forward reruns under every policy
+    out = {"base": 0.0, "lora": 0.0, "attention": attn if cfg.attention == "loop" else 0.0}
     if policy == "none":
         return out
     if policy == "full":
@@ -168,8 +170,8 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
         # logits as well (10 tile products)
         count.add("attention", attn * (1 + (2.5 if kernel else 2.0) * bwd) + redo["attention"],
                   attn * (1 + 2 * bwd), kernel)
-        if learns_text:  # forward; backward: the checkpointed chunk's recomputation + the activation gradient
-            count.add("lm_head", fwd["lm_head"] * (1 + 2 * bwd), fwd["lm_head"] * (1 + bwd))
+        if learns_text:  # the logits; with learning layers the activation gradient in the same chunk pass
+            count.add("lm_head", fwd["lm_head"] * (1 + bwd), fwd["lm_head"] * (1 + bwd))
     n_groups = cfg.batch_size * d.group_size
     count.add("score_head", 2.0 * m.hidden_size * n_groups * 3, 2.0 * m.hidden_size * n_groups * 3)
     return count

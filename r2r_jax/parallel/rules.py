@@ -7,14 +7,18 @@ Mesh axes: ("data", "fsdp", "tensor").
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import ParamSpec, TypeVar
 
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
@@ -96,12 +100,32 @@ def activation_sharding(mesh: Mesh | None, rules: LogicalRules = DEFAULT_RULES) 
         _state.value = previous
 
 
+def current() -> tuple[Mesh, LogicalRules] | None:
+    """The (mesh, rules) of the enclosing `activation_sharding`, or None outside one."""
+    return getattr(_state, "value", None)
+
+
+def traced_under(fn: Callable[P, R], mesh: Mesh | None) -> Callable[P, R]:
+    """`fn` whose body runs inside `activation_sharding(mesh)`: wrap a step function before `jax.jit`, so
+    every trace of it (first call, new shapes, `.lower`) pins activations and lets splash attention split
+    its Pallas call per shard. `mesh=None` returns `fn` itself (an enclosing context still applies)."""
+    if mesh is None:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        with activation_sharding(mesh):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """Sharding constraint by logical names; a no-op outside `activation_sharding` or on one device."""
-    current = getattr(_state, "value", None)
-    if current is None:
+    active = current()
+    if active is None:
         return x
-    mesh, rules = current
+    mesh, rules = active
     if mesh.size == 1:
         return x
     spec = logical_to_mesh_spec(names, rules, x.shape, mesh)

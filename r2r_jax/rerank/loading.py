@@ -55,7 +55,7 @@ class RerankStudent:
         from r2r_jax.train.step import make_score_step
 
         if "score" not in self._jitted:
-            self._jitted["score"] = make_score_step(self.model)
+            self._jitted["score"] = make_score_step(self.model, mesh=self.mesh)
         return self._jitted["score"]
 
     def generate_fn(self, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> Callable:
@@ -64,7 +64,7 @@ class RerankStudent:
 
         key = ("generate", max_new_tokens, tuple(sorted(stop_ids)), pad_id)
         if key not in self._jitted:
-            self._jitted[key] = make_generate(self.model, max_new_tokens, sorted(stop_ids), pad_id)
+            self._jitted[key] = make_generate(self.model, max_new_tokens, sorted(stop_ids), pad_id, self.mesh)
         return self._jitted[key]
 
 

@@ -15,11 +15,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from r2r_jax.config import LossConfig, OptimConfig
 from r2r_jax.model.llama import LlamaForRanking
-from r2r_jax.parallel.rules import constrain
+from r2r_jax.parallel.rules import constrain, traced_under
 from r2r_jax.train.losses import LossDenominators, loss_denominators, r2r_loss
 from r2r_jax.train.student import join_variables
 from r2r_jax.train.token_ce import token_ce_sum
@@ -108,8 +108,9 @@ def _denominators(batch: dict, loss_cfg: LossConfig) -> LossDenominators:
 
 
 def make_train_step(model: LlamaForRanking, loss_cfg: LossConfig, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, micro_batches: int = 1) -> Callable:
-    """`step(state, frozen, batch, rng) -> (state, metrics)`, unjitted; `jit_train_step` adds shardings."""
+                    schedule: optax.Schedule, micro_batches: int = 1, mesh: Mesh | None = None) -> Callable:
+    """`step(state, frozen, batch, rng) -> (state, metrics)`, unjitted; `jit_train_step` adds shardings.
+    With `mesh`, it traces under `activation_sharding(mesh)` (activation constraints, sharded splash)."""
 
     def step(state: TrainState, frozen, batch: dict, rng: jax.Array):
         denominators = _denominators(batch, loss_cfg)
@@ -142,7 +143,7 @@ def make_train_step(model: LlamaForRanking, loss_cfg: LossConfig, optimizer: opt
         }
         return TrainState(state.step + 1, trainable, opt_state), metrics
 
-    return step
+    return traced_under(step, mesh)
 
 
 def jit_train_step(step_fn: Callable, state_shardings, frozen_shardings, batch_shardings) -> Callable:
@@ -170,14 +171,14 @@ def state_shardings(state: TrainState):
     return jax.tree.map(lambda x: x.sharding, state)
 
 
-def make_score_step(model: LlamaForRanking, last_only: bool = True) -> Callable:
+def make_score_step(model: LlamaForRanking, last_only: bool = True, mesh: Mesh | None = None) -> Callable:
     """`scores(variables, input_ids, attention_mask) -> [N]`: prompt-only forward, score at the last
     column (prompts are left-padded), for ranking metrics during training and for reranking. With
-    `last_only` the final layer works on that column only (the same scores, ~1/L less work)."""
+    `last_only` the final layer works on that column only (the same scores, ~1/L less work); with `mesh`
+    it traces under `activation_sharding(mesh)`."""
 
-    @jax.jit
     def score(variables, input_ids, attention_mask):
         hidden, _ = model.apply(variables, input_ids, attention_mask, last_only=last_only)
         return model.apply(variables, hidden[:, -1], method=LlamaForRanking.scores)
 
-    return score
+    return jax.jit(traced_under(score, mesh))

@@ -40,7 +40,8 @@ def join_variables(frozen: dict, trainable: dict) -> dict:
     return variables
 
 
-def _split(variables: dict) -> tuple[dict, dict]:
+def split_variables(variables: dict) -> tuple[dict, dict]:
+    """(frozen base params, trainable {score head, LoRA}) of a model's variables (or their shardings)."""
     params = dict(variables["params"])
     trainable = {"score": params.pop("score")}
     if "lora" in variables:
@@ -61,7 +62,7 @@ def build_student(
     model = LlamaForRanking(model_cfg, lora_cfg)
     boxed = abstract_variables(model)
     shardings = tree_shardings(boxed, mesh, rules)
-    frozen_sh, trainable_sh = _split(shardings)
+    frozen_sh, trainable_sh = split_variables(shardings)
     ids = jnp.zeros((1, 1), jnp.int32)
 
     def init(key):
@@ -69,9 +70,9 @@ def build_student(
 
     if base_params is None:
         variables = jax.jit(init, out_shardings=shardings)(rng)
-        frozen, trainable = _split(variables)
+        frozen, trainable = split_variables(variables)
     else:
-        trainable = jax.jit(lambda key: _split(init(key))[1], out_shardings=trainable_sh)(rng)
+        trainable = jax.jit(lambda key: split_variables(init(key))[1], out_shardings=trainable_sh)(rng)
         frozen = {k: v for k, v in base_params.items() if k != "score"}
         if "score" in base_params:
             trainable["score"] = jax.device_put(base_params["score"], trainable_sh["score"])

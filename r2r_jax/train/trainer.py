@@ -100,13 +100,13 @@ def train(cfg: TrainConfig) -> dict:
     loader.step = start
 
     step_fn = make_train_step(prepared.student.model, cfg.loss, prepared.optimizer, prepared.schedule,
-                              cfg.micro_batches)
+                              cfg.micro_batches, mesh)
     from r2r_jax.data.features import BatchShapes, batch_spec
 
     local_spec = batch_spec(BatchShapes.from_config(cfg.data), cfg.batch_size)
     batch_sh = {k: batch_sharding(len(shape), mesh) for k, (shape, _) in local_spec.items()}
     jitted = jit_train_step(step_fn, state_shardings(prepared.state), prepared.student.frozen_shardings, batch_sh)
-    score_fn = make_score_step(prepared.student.model)
+    score_fn = make_score_step(prepared.student.model, mesh=mesh)
     dev = DevSet(cfg, tokenizer, mesh) if cfg.data.dev_candidates else None
     report: dict = {"output_dir": str(out.absolute()), "start_step": start}
     if dev is not None and start == 0:
