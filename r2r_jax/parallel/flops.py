@@ -135,7 +135,7 @@ def _recomputed(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences, attn
     and reruns its whole forward under every policy."""
     policy = cfg.remat_policy
     layers_tokens = cfg.num_hidden_layers * seqs.count * seqs.length
-    # the CPU `loop` attention checkpoints each sequence's block: its forward reruns under every policy
+    # the CPU loop checkpoints each sequence's attention block: its forward reruns once more under any policy
     out = {"base": 0.0, "lora": 0.0, "attention": attn if cfg.attention == "loop" else 0.0}
     if policy == "none":
         return out
@@ -143,9 +143,9 @@ def _recomputed(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences, attn
         out["base"] = 2.0 * layer_weights(cfg, RESIDUAL_OUTPUTS) * layers_tokens
         out["lora"] = float(lora_forward_per_token(cfg, lora, RESIDUAL_OUTPUTS) * layers_tokens)
     if kernel or policy == "full":
-        out["attention"] = attn
+        out["attention"] += attn
     elif policy == "dots_no_batch":
-        out["attention"] = attn * (1.0 if "o_proj" in _adapted(lora) else 0.5)
+        out["attention"] += attn * (1.0 if "o_proj" in _adapted(lora) else 0.5)
     return out
 
 
