@@ -82,12 +82,26 @@ def peak_matmul(n: int, reps: int) -> list[float]:
     return rates
 
 
-def scorer(model, variables, batch_size: int,
-           pad_multiple: int = 16) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """`scores(ids, mask)` through the rerank job's path: make_score_step + length-batched score_prompts."""
+def scorer(model, variables, batch_size: int, pad_multiple: int = 16,
+           query_sizes: list[int] | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """`scores(ids, mask)` through the rerank job's path. With `query_sizes` (the rows of each query, in
+    order) each query's shared prompt prefix runs once (`rerank.prefix`, the job's default); without, every
+    prompt runs whole (make_score_step + length-batched score_prompts)."""
     from r2r_jax.rerank.scoring import score_prompts
     from r2r_jax.train.step import make_score_step
 
+    if query_sizes:
+        from r2r_jax.rerank.prefix import make_prefix_steps, score_with_shared_prefixes
+
+        steps = make_prefix_steps(model)
+        bounds = np.cumsum([0] + list(query_sizes))
+
+        def shared(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            prompts = [(ids[a:b], mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            return np.concatenate(score_with_shared_prefixes(steps, variables, prompts, batch_size,
+                                                             pad_multiple=pad_multiple))
+
+        return shared
     fn = make_score_step(model)
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

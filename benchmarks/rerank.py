@@ -50,6 +50,34 @@ def scoring_preset(name: str):
     return dataclasses.replace(p.model, vocab_size=LLAMA3_VOCAB)
 
 
+def query_sizes(queries: int, candidates: Path = DL19) -> list[int]:
+    """Candidates of each of the first `queries` DL19 queries (the row counts `load_prompts` stacks)."""
+    from r2r_jax.data.candidates import read_candidates
+
+    return [len(qc.candidates) for qc in read_candidates(candidates)[:queries]]
+
+
+def shared_prefix_tokens(ids: np.ndarray, mask: np.ndarray, sizes: list[int], batch_size: int) -> int:
+    """Token positions the shared-prefix path computes: the padded prefixes plus the suffix batches."""
+    from r2r_jax.rerank.prefix import QUERIES_PER_GROUP, shared_prefix_length
+    from r2r_jax.rerank.scoring import batch_plan
+
+    bounds = np.cumsum([0] + sizes)
+    total = 0
+    for g in range(0, len(sizes), QUERIES_PER_GROUP):
+        lengths, widest = [], 0
+        for q in range(g, min(g + QUERIES_PER_GROUP, len(sizes))):
+            rows = [i[m == 1] for i, m in zip(ids[bounds[q]:bounds[q + 1]], mask[bounds[q]:bounds[q + 1]],
+                                                strict=True)]
+            c = shared_prefix_length(rows)
+            widest = max(widest, c)
+            lengths += [len(r) - c for r in rows]
+        total += min(len(sizes) - g, QUERIES_PER_GROUP) * max(16, -(-widest // 16) * 16)
+        lengths = np.asarray(lengths)
+        total += sum(len(r) * blen for r, blen in batch_plan(lengths, batch_size, int(lengths.max())))
+    return total
+
+
 def load_prompts(queries: int, max_len: int, tokenizer_path: Path = LLAMA_TOKENIZER,
                  candidates: Path = DL19) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids [N, max_len], mask, pad id): left-padded scoring prompts of the first `queries` DL19 queries."""
@@ -81,7 +109,7 @@ def sorted_tokens(lengths: np.ndarray, batch_size: int) -> int:
 
 
 def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: int, gate=None,
-                 attention: str = "loop") -> dict:
+                 attention: str = "loop", share_prefix: bool = True) -> dict:
     import jax
 
     from r2r_jax.rerank.loading import load_from_hf
@@ -97,21 +125,23 @@ def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: i
         student = load_from_hf(tmp, jax_stack.one_device_mesh(), dtype="float32", attention=attention,
                                tokenizer=str(LLAMA_TOKENIZER), scan_layers=False)
         jax.block_until_ready(student.variables)
-    jax_scores = jax_stack.scorer(student.model, student.variables, batch_size)
+    sizes = query_sizes(queries) if share_prefix else None
+    jax_scores = jax_stack.scorer(student.model, student.variables, batch_size, query_sizes=sizes)
     torch_scores = torch_stack.TorchScorer(hf)
     runners: dict[str, Callable[[], object]] = {"jax": lambda: jax_scores(ids, mask),
                                                 "torch": lambda: torch_scores(ids, mask, batch_size)}
     check = {label: fn() for label, fn in runners.items()}  # warm-up: compiles every JAX shape
     times = alternate(runners, reps, warmup=0, before_round=gate)
     docs = len(ids)
-    out = {"preset": name, "attention": attention, "model": {k: getattr(cfg, k) for k in (
+    out = {"preset": name, "attention": attention, "share_prefix": share_prefix, "model": {k: getattr(cfg, k) for k in (
         "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
         "vocab_size")}, "queries": queries, "docs": docs, "max_len": max_len, "batch_size": batch_size,
         "prompt_tokens": {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
                           "max": int(lengths.max()), "total": int(lengths.sum())},
         "max_abs_score_diff": float(np.max(np.abs(check["jax"] - check["torch"]))),
         "score_scale": float(np.std(check["torch"])), "load_average_1m": times.pop("load"), "seconds": times}
-    computed = {"jax": padded_tokens(lengths, max_len, batch_size), "torch": sorted_tokens(lengths, batch_size)}
+    computed = {"jax": shared_prefix_tokens(ids, mask, sizes, batch_size) if sizes else
+                padded_tokens(lengths, max_len, batch_size), "torch": sorted_tokens(lengths, batch_size)}
     for label in runners:
         sec = median(times[label])
         out[label] = {"s": sec, "docs_per_s": docs / sec, "computed_tokens": computed[label],
@@ -128,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--attention", default="loop", choices=("loop", "xla"),
                     help="the JAX student's attention (loop: the CPU setting, as `r2r rerank --attention loop`)")
+    ap.add_argument("--no-share-prefix", dest="share_prefix", action="store_false",
+                    help="JAX scores every prompt whole (default: each query's shared prefix once, as the job)")
     ap.add_argument("--reps", type=int, default=3)
     add_run_options(ap)
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, one query, 1 repetition")
@@ -139,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.presets.split(","):
         name = name.strip()
         r = bench_preset(name, args.queries or DEFAULT_QUERIES.get(name, 1), args.max_len, args.batch_size,
-                         args.reps, gate, args.attention)
+                         args.reps, gate, args.attention, args.share_prefix)
         results.append(r)
         print(f"# {name}: jax {r['jax']['docs_per_s']:.1f} docs/s, torch {r['torch']['docs_per_s']:.1f} docs/s, "
               f"ratio {r['speedup']:.2f}; max |Δscore| "

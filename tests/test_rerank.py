@@ -89,6 +89,9 @@ def test_dl19_rerank_is_a_valid_run_on_1_and_8_devices(llama_folder, dl19, tmp_p
     # unrolled layers: the final layer runs at the scored position only; the scores stay the same
     unrolled = rerank(load_from_hf(llama_folder, mesh_of(8), dtype="float32", scan_layers=False), dl19,
                       batch_size=32, progress=False)
+    # results[n] ran each query's shared prompt prefix once (the default); whole prompts give the same scores
+    whole = rerank(load_from_hf(llama_folder, mesh_of(8), dtype="float32"), dl19, batch_size=32, progress=False,
+                   share_prefix=False)
     out = tmp_path / "run.trec"
     write_outputs(results[8], dl19, out, tag="tiny")
     lines = [line.split() for line in out.read_text().splitlines()]
@@ -105,6 +108,8 @@ def test_dl19_rerank_is_a_valid_run_on_1_and_8_devices(llama_folder, dl19, tmp_p
         assert one.keys() == eight.keys()
         np.testing.assert_allclose([one[d] for d in one], [eight[d] for d in one], atol=1e-5, rtol=0)
         np.testing.assert_allclose([dict(unrolled.run[qc.qid])[d] for d in one], [one[d] for d in one],
+                                   atol=1e-5, rtol=0)
+        np.testing.assert_allclose([dict(whole.run[qc.qid])[d] for d in one], [one[d] for d in one],
                                    atol=1e-5, rtol=0)
         assert np.std(scores) > 1e-4  # a real model, not a constant
     assert results[8].docs == 600 and results[8].docs_per_second > 0
@@ -295,3 +300,13 @@ def test_validation_and_model_errors(llama_folder, tmp_path, capsys):
     save_file({k: v for k, v in weights.items() if k != "lm_head.weight"}, str(seq_cls / "model.safetensors"))
     assert r2r(args + ["--dtype", "float32"]) == 0  # a seq-cls export scores without an LM head
     assert r2r(args + ["--explain-top", "2"]) == 1 and "no LM head" in capsys.readouterr().err
+
+
+def test_shared_prefix_length_leaves_every_suffix_a_token():
+    from r2r_jax.rerank.prefix import shared_prefix_length
+
+    rows = [np.asarray(r) for r in ([1, 5, 6, 7, 9], [1, 5, 6, 8], [1, 5, 6, 7])]
+    assert shared_prefix_length(rows) == 3
+    assert shared_prefix_length([np.asarray([1, 5, 6])]) == 2  # one prompt: all but its last token
+    assert shared_prefix_length([np.asarray([1, 5, 6]), np.asarray([1, 5, 6])]) == 2
+    assert shared_prefix_length([np.asarray([2, 5]), np.asarray([1, 5])]) == 0

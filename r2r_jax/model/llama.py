@@ -107,7 +107,7 @@ class Attention(nn.Module):
             kk = jax.lax.dynamic_update_slice(k_cache, kk.astype(k_cache.dtype), (0, cache_index, 0, 0))
             v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
             cache = (kk, v)
-            q_offset = cache_index
+            q_offset = cache_index + q_offset
         # one query row: the reference's (B, H, 1, S) scores are tiny on every backend
         impl = "xla" if last_only else cfg.attention
         out = dot_product_attention(q, kk, v, kv_valid, q_offset, impl=impl)
@@ -177,10 +177,10 @@ class LlamaModel(nn.Module):
     def __call__(self, input_ids, positions, kv_valid, cache=None, cache_index=None, last_only: bool = False):
         """Final-norm hidden states (B, T, E), or (B, 1, E) for the last position with `last_only`.
 
-        `last_only` (no cache): the final layer computes its keys and values for every position but its
-        queries, attention output and MLP for the last one only, the position a score is read at; that
-        saves about 1/L of a scoring forward. Scanned layers share one body, so they compute every position
-        and slice at the end (same values)."""
+        `last_only`: the final layer computes its keys and values for every position (into the cache, if
+        one is given) but its queries, attention output and MLP for the last one only, the position a
+        score is read at; that saves about 1/L of a scoring forward. Scanned layers share one body, so they
+        compute every position and slice at the end (same values)."""
         x = constrain(self.embed_tokens(input_ids), ("batch", "seq", "act_embed"))
         if self.cfg.scan_layers:
             x, cache = self.layers(x, cache, positions, kv_valid, cache_index)
@@ -190,8 +190,7 @@ class LlamaModel(nn.Module):
             last = len(self.layer_list) - 1
             for i, layer in enumerate(self.layer_list):
                 layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index,
-                                       last_only and i == last and cache is None)
+                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index, last_only and i == last)
                 new_cache.append(layer_cache)
             if cache is not None:
                 cache = (jnp.stack([c[0] for c in new_cache]), jnp.stack([c[1] for c in new_cache]))

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "<output stem>.explanations.jsonl)")
 
     gen = parser.add_argument_group("batching and decoding")
+    gen.add_argument("--no-share-prefix", dest="share_prefix", action="store_false",
+                     help="score every prompt whole (default: each query's common prompt prefix runs once, "
+                          "then only each candidate's own tokens; the same scores)")
     gen.add_argument("--batch-size", type=int, default=32,
                      help="sequences per batch, rounded up to a multiple of the data-parallel size (default 32)")
     gen.add_argument("--max-new-tokens", type=int, help="reason length limit (default: the trained target length)")
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                                    scan_layers=not args.unroll_layers, **prompts)
         result = rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                        source=source)
+                        source=source, share_prefix=args.share_prefix)
         write_outputs(result, items, args.output, args.tag, explanations)
     except (RecordError, ValueError, OSError, FloatingPointError) as e:
         return fail(e)

@@ -129,12 +129,13 @@ def _bar(total: int, desc: str, unit: str, enabled: bool):
 
 def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_size: int = 32, explain_top: int = 0,
            max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0, progress: bool = True,
-           source: str = "candidates") -> RerankResult:
+           source: str = "candidates", share_prefix: bool = True) -> RerankResult:
     """Rerank every query's candidates with the student; with `explain_top` K > 0 also decode reasons for the
     top K and their K-1 adjacent pairs (at most `max_new_tokens` each, default the trained target length).
 
-    `batch_size` is rounded up to a multiple of the mesh's data-parallel size. Every process must call this
-    with the same `items`; each scores its share and all return the complete result."""
+    `batch_size` is rounded up to a multiple of the mesh's data-parallel size. With `share_prefix` each
+    query's common prompt prefix runs once (`rerank.prefix`; the same scores, fewer positions). Every process
+    must call this with the same `items`; each scores its share and all return the complete result."""
     from r2r_jax.rerank.scoring import score_candidates
 
     validate_candidates(items, source)
@@ -152,7 +153,8 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
     start = time.perf_counter()
     with _bar(local_docs, "score", "doc", show) as bar:
         scores = score_candidates(student.score_fn(), student.variables, student.tokenizer, share,
-                                  pr.prompt_template, pr.max_prompt_len, batch_size, mesh, progress=bar.update)
+                                  pr.prompt_template, pr.max_prompt_len, batch_size, mesh, progress=bar.update,
+                                  prefix_steps=student.prefix_steps() if share_prefix else None)
     local_run = {qc.qid: rank_query(qc, scores[qc.qid]) for qc in share}
     gathered = _gather({"run": local_run})
     score_seconds = time.perf_counter() - start

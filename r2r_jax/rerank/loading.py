@@ -58,6 +58,14 @@ class RerankStudent:
             self._jitted["score"] = make_score_step(self.model, mesh=self.mesh)
         return self._jitted["score"]
 
+    def prefix_steps(self) -> tuple[Callable, Callable]:
+        """The shared-prefix scoring steps (`rerank.prefix`), jitted once per student."""
+        from r2r_jax.rerank.prefix import make_prefix_steps
+
+        if "prefix" not in self._jitted:
+            self._jitted["prefix"] = make_prefix_steps(self.model, self.mesh)
+        return self._jitted["prefix"]
+
     def generate_fn(self, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> Callable:
         """The KV-cache decoder for these settings, jitted once per student."""
         from r2r_jax.model.generate import make_generate

@@ -35,17 +35,31 @@ def batch_plan(lengths: np.ndarray, batch_size: int, max_len: int,
     return plan
 
 
+def data_shards(mesh: Mesh | None) -> int:
+    """How many data-parallel devices split a batch's rows (1 without a mesh)."""
+    if mesh is None:
+        return 1
+    return mesh.size // batch_sharding(2, mesh).shard_shape((mesh.size, 1))[0]
+
+
+def place(x: np.ndarray, mesh: Mesh | None) -> np.ndarray | jax.Array:
+    """A host array whose first axis is batch rows, split over the mesh's data axes. Every process holds the
+    whole array and places its own devices' rows (no cross-host transfer)."""
+    if mesh is None:
+        return x
+    sh = batch_sharding(x.ndim, mesh)
+    return jax.make_array_from_callback(x.shape, sh, lambda i, a=x: a[i])
+
+
 def length_sorted_batches(input_ids: np.ndarray, attention_mask: np.ndarray, batch_size: int,
-                          mesh: Mesh | None = None,
-                          pad_multiple: int = 16) -> Iterator[tuple[np.ndarray, jax.Array, jax.Array]]:
-    """(row indices, ids, mask) batches of left-padded prompts [N, P] following `batch_plan`; the one partial
-    batch is filled up only to a multiple of the data-parallel devices, and with a mesh batches are placed
-    over its data axes."""
+                          mesh: Mesh | None = None, pad_multiple: int = 16,
+                          row_values: Sequence[np.ndarray] = ()) -> Iterator[tuple]:
+    """(row indices, ids, mask, *row values) batches of left-padded prompts [N, P] following `batch_plan`;
+    `row_values` are per-row arrays [N] that travel with their rows. The one partial batch is filled up
+    only to a multiple of the data-parallel devices (filler rows hold zeros), and with a mesh batches are
+    placed over its data axes."""
     _, p = input_ids.shape
-    shards, sh = 1, None
-    if mesh is not None:  # rows of a batch must split evenly over the data-parallel devices
-        sh = batch_sharding(2, mesh)
-        shards = mesh.size // sh.shard_shape((mesh.size, 1))[0]
+    shards = data_shards(mesh)  # rows of a batch must split evenly over the data-parallel devices
     for chunk, blen in batch_plan(attention_mask.sum(axis=1), batch_size, p, pad_multiple):
         rows = -(-len(chunk) // shards) * shards  # the partial batch: one more shape, not filler rows
         ids = np.zeros((rows, blen), input_ids.dtype)
@@ -53,10 +67,12 @@ def length_sorted_batches(input_ids: np.ndarray, attention_mask: np.ndarray, bat
         ids[: len(chunk)] = input_ids[chunk, p - blen:]
         mask[: len(chunk)] = attention_mask[chunk, p - blen:]
         mask[len(chunk):, -1] = 1  # filler rows: one visible token keeps them well-defined
-        if sh is not None:  # every process holds the whole batch: each places its devices' rows
-            ids = jax.make_array_from_callback(ids.shape, sh, lambda i, a=ids: a[i])
-            mask = jax.make_array_from_callback(mask.shape, sh, lambda i, a=mask: a[i])
-        yield chunk, ids, mask
+        values = []
+        for v in row_values:
+            filled = np.zeros((rows,), v.dtype)
+            filled[: len(chunk)] = v[chunk]
+            values.append(place(filled, mesh))
+        yield (chunk, place(ids, mesh), place(mask, mesh), *values)
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -80,8 +96,10 @@ def score_prompts(score_fn: Callable, variables, input_ids: np.ndarray, attentio
 
 def score_candidates(score_fn: Callable, variables, tokenizer, items: Sequence[QueryCandidates], template: str,
                      max_len: int, batch_size: int, mesh: Mesh | None = None,
-                     progress: Callable[[int], None] | None = None) -> dict[str, dict[str, float]]:
-    """qid -> docid -> student score, for every candidate of every query."""
+                     progress: Callable[[int], None] | None = None,
+                     prefix_steps: tuple[Callable, Callable] | None = None) -> dict[str, dict[str, float]]:
+    """qid -> docid -> student score, for every candidate of every query. With `prefix_steps`
+    (`rerank.prefix.make_prefix_steps`) each query's shared prompt prefix runs once (same scores)."""
     ids, masks, owners = [], [], []
     for qc in items:
         i, m = encode_prompts(tokenizer, qc.query, [c.text for c in qc.candidates], template, max_len)
@@ -90,8 +108,14 @@ def score_candidates(score_fn: Callable, variables, tokenizer, items: Sequence[Q
         owners.extend((qc.qid, c.docid) for c in qc.candidates)
     if not owners:
         return {}
-    scores = score_prompts(score_fn, variables, np.concatenate(ids), np.concatenate(masks), batch_size, mesh,
-                           progress=progress)
+    if prefix_steps is not None:
+        from r2r_jax.rerank.prefix import score_with_shared_prefixes
+
+        scores = np.concatenate(score_with_shared_prefixes(prefix_steps, variables, list(zip(ids, masks, strict=True)),
+                                                           batch_size, mesh, progress=progress))
+    else:
+        scores = score_prompts(score_fn, variables, np.concatenate(ids), np.concatenate(masks), batch_size, mesh,
+                               progress=progress)
     out: dict[str, dict[str, float]] = {qc.qid: {} for qc in items}
     for (qid, docid), s in zip(owners, scores, strict=True):
         out[qid][docid] = float(s)
