@@ -82,6 +82,12 @@ def peak_matmul(n: int, reps: int) -> list[float]:
     return rates
 
 
+def per_query(ids: np.ndarray, mask: np.ndarray, sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stacked prompt rows [N, P] cut back into each query's (ids, mask), `sizes` rows each, in order."""
+    bounds = np.cumsum([0] + list(sizes))
+    return [(ids[a:b], mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def scorer(model, variables, batch_size: int, pad_multiple: int = 16,
            query_sizes: list[int] | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """`scores(ids, mask)` through the rerank job's path. With `query_sizes` (the rows of each query, in
@@ -94,12 +100,10 @@ def scorer(model, variables, batch_size: int, pad_multiple: int = 16,
         from r2r_jax.rerank.prefix import make_prefix_steps, score_with_shared_prefixes
 
         steps = make_prefix_steps(model)
-        bounds = np.cumsum([0] + list(query_sizes))
 
         def shared(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            prompts = [(ids[a:b], mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            return np.concatenate(score_with_shared_prefixes(steps, variables, prompts, batch_size,
-                                                             pad_multiple=pad_multiple))
+            return np.concatenate(score_with_shared_prefixes(steps, variables, per_query(ids, mask, query_sizes),
+                                                             batch_size, pad_multiple=pad_multiple))
 
         return shared
     fn = make_score_step(model)

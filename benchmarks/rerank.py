@@ -58,22 +58,16 @@ def query_sizes(queries: int, candidates: Path = DL19) -> list[int]:
 
 
 def shared_prefix_tokens(ids: np.ndarray, mask: np.ndarray, sizes: list[int], batch_size: int) -> int:
-    """Token positions the shared-prefix path computes: the padded prefixes plus the suffix batches."""
-    from r2r_jax.rerank.prefix import QUERIES_PER_GROUP, shared_prefix_length
+    """Token positions the shared-prefix path computes: each group's padded prefixes plus its suffix batches."""
+    from r2r_jax.rerank.prefix import query_groups
     from r2r_jax.rerank.scoring import batch_plan
 
-    bounds = np.cumsum([0] + sizes)
+    from .jax_stack import per_query
+
     total = 0
-    for g in range(0, len(sizes), QUERIES_PER_GROUP):
-        lengths, widest = [], 0
-        for q in range(g, min(g + QUERIES_PER_GROUP, len(sizes))):
-            rows = [i[m == 1] for i, m in zip(ids[bounds[q]:bounds[q + 1]], mask[bounds[q]:bounds[q + 1]],
-                                                strict=True)]
-            c = shared_prefix_length(rows)
-            widest = max(widest, c)
-            lengths += [len(r) - c for r in rows]
-        total += min(len(sizes) - g, QUERIES_PER_GROUP) * max(16, -(-widest // 16) * 16)
-        lengths = np.asarray(lengths)
+    for group in query_groups(per_query(ids, mask, sizes)):
+        lengths = np.asarray([len(t) for t in group.suffixes])
+        total += len(group.prefixes) * group.width(16)
         total += sum(len(r) * blen for r, blen in batch_plan(lengths, batch_size, int(lengths.max())))
     return total
 

@@ -204,7 +204,8 @@ def build_batch(tokenized: Sequence[TokenizedRecord], items: Sequence[tuple[int,
     return batch
 
 
-def _left_pad(rows: list[list[int]], max_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def left_pad(rows: Sequence[Sequence[int]], max_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) [len(rows), max_len]: each row right-aligned after `pad_id`s (scoring prompts' layout)."""
     ids = np.full((len(rows), max_len), pad_id, DTYPE)
     mask = np.zeros((len(rows), max_len), DTYPE)
     for i, row in enumerate(rows):
@@ -224,7 +225,7 @@ def encode_prompts(tokenizer, query: str, passages: Sequence[str], template: str
 
     rows = _fit_all(tokenizer, [render(query, [p]) for p in passages], [(query, [p]) for p in passages], render,
                     max_len)
-    return _left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)
+    return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)
 
 
 def encode_comparison_prompts(tokenizer, query: str, passage_groups: Sequence[Sequence[str]], template: str,
@@ -238,4 +239,4 @@ def encode_comparison_prompts(tokenizer, query: str, passage_groups: Sequence[Se
 
     groups = [list(g) for g in passage_groups]
     rows = _fit_all(tokenizer, [render(query, g) for g in groups], [(query, g) for g in groups], render, max_len)
-    return _left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)
+    return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)

@@ -11,13 +11,15 @@ re-tokenized.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from r2r_jax.data.features import left_pad
 from r2r_jax.model.generate import init_cache
 from r2r_jax.model.llama import LlamaForRanking, default_positions
 from r2r_jax.parallel.rules import traced_under
@@ -65,6 +67,34 @@ def make_prefix_steps(model: LlamaForRanking, mesh: Mesh | None = None) -> tuple
     return jax.jit(traced_under(encode, mesh)), jax.jit(traced_under(score, mesh))
 
 
+@dataclass(frozen=True)
+class PrefixGroup:
+    """A group of queries split into what runs once per query and what runs once per candidate."""
+
+    prefixes: list[np.ndarray]  # per query of the group: its shared tokens
+    suffixes: list[np.ndarray]  # per candidate: its own tokens
+    owners: list[tuple[int, int, int]]  # per suffix: (query index in `prompts`, row, query index in the group)
+
+    def width(self, pad_multiple: int) -> int:
+        """The prefix batch's length: the longest prefix rounded up to `pad_multiple` (at least one multiple)."""
+        longest = max((len(p) for p in self.prefixes), default=0)
+        return max(pad_multiple, -(-longest // pad_multiple) * pad_multiple)
+
+
+def query_groups(prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> Iterator[PrefixGroup]:
+    """`prompts` (each query's left-padded ids and mask [n, P]) in groups of `QUERIES_PER_GROUP` queries."""
+    for start in range(0, len(prompts), QUERIES_PER_GROUP):
+        prefixes, suffixes, owners = [], [], []
+        for j, q in enumerate(range(start, min(start + QUERIES_PER_GROUP, len(prompts)))):
+            rows = [ids[mask == 1] for ids, mask in zip(*prompts[q], strict=True)]
+            c = shared_prefix_length(rows) if rows else 0
+            prefixes.append(rows[0][:c] if rows else np.zeros((0,), np.int32))
+            for r, tokens in enumerate(rows):
+                suffixes.append(tokens[c:])
+                owners.append((q, r, j))
+        yield PrefixGroup(prefixes, suffixes, owners)
+
+
 def score_with_shared_prefixes(steps: tuple[Callable, Callable], variables,
                                prompts: Sequence[tuple[np.ndarray, np.ndarray]], batch_size: int,
                                mesh: Mesh | None = None, pad_multiple: int = 16,
@@ -76,43 +106,23 @@ def score_with_shared_prefixes(steps: tuple[Callable, Callable], variables,
     encode, score = steps
     out = [np.zeros((len(ids),), np.float32) for ids, _ in prompts]
     shards = data_shards(mesh)
-    for start in range(0, len(prompts), QUERIES_PER_GROUP):
-        group = list(range(start, min(start + QUERIES_PER_GROUP, len(prompts))))
-        rows = {q: [ids[mask == 1] for ids, mask in zip(*prompts[q], strict=True)] for q in group}
-        shared = {q: shared_prefix_length(rows[q]) if rows[q] else 0 for q in group}
-        width = max(pad_multiple, -(-max(shared.values()) // pad_multiple) * pad_multiple)
-        n_prefix = -(-len(group) // shards) * shards
-        pre_ids = np.zeros((n_prefix, width), np.int32)
-        pre_mask = np.zeros((n_prefix, width), np.int32)
-        pre_mask[:, -1] = 1  # filler and empty prefixes: one (pad) token keeps their rows defined; unseen
-        suffixes, owners = [], []
-        for j, q in enumerate(group):
-            c = shared[q]
-            if c:
-                pre_ids[j, width - c:] = rows[q][0][:c]
-                pre_mask[j, width - c:] = 1
-            for r, tokens in enumerate(rows[q]):
-                suffixes.append(tokens[c:])
-                owners.append((q, r, j, c))
-        if not suffixes:
+    for group in query_groups(prompts):
+        if not group.suffixes:
             continue
+        n_prefix = -(-len(group.prefixes) // shards) * shards
+        empty = [np.zeros((0,), np.int32)] * (n_prefix - len(group.prefixes))
+        pre_ids, pre_mask = left_pad(group.prefixes + empty, group.width(pad_multiple), 0)
+        valid = pre_mask.astype(bool)  # what suffixes may see: real prefix tokens only
+        pre_mask[:, -1] = 1  # filler and empty prefixes: one (pad) token keeps their rows defined; unseen
         k, v = encode(variables, place(pre_ids, mesh), place(pre_mask, mesh))
-        valid = np.zeros((n_prefix, width), bool)  # what suffixes may see: real prefix tokens only
-        for j, q in enumerate(group):
-            valid[j, width - shared[q]:] = shared[q] > 0
-        longest = max(len(t) for t in suffixes)
-        ids = np.zeros((len(suffixes), longest), np.int32)
-        mask = np.zeros((len(suffixes), longest), np.int32)
-        for i, t in enumerate(suffixes):
-            ids[i, longest - len(t):] = t
-            mask[i, longest - len(t):] = 1
-        query = np.asarray([o[2] for o in owners], np.int32)
-        offset = np.asarray([o[3] for o in owners], np.int32)
+        ids, mask = left_pad(group.suffixes, max(len(t) for t in group.suffixes), 0)
+        query = np.asarray([j for _, _, j in group.owners], np.int32)
+        offset = np.asarray([len(group.prefixes[j]) for j in query], np.int32)
         for chunk, b_ids, b_mask, b_query, b_offset in length_sorted_batches(
                 ids, mask, batch_size, mesh, pad_multiple, row_values=(query, offset)):
             scores = to_host(score(variables, k, v, valid, b_query, b_ids, b_mask, b_offset))[: len(chunk)]
             for i, s in zip(chunk, scores, strict=True):
-                q, r = owners[i][:2]
+                q, r, _ = group.owners[i]
                 out[q][r] = s
             if progress is not None:
                 progress(len(chunk))
