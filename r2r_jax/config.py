@@ -178,6 +178,10 @@ class DataConfig:
     group_size: int = 8  # G candidates per query
     max_prompt_len: int = 256  # P: scoring prompt tokens (passages are truncated, never the template's end)
     max_target_len: int = 64  # T: reason tokens per sequence, <|eot_id|> included
+    # passages of other queries' records added to each group, ranked below every teacher passage and without
+    # a reason: teacher windows are BM25's top few, so without them nothing says that an off-topic passage
+    # (common deep in a top-100) ranks last
+    random_negatives: int = 0
     comparisons_per_query: int = 1  # comparison-reason sequences per query (0: none)
     max_comparison_prompt_len: int = 384  # Pc: comparison prompt tokens
     prompt_template: str = "Query: {query}\nPassage: {passage}\nRelevance:"  # the scores depend on it
@@ -190,6 +194,11 @@ class DataConfig:
     dev_qrels: str = ""  # TREC qrels for the dev candidates
     dev_max_queries: int = 0  # 0: all
     dev_max_candidates: int = 0  # per query; 0: all
+
+    @property
+    def rows_per_query(self) -> int:
+        """Scored sequences per query in a training batch: the teacher group plus the random negatives."""
+        return self.group_size + self.random_negatives
 
 
 @dataclass
@@ -212,6 +221,10 @@ class TrainConfig:
     save_every: int = 50  # steps between checkpoints
     keep_checkpoints: int = 2  # latest N kept, plus the best by dev nDCG@10
     seed: int = 0  # LoRA / head initialisation and dropout
+    # two texts of one token each, [positive, negative] (e.g. [" yes", " no"]): the score head starts as
+    # logit(positive) - logit(negative) of the base's LM head, so an instruction-tuned base ranks from step 0
+    # (zero-shot) and training refines a relevance judgement instead of learning a random head; empty: random
+    score_init_tokens: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         self.model.validate()
@@ -221,6 +234,10 @@ class TrainConfig:
             raise ConfigError(f"batch_size={self.batch_size} is not divisible by micro_batches={self.micro_batches}")
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.score_init_tokens and len(self.score_init_tokens) != 2:
+            raise ConfigError(f"score_init_tokens takes [positive, negative], got {self.score_init_tokens}")
+        if self.data.random_negatives < 0:
+            raise ConfigError(f"data.random_negatives must be >= 0, got {self.data.random_negatives}")
 
 
 def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:

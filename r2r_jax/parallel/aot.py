@@ -136,18 +136,10 @@ def abstract_state(cfg, trainable, mesh, optimizer):
 
 
 def batch_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """The train step's batch (the data contract of `r2r_jax.data.features`), from the config."""
-    d, b = cfg.data, cfg.batch_size
-    g, p, t, c, pc = d.group_size, d.max_prompt_len, d.max_target_len, d.comparisons_per_query, \
-        d.max_comparison_prompt_len
-    shapes = {
-        "input_ids": (b, g, p + t), "attention_mask": (b, g, p + t), "target_ids": (b, g, t),
-        "target_mask": (b, g, t), "candidate_mask": (b, g), "teacher_rank": (b, g),
-    }
-    if c > 0:
-        shapes.update({"cmp_input_ids": (b, c, pc + t), "cmp_attention_mask": (b, c, pc + t),
-                       "cmp_target_ids": (b, c, t), "cmp_target_mask": (b, c, t)})
-    return shapes
+    """The train step's batch: exactly what `r2r train` feeds (`r2r_jax.data.features.batch_spec`)."""
+    from r2r_jax.data.features import BatchShapes, batch_spec
+
+    return {k: shape for k, (shape, _) in batch_spec(BatchShapes.from_config(cfg.data), cfg.batch_size).items()}
 
 
 def abstract_batch(shapes: dict[str, tuple[int, ...]], mesh) -> dict:

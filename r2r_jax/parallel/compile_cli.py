@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
           f"on {','.join(t.removesuffix('_proj') for t in cfg.lora.targets)}; remat {m.remat_policy}; "
           f"attention {m.attention}")
     seq_len, cmp_len = d.max_prompt_len + d.max_target_len, d.max_comparison_prompt_len + d.max_target_len
-    n_seq, n_cmp = cfg.batch_size * d.group_size, cfg.batch_size * d.comparisons_per_query
+    n_seq, n_cmp = cfg.batch_size * d.rows_per_query, cfg.batch_size * d.comparisons_per_query
     tokens = n_seq * seq_len + n_cmp * cmp_len
-    print(f"  batch {cfg.batch_size} queries x {d.group_size} candidates = {n_seq} sequences of {seq_len} tokens "
+    print(f"  batch {cfg.batch_size} queries x {d.rows_per_query} candidates = {n_seq} sequences of {seq_len} tokens "
           f"+ {n_cmp} comparison sequences of {cmp_len} = {tokens:,} tokens per step")
     for note in notes:
         print(f"  note: {note}")
@@ -187,7 +187,7 @@ def _logits_report(cfg, mesh, mem, compare: bool) -> dict:
     from r2r_jax.parallel.flops import logits_bytes
 
     d = cfg.data
-    seqs = cfg.batch_size * (d.group_size + (d.comparisons_per_query if cfg.loss.gamma > 0 else 0))
+    seqs = cfg.batch_size * (d.rows_per_query + (d.comparisons_per_query if cfg.loss.gamma > 0 else 0))
     per_chip = max(seqs // max(mesh.size // mesh.shape["tensor"], 1), 1)
     vocab_shard = cfg.model.vocab_size // (mesh.shape["tensor"] if cfg.model.vocab_size % mesh.shape["tensor"] == 0
                                            else 1)

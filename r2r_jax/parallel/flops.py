@@ -154,7 +154,7 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
     m, d = cfg.model, cfg.data
     learns_layers = bool(_adapted(cfg.lora))
     learns_text = cfg.loss.gamma > 0
-    seqs = [Sequences(cfg.batch_size * d.group_size, d.max_prompt_len + d.max_target_len, d.max_target_len)]
+    seqs = [Sequences(cfg.batch_size * d.rows_per_query, d.max_prompt_len + d.max_target_len, d.max_target_len)]
     if learns_text and d.comparisons_per_query > 0:
         seqs.append(Sequences(cfg.batch_size * d.comparisons_per_query,
                               d.max_comparison_prompt_len + d.max_target_len, d.max_target_len))
@@ -172,7 +172,7 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
                   attn * (1 + 2 * bwd), kernel)
         if learns_text:  # the logits; with learning layers the activation gradient in the same chunk pass
             count.add("lm_head", fwd["lm_head"] * (1 + bwd), fwd["lm_head"] * (1 + bwd))
-    n_groups = cfg.batch_size * d.group_size
+    n_groups = cfg.batch_size * d.rows_per_query
     count.add("score_head", 2.0 * m.hidden_size * n_groups * 3, 2.0 * m.hidden_size * n_groups * 3)
     return count
 

