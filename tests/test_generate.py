@@ -55,3 +55,16 @@ def test_eos_stops_rows_and_sampling_is_seeded(tmp_path):
     b = sample({"params": params}, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(5), 1.0)[0]
     c = sample({"params": params}, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(6), 1.0)[0]
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_min_new_tokens_bars_the_stop_ids_from_the_first_position(tmp_path):
+    save_tiny_hf(tmp_path, tiny_hf_config())
+    cfg = load_hf_model_config(tmp_path, dtype="float32", param_dtype="float32", remat_policy="none")
+    params = import_hf_params(tmp_path, cfg)
+    ids, mask = padded_batch(np.random.default_rng(1), cfg.vocab_size, [6, 4], 6, left=True)
+    model = LlamaForRanking(cfg)
+    first = int(make_generate(model, 4, [EOS], PAD)({"params": params}, jnp.asarray(ids), jnp.asarray(mask),
+                                                     jax.random.key(0))[0][0, 0])
+    tokens, lengths = make_generate(model, 4, [first], PAD, min_new_tokens=1)(
+        {"params": params}, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(0))
+    assert int(tokens[0, 0]) != first and int(lengths[0]) >= 1  # without the bar this row would end at once

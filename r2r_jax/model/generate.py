@@ -26,14 +26,15 @@ def init_cache(model: LlamaForRanking, batch: int, length: int, attention_mask: 
 
 def make_generate(
     model: LlamaForRanking, max_new_tokens: int, eos_token_ids: Sequence[int], pad_token_id: int,
-    mesh: Mesh | None = None,
+    mesh: Mesh | None = None, min_new_tokens: int = 0,
 ) -> Callable:
     """Returns `generate(variables, input_ids, attention_mask, rng, temperature) -> (tokens, lengths)`.
 
     Prompts must be left-padded (the last column is every row's last prompt token). `temperature`
     <= 0 means greedy. `tokens` is (B, max_new_tokens) with EOS included and pad after it;
     `lengths` counts the generated tokens including EOS. With `mesh` it traces under
-    `activation_sharding(mesh)`."""
+    `activation_sharding(mesh)`. The EOS ids cannot be picked before `min_new_tokens` tokens (transformers'
+    `min_new_tokens`): with 1, an explanation is never empty."""
     eos = jnp.asarray(list(eos_token_ids), jnp.int32)
 
     def step_logits(variables, hidden):
@@ -62,6 +63,8 @@ def make_generate(
         def body(state):
             i, logits, cache, tokens, done, lengths, next_pos, rng = state
             rng, sub = jax.random.split(rng)
+            too_early = (i < min_new_tokens) & jnp.isin(jnp.arange(logits.shape[-1]), eos)
+            logits = jnp.where(too_early[None, :], -jnp.inf, logits)
             tok = jnp.where(done, pad_token_id, pick(logits, sub, temperature))
             tokens = tokens.at[:, i].set(tok)
             lengths = lengths + (~done).astype(jnp.int32)

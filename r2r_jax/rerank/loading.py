@@ -67,12 +67,14 @@ class RerankStudent:
         return self._jitted["prefix"]
 
     def generate_fn(self, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> Callable:
-        """The KV-cache decoder for these settings, jitted once per student."""
+        """The KV-cache decoder for these settings, jitted once per student. A reason has at least one token
+        (`min_new_tokens=1`): a student that would end at once still says something to judge."""
         from r2r_jax.model.generate import make_generate
 
         key = ("generate", max_new_tokens, tuple(sorted(stop_ids)), pad_id)
         if key not in self._jitted:
-            self._jitted[key] = make_generate(self.model, max_new_tokens, sorted(stop_ids), pad_id, self.mesh)
+            self._jitted[key] = make_generate(self.model, max_new_tokens, sorted(stop_ids), pad_id, self.mesh,
+                                              min_new_tokens=1)
         return self._jitted[key]
 
 
