@@ -65,7 +65,14 @@ def decode_prompts(generate: Callable, variables, input_ids: np.ndarray, attenti
     return out
 
 
-def _text(tokenizer, ids: np.ndarray, stop: set[int]) -> str:
+def stop_ids(tokenizer) -> set[int]:
+    """The ids that end a generated reason: the targets' end token (<|eot_id|>, else eos) and eos itself."""
+    eos = tokenizer.eos_token_id
+    return {special_ids(tokenizer).eot} | ({eos} if eos is not None else set())
+
+
+def reason_text(tokenizer, ids: np.ndarray, stop: set[int]) -> str:
+    """A generated reason's text: stop ids and special tokens dropped, whitespace trimmed."""
     return tokenizer.decode([int(t) for t in ids if int(t) not in stop], skip_special_tokens=True).strip()
 
 
@@ -81,7 +88,7 @@ def explain_rankings(student: RerankStudent, ranked: Sequence[tuple[QueryCandida
                          "causal-lm head: rerank from --checkpoint or a folder that holds lm_head.weight")
     tok, pr = student.tokenizer, student.prompts
     ids = special_ids(tok)
-    stop = {ids.eot} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+    stop = stop_ids(tok)
     direct_rows, cmp_rows, direct_ids, direct_mask, cmp_ids, cmp_mask = [], [], [], [], [], []
     for qc, order in ranked:
         text = {c.docid: c.text for c in qc.candidates}
@@ -104,10 +111,10 @@ def explain_rankings(student: RerankStudent, ranked: Sequence[tuple[QueryCandida
         texts = decode_prompts(generate, student.variables, np.concatenate(direct_ids), np.concatenate(direct_mask),
                                batch_size, mesh, jax.random.fold_in(rng, 0), temperature, progress)
         for (qid, rank, docid), t in zip(direct_rows, texts, strict=True):
-            out[qid].direct.append(DirectReason(rank, docid, _text(tok, t, stop)))
+            out[qid].direct.append(DirectReason(rank, docid, reason_text(tok, t, stop)))
     if cmp_rows:
         texts = decode_prompts(generate, student.variables, np.concatenate(cmp_ids), np.concatenate(cmp_mask),
                                batch_size, mesh, jax.random.fold_in(rng, 1), temperature, progress)
         for (qid, rank, a, b), t in zip(cmp_rows, texts, strict=True):
-            out[qid].comparisons.append(ComparisonReason((rank, rank + 1), (a, b), _text(tok, t, stop)))
+            out[qid].comparisons.append(ComparisonReason((rank, rank + 1), (a, b), reason_text(tok, t, stop)))
     return out

@@ -102,16 +102,15 @@ def generate_reasons(student: RerankStudent, records: Sequence[TeacherRecord], i
     import jax
 
     from r2r_jax.data.templates import special_ids
-    from r2r_jax.rerank.explain import _text, decode_prompts
+    from r2r_jax.rerank.explain import decode_prompts, reason_text, stop_ids
 
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
     if not student.has_lm_head:
         raise ValueError(f"{student.source} has no LM head: generating reasons needs the causal-lm head")
     tok = student.tokenizer
-    ids = special_ids(tok)
-    stop = {ids.eot} | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
-    generate = student.generate_fn(max_new_tokens, stop, ids.pad)
+    stop = stop_ids(tok)
+    generate = student.generate_fn(max_new_tokens, stop, special_ids(tok).pad)
     mesh = student.mesh if mesh is None else mesh
     rng = jax.random.key(0)  # unused by greedy decoding; the decoder's signature takes one
     out = list(items)
@@ -123,5 +122,5 @@ def generate_reasons(student: RerankStudent, records: Sequence[TeacherRecord], i
         tokens = decode_prompts(generate, student.variables, input_ids, attention_mask, batch_size, mesh,
                                 jax.random.fold_in(rng, n), 0.0, progress)
         for i, t in zip(rows, tokens, strict=True):
-            out[i] = replace(items[i], generated=_text(tok, t, stop))
+            out[i] = replace(items[i], generated=reason_text(tok, t, stop))
     return out

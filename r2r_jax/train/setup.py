@@ -34,9 +34,9 @@ def score_token_ids(cfg: TrainConfig) -> tuple[int, int]:
 
     if not cfg.data.tokenizer:
         raise ConfigError("score_init_tokens needs data.tokenizer")
+    encoded = encode_texts(load_tokenizer(cfg.data.tokenizer), cfg.score_init_tokens, add_special_tokens=False)
     ids = []
-    for text in cfg.score_init_tokens:
-        enc = encode_texts(load_tokenizer(cfg.data.tokenizer), [text], add_special_tokens=False)[0]
+    for text, enc in zip(cfg.score_init_tokens, encoded, strict=True):
         if len(enc) != 1:
             raise ConfigError(f"score_init_tokens: {text!r} is {len(enc)} tokens in {cfg.data.tokenizer}, not one")
         ids.append(enc[0])
