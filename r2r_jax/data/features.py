@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2r_jax.config import DataConfig
+from r2r_jax.config import ConfigError, DataConfig
 from r2r_jax.data.records import TeacherRecord
 from r2r_jax.data.templates import (
     check_template,
@@ -169,7 +169,7 @@ def negative_pools(records: Sequence[TeacherRecord], size: int, seed: int) -> li
         own = {c.text for c in rec.candidates}
         eligible = sum(1 for o, t in owner if o != r and t not in own)
         if eligible < size:
-            raise ValueError(f"random_negatives needs {size} passages from other records for record {rec.qid}, "
+            raise ConfigError(f"data.random_negatives needs {size} passages from other records for record {rec.qid}, "
                              f"only {eligible} exist; lower data.random_negatives")
         rng = np.random.default_rng([seed, r, NEGATIVE_STREAM])
         pool: list[str] = []
