@@ -1,7 +1,9 @@
 """Atomic output files: write to a temporary name beside the target, then rename.
 
 A crash or an exception leaves either the old file or none — never a half-written one that looks
-complete. Files get the usual permissions (0666 less the umask), not mkstemp's 0600.
+complete. Files get the usual permissions (0666 less the umask), not mkstemp's 0600. Folders (exports, bases,
+indexes) are staged beside the target and renamed the same way, and `check_output_folder` refuses outputs
+that would replace an input or a folder this project did not write.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -29,7 +33,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -62,3 +66,58 @@ def write_jsonl(path: str | Path, objects: Iterable[Any]) -> int:
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+class OutputRefused(ValueError):
+    """An output path that would overwrite an input or a folder this project did not write (bad input)."""
+
+
+def overlaps(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths are the same or one lies inside the other (after resolving links and `..`)."""
+    ra, rb = Path(a).resolve(), Path(b).resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def check_output_folder(output: str | Path, *, flag: str, inputs: Iterable[str | Path | None] = (),
+                        marker: str | None = None, writer: str = "", overwrite: bool = False) -> None:
+    """Refuse, before any work, an output folder that would destroy something the user did not name.
+
+    The output may not be, contain or lie inside any of `inputs`. An existing output is replaced only with
+    `overwrite`, and only if it is a folder holding `marker` (the file the writing command leaves), so a plain
+    file or someone else's folder is never deleted."""
+    for source in inputs:
+        if source and Path(source).exists() and overlaps(output, source):
+            raise OutputRefused(f"{flag} {output} overlaps the input {source}; choose a folder outside it")
+    out = Path(output)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise OutputRefused(f"{flag} {output} already exists; choose another {flag} or pass --overwrite")
+    if marker is not None and not (out.is_dir() and (out / marker).is_file()):
+        raise OutputRefused(f"{flag} {output} was not written by {writer} (it has no {marker}); --overwrite "
+                            "replaces only such a folder, so choose another " + flag)
+
+
+@contextlib.contextmanager
+def staged_folder(output: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A hidden temporary folder beside `output`, renamed onto it when the block succeeds and deleted when
+    it fails, so a failed or killed writer never leaves a folder that looks complete. Callers decide with
+    `check_output_folder` whether an existing output may be replaced; without `overwrite` it never is."""
+    output = Path(output).absolute()
+    if output.exists() and not overwrite:
+        raise OutputRefused(f"{output} already exists; choose another output or pass --overwrite")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
+        if output.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+            os.replace(output, old / "previous")
+            os.replace(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

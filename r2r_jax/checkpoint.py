@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,9 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, int | None]:
 def read_meta(path: str | Path) -> tuple[dict[str, Any], Path, int]:
     """The metadata of a checkpoint (latest step unless the path names one) without restoring arrays."""
     directory, step = resolve_checkpoint(path)
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # orbax warns that a read-only manager does not save, on every read
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
                                     item_names=("state", "loader", "meta"))
     try:
@@ -130,4 +134,5 @@ def read_meta(path: str | Path) -> tuple[dict[str, Any], Path, int]:
         raise CheckpointError(f"{directory / str(step)}: cannot read checkpoint metadata ({e})") from None
     finally:
         manager.close()
+        absl_log.setLevel(level)
     return meta, directory, step

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # name -> (module, one-line help). Modules with `main(argv)` parse their own arguments.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,13 +31,56 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line error: `r2r <command>: error: argument --flag: ...` (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def _load(name: str):
     module_name, _ = COMMANDS[name]
     return importlib.import_module(module_name)
 
 
+# failures that are the user's input, not the program: exit 2 (usage/input) instead of 1 (runtime)
+_INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                                                  PermissionError, UnicodeDecodeError)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """The project's own bad-input errors, imported only once a command failed (they pull in its modules)."""
+    from r2r_jax.atomic import OutputRefused
+    from r2r_jax.config import ConfigError
+    from r2r_jax.data.records import RecordError
+
+    return (*_INPUT_ERRORS, OutputRefused, ConfigError, RecordError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _keep_tpu_runtime_quiet(name: str) -> None:
+    """On a machine without TPU chips, initialise jax for CPU/GPU only: with libtpu installed (the dev and tpu
+    extras) jax would otherwise start the TPU runtime, which prints alarming start-up errors and finds nothing.
+    `r2r compile` sets its own platform; an explicit JAX_PLATFORMS always wins."""
+    if name == "compile" or "JAX_PLATFORMS" in os.environ:
+        return
+    dev = Path("/dev")
+    if any(dev.glob("accel*")) or (dev / "vfio").is_dir():  # TPU VMs expose their chips here
+        return
+    if not any(dev.glob("nvidia[0-9]*")):
+        os.environ["JAX_PLATFORMS"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Whatever it raises ends as one line `r2r <command>: error: ...` (exit 2 for bad input,
+    1 otherwise; Ctrl-C 130); `--debug` or R2R_DEBUG=1 shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("R2R_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     width = max(len(n) for n in COMMANDS)
     listing = "\n".join(f"  {n:<{width}}  {h}" for n, (_, h) in COMMANDS.items())
     usage = f"r2r <command> [options]\n\ncommands:\n{listing}\n\n`r2r <command> --help` describes one."
@@ -46,12 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"r2r: unknown command {name!r}\nusage: {usage}", file=sys.stderr)
         return 2
-    module = _load(name)
-    if hasattr(module, "main"):
-        return int(module.main(rest) or 0)
-    parser = argparse.ArgumentParser(prog=f"r2r {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    return int(module.run(parser.parse_args(rest)) or 0)
+    _keep_tpu_runtime_quiet(name)
+    try:
+        module = _load(name)
+        if hasattr(module, "main"):
+            return int(module.main(rest) or 0)
+        parser = _Parser(prog=f"r2r {name}", description=COMMANDS[name][1])
+        parser.add_argument("--debug", action="store_true", help="show tracebacks (also R2R_DEBUG=1)")
+        module.add_arguments(parser)
+        return int(module.run(parser.parse_args(rest)) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\nr2r {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        bad_input = isinstance(e, _input_errors())
+        kind = "" if bad_input else f"{type(e).__name__}: "
+        print(f"r2r {name}: error: {kind}{_one_line(e)} (--debug shows the traceback)", file=sys.stderr)
+        return 2 if bad_input else 1
 
 
 if __name__ == "__main__":

@@ -169,6 +169,15 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # global-norm gradient clipping
     b1: float = 0.9  # Adam beta1
     b2: float = 0.999  # Adam beta2
+    # the score head's step size relative to LoRA's: a head started from the base's yes/no logits has entries
+    # ~0.05 that Adam moves by ~learning_rate a step, so at LoRA's rate it barely changes in a short run
+    head_lr_multiplier: float = 1.0
+
+    def validate(self) -> None:
+        if self.learning_rate < 0:
+            raise ConfigError(f"optim.learning_rate must be >= 0, got {self.learning_rate}")
+        if self.head_lr_multiplier <= 0:
+            raise ConfigError(f"optim.head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
 
 
 @dataclass
@@ -230,6 +239,7 @@ class TrainConfig:
         self.model.validate()
         self.lora.validate()
         self.loss.validate()
+        self.optim.validate()
         if self.batch_size % self.micro_batches:
             raise ConfigError(f"batch_size={self.batch_size} is not divisible by micro_batches={self.micro_batches}")
         if self.steps < 1:
@@ -261,8 +271,8 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
 def load_config(cls: type, argv: list[str], prog: str = "r2r"):
     """Parse `--config FILE` and dotted overrides into `cls`; validate when it has `validate()`."""
     path, rest = _split_config_flag(argv)
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"--config {path}: no such file")
+    if path is not None and _read_yaml_mapping(path) is None:
+        raise ConfigError(f"--config {path}: the file is empty (leave --config out to use the defaults)")
     try:
         cfg = draccus.parse(config_class=cls, config_path=path, args=rest, prog=prog)
     except DecodingError as e:  # a wrong type, in the file or on the command line: names the field
@@ -270,6 +280,28 @@ def load_config(cls: type, argv: list[str], prog: str = "r2r"):
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
+
+
+def _read_yaml_mapping(path: str) -> dict | None:
+    """The config file's top-level mapping (None when it is empty), or a ConfigError naming the file and, for
+    broken YAML, its line and column — before draccus, whose errors name neither."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {path}: " + ("is a directory, not a file" if p.is_dir() else "no such file"))
+    try:
+        data = yaml.safe_load(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: not valid UTF-8 (byte {e.start + 1})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--config {path}: {where}{problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of fields (field: value), got {type(data).__name__}")
+    return data
 
 
 def to_dict(cfg) -> dict:

@@ -113,15 +113,15 @@ def test_cli_reports_malformed_files(tmp_path, capsys):
     qrels.write_text("1 0 a 2\n1 0 b 0\n")
     run = tmp_path / "run.trec"
     run.write_text("1 Q0 a 1 3.5 t\n1 Q0 b two 2.0 t\n")
-    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 1
+    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 2
     err = capsys.readouterr().err
     assert f"{run}:2" in err and "'rank'" in err
     run.write_text("1 Q0 a 1 3.5 t\n")
     qrels.write_text("1 0 a 2\n1 0 b\n")
-    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 1
+    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 2
     assert f"{qrels}:2" in capsys.readouterr().err
     qrels.write_text("2 0 a 2\n")
-    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 1
+    assert main(["evaluate", "--run", str(run), "--qrels", str(qrels)]) == 2
     assert "share no query" in capsys.readouterr().err
     qrels.write_text("1 0 a 2\n")
     plot = tmp_path / "values.png"

@@ -19,6 +19,7 @@ import torch
 from hf_tiny import save_tiny_hf, tiny_hf_config
 from safetensors import safe_open
 
+from r2r_jax.atomic import OutputRefused
 from r2r_jax.cli import main
 from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig, OptimConfig, TrainConfig
 from r2r_jax.convert import export_parity as ep
@@ -238,8 +239,34 @@ def test_failed_export_leaves_no_folder(trained, exports, monkeypatch):
     assert (exports["seq-cls"] / "config.json").is_file()
     assert sorted(p.name for p in exports["seq-cls"].parent.iterdir()) == sorted(
         ["seq-cls", "causal-lm", "peft", "seq-cls-bf16"])
-    with pytest.raises(ExportError, match="already exists"):
+    with pytest.raises(OutputRefused, match="already exists"):
         export_checkpoint(trained.ckpt, exports["seq-cls"], "seq-cls")
+
+
+def test_export_never_replaces_its_own_run_or_a_folder_it_did_not_write(trained, exports, tmp_path, capsys):
+    """`--overwrite` replaces only an earlier export; an output that is, holds or lies inside the run being
+    exported is refused before anything is restored, and so are plain files and foreign folders."""
+    run = trained.ckpt
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("mine")
+    cases = [(run, "overlaps the input"), (run / "checkpoints", "overlaps the input"),
+             (run / "exported", "overlaps the input"), (run.parent, "overlaps the input"),
+             (foreign, "was not written by r2r export"), (plain, "was not written by r2r export")]
+    for output, message in cases:
+        code = main(["export", "--checkpoint", str(run / "checkpoints"), "--format", "seq-cls", "--output",
+                     str(output), "--overwrite"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+    assert (foreign / "keep.txt").read_text() == "mine" and plain.read_text() == "mine"
+    assert not (run / "exported").exists()
+    # an earlier export is replaced with --overwrite
+    assert main(["export", "--checkpoint", str(run), "--format", "seq-cls", "--output", str(exports["seq-cls"]),
+                 "--dtype", "float32", "--overwrite"]) == 0
 
 
 def test_random_init_checkpoint_exports_merged_and_refuses_peft(trained, tmp_path):

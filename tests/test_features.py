@@ -175,3 +175,30 @@ def test_release_records_tokenize_within_limits(tok, shared_data):
     # the template's end survives truncation (its "\n" may merge with a passage's last "." as ".\n")
     assert all(tok.decode(p[-4:]).endswith("\nRelevance:") for r in tokenized for p in r.prompts)
     assert sum(len(p) >= cfg.max_prompt_len - 4 for r in tokenized for p in r.prompts) > 20  # truncation happened
+
+
+def test_long_queries_are_cut_before_passages_lose_every_token(tok):
+    """A query longer than the prompt would leave every passage zero tokens (all scores equal): the query is
+    cut to QUERY_SHARE of the budget first and each passage keeps its share; the cuts are counted."""
+    from r2r_jax.data.templates import QUERY_SHARE, TruncationStats
+
+    query = " ".join(f"q{i}" for i in range(300))
+    passages = ["alpha beta gamma " * 40, "delta epsilon " * 40]
+    stats = TruncationStats()
+    ids, mask = encode_prompts(tok, query, passages, "Query: {query}\nPassage: {passage}\nRelevance:", 64, stats)
+    texts = [tok.decode(row[m == 1]) for row, m in zip(ids, mask, strict=True)]
+    assert texts[0] != texts[1] and "alpha" in texts[0] and "delta" in texts[1]
+    for row in texts:
+        query_part = row.split("\nPassage:")[0]
+        assert len(tok(query_part, add_special_tokens=False).input_ids) <= int(64 * QUERY_SHARE) + 3
+        assert row.endswith("\nRelevance:")
+    assert (stats.prompts, stats.truncated, stats.queries_cut) == (2, 2, 2)
+    assert "2 of 2 prompts" in stats.line(64)
+
+
+def test_a_template_that_leaves_no_room_for_the_passage_is_an_error(tok):
+    """The query is cut to half the budget, but a template that takes the other half leaves nothing."""
+    template = "Query: {query}\n" + "Read this long instruction carefully. " * 5 + "Passage: {passage}\nRelevance:"
+    query = " ".join(f"q{i}" for i in range(300))
+    with pytest.raises(ValueError, match="no tokens for the passage"):
+        encode_prompts(tok, query, ["some passage text " * 20], template, 64)

@@ -170,8 +170,11 @@ def test_sigkill_mid_run_then_rerun_pays_nothing_twice(candidates, tmp_path):
         rows = 0
         while time.monotonic() < deadline and proc.poll() is None:
             if cache.exists():
-                with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as db:
-                    rows = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                try:
+                    with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as db:
+                        rows = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                except sqlite3.OperationalError:  # the file exists a moment before its table does
+                    pass
             if rows == 9 and server.frozen >= 1:
                 break
             time.sleep(0.05)
@@ -189,6 +192,30 @@ def test_sigkill_mid_run_then_rerun_pays_nothing_twice(candidates, tmp_path):
         assert s["calls"] + s["cache_hits"] == (6 - written) * CALLS_PER_QUERY
         assert server.total_answered == 6 * CALLS_PER_QUERY
         assert max(server.answered.values()) == 1  # no request was answered twice
+    assert out.read_bytes() == reference_output(candidates, tmp_path)
+
+
+def test_sigterm_stops_like_ctrl_c_with_summary_and_exit_143(candidates, tmp_path):
+    """A preempted job or `timeout`: the same clean stop as Ctrl-C — summary, failures file, exit 143 — and
+    a rerun completes without paying twice."""
+    out = tmp_path / "teacher.jsonl"
+    with FakeOpenAI(KEY) as server:
+        server.freeze_after(5)
+        args = teach_args(candidates, out, server.url, "--concurrency", "2", "--timeout", "30")
+        proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", *args], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and server.frozen < 1:
+            time.sleep(0.05)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        server.release()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err
+        assert "interrupted" in err and "Traceback" not in err
+        assert summary_of(out)["calls"] >= 5  # the summary is written, as after Ctrl-C
+        assert cli.main(teach_args(candidates, out, server.url)) == 0
+        assert max(server.answered.values()) == 1  # nothing paid twice
     assert out.read_bytes() == reference_output(candidates, tmp_path)
 
 

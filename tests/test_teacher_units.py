@@ -93,6 +93,46 @@ def test_retry_after_forms_and_backoff_bounds():
     policy = RetryPolicy(backoff_base=1.0, backoff_max=8.0)
     assert all(0 <= policy.delay(a, None) <= min(8.0, 2 ** a) for a in range(10) for _ in range(20))
     assert 3.0 <= policy.delay(0, 3.0) <= 3.3  # Retry-After wins over the backoff
+    # a busy server (timeout, 429) is never re-sent at once: at least half the cap
+    assert all(min(8.0, 2 ** a) / 2 <= policy.delay(a, None, busy=True) <= min(8.0, 2 ** a)
+               for a in range(10) for _ in range(20))
+
+
+def test_in_flight_limit_halves_when_busy_and_grows_back():
+    import threading
+
+    from r2r_jax.teacher.pacing import InFlightLimit
+
+    limit = InFlightLimit(8, grow_after=2)
+    limit.busy()
+    limit.busy()
+    assert limit.limit == 2
+    for _ in range(3):
+        limit.busy()
+    assert limit.limit == 1  # never below one
+    peak, now, lock = [0], [0], threading.Lock()
+
+    def call():
+        with limit:
+            with lock:
+                now[0] += 1
+                peak[0] = max(peak[0], now[0])
+            time.sleep(0.01)
+            with lock:
+                now[0] -= 1
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1  # at limit 1 the calls ran one at a time
+    for _ in range(4):
+        limit.succeeded()
+    assert limit.limit == 3
+    for _ in range(100):
+        limit.succeeded()
+    assert limit.limit == 8  # back to --concurrency, not beyond
 
 
 def test_prices_and_budget_reservations():

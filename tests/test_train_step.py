@@ -156,3 +156,20 @@ def _train_step_args():
 
     optim = OptimConfig(learning_rate=1e-2, warmup_steps=2)
     return LossConfig(), make_optimizer(optim, 10), learning_rate_schedule(optim, 10)
+
+
+def test_head_learning_rate_multiplier_scales_only_the_score_head():
+    """AdamW's first step moves every entry by about the learning rate; the head's by `head_lr_multiplier` x."""
+    from r2r_jax.config import OptimConfig
+    from r2r_jax.train.step import make_optimizer
+
+    params = {"score": {"kernel": jnp.ones((4, 1))}, "lora": {"a": jnp.ones((3, 2))}}
+    grads = jax.tree.map(lambda x: 0.01 * jnp.ones_like(x), params)
+    steps = {}
+    for mult in (1.0, 10.0):
+        opt = make_optimizer(OptimConfig(learning_rate=1e-3, warmup_steps=0, schedule="constant",
+                                         head_lr_multiplier=mult, max_grad_norm=1e9), 10)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        steps[mult] = jax.tree.map(lambda u: float(jnp.abs(u).max()), updates)
+    assert abs(steps[1.0]["score"]["kernel"] - 1e-3) < 1e-5 and abs(steps[1.0]["lora"]["a"] - 1e-3) < 1e-5
+    assert abs(steps[10.0]["score"]["kernel"] - 1e-2) < 1e-4 and abs(steps[10.0]["lora"]["a"] - 1e-3) < 1e-5

@@ -1,4 +1,5 @@
-"""`r2r train` end to end: exact resume after SIGKILL, other meshes, SIGTERM, NaN stop, real data, help."""
+"""`r2r train` end to end: exact resume after SIGKILL, other meshes, SIGTERM/Ctrl-C, refusals, NaN stop, real data,
+help."""
 
 import json
 import os
@@ -102,7 +103,8 @@ def test_resume_onto_a_different_mesh(synthetic, tmp_path):
         np.testing.assert_allclose(x, y, atol=1e-4)
 
 
-def test_sigterm_saves_and_exits_zero(synthetic, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_marks_the_run_interrupted_and_exits_nonzero(synthetic, tmp_path, sig):
     out = tmp_path / "term"
     proc = start(train_args(synthetic, out, "--mesh.data=1", "--steps=100000", "--save_every=100000"))
     deadline = time.time() + 240
@@ -110,12 +112,51 @@ def test_sigterm_saves_and_exits_zero(synthetic, tmp_path):
         if (out / "metrics.jsonl").exists() and len(train_lines(out)) >= 3:
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     code, log = finish(proc)
-    assert code == 0, log
-    assert "SIGTERM" in log
+    assert code == 128 + sig, log  # 143 / 130: `r2r train ... && r2r export ...` stops here
+    assert signal.Signals(sig).name in log and "Traceback" not in log
     steps = [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and steps[0] >= 3
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True and report["final_step"] == steps[0]
+    assert report["requested_steps"] == 100000 and report["exit_code"] == 128 + sig
+
+
+def test_rerunning_a_finished_run_keeps_its_report(synthetic, tmp_path):
+    out = tmp_path / "done"
+    args = train_args(synthetic, out, "--mesh.data=1", "--steps=2", "--save_every=2")
+    assert finish(start(args))[0] == 0
+    before = (out / "report.json").read_text()
+    code, log = finish(start(args))
+    assert code == 0 and "nothing to train" in log, log
+    assert (out / "report.json").read_text() == before
+    assert json.loads(before)["interrupted"] is False
+
+
+def test_refusals_come_before_anything_is_written(synthetic, tmp_path):
+    """A foreign folder, an output inside the tokenizer, a resume with another shape: one line, exit 2,
+    the folder untouched."""
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    run = tmp_path / "run"
+    assert finish(start(train_args(synthetic, run, "--mesh.data=1", "--steps=2", "--save_every=2")))[0] == 0
+    config_before = (run / "config.yaml").read_text()
+    cases = [
+        (train_args(synthetic, foreign), "is not a training run"),
+        (train_args(synthetic, synthetic / "tok" / "out"), "overlaps --data.tokenizer"),
+        (train_args(synthetic, run, "--steps=4", "--model.hidden_size=48"), "hidden_size 96, config says 48"),
+        (train_args(synthetic, run, "--steps=4", "--lora.rank=8"), "lora.rank 4, config says 8"),
+        (train_args(synthetic, tmp_path / "fresh", "--model.vocab_size=64"), "tokens but the model's vocabulary is 64"),
+    ]
+    for args, message in cases:
+        code, log = finish(start(args))
+        lines = [line for line in log.splitlines() if line.strip()]
+        assert code == 2 and message in log and len(lines) == 1 and lines[0].startswith("r2r train: error:"), log
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert not (synthetic / "tok" / "out").exists() and not (tmp_path / "fresh").exists()
+    assert (run / "config.yaml").read_text() == config_before
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path):

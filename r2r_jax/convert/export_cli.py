@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
     parser.add_argument("--base-model", default=None,
                         help="HF base folder, if it moved since training (its fingerprint must match)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output folder that an earlier export wrote (never another folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = export_checkpoint(args.checkpoint, args.output, args.format, args.dtype, args.max_shard_size,
                                 args.base_model, args.overwrite, progress=True)
-    except (ValueError, FileNotFoundError) as e:  # bad paths, mismatched base, refused formats
+    except (ValueError, FileNotFoundError) as e:  # bad paths, refused outputs, mismatched base, refused formats
         print(f"r2r export: error: {e}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:

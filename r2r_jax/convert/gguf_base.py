@@ -169,8 +169,7 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
     import torch  # only now: a no-op or a refusal answers without loading torch and transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from r2r_jax.convert.hf_export import staged_folder
-    from r2r_jax.convert.safetensors_writer import current_umask
+    from r2r_jax.atomic import current_umask, staged_folder
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch_dtype)

@@ -9,11 +9,7 @@ writes, into a hidden folder beside the output that is renamed into place once e
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +19,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from r2r_jax.atomic import check_output_folder, staged_folder
 from r2r_jax.config import ModelConfig
+from r2r_jax.convert.export_files import STUDENT_FILE
 from r2r_jax.convert.mapping import LAYER_LINEARS, ConversionError, tensor_maps
-from r2r_jax.convert.safetensors_writer import ShardedWriter, TensorEntry, current_umask, parse_size
+from r2r_jax.convert.safetensors_writer import ShardedWriter, TensorEntry, parse_size
 from r2r_jax.model.lora import lora_delta
 
 FORMATS = ("seq-cls", "causal-lm", "peft")
@@ -198,30 +196,6 @@ def write_tensors(source: ExportSource, folder: str | Path | None, fmt: str, dty
     return writer.finish() if writer is not None else {}
 
 
-@contextlib.contextmanager
-def staged_folder(output: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """A hidden temporary folder beside `output`, renamed onto it when the block succeeds and deleted when
-    it fails, so a failed or killed export never leaves a folder that looks complete."""
-    output = Path(output).absolute()
-    if output.exists() and not overwrite:
-        raise ExportError(f"{output} already exists; choose another --output or pass --overwrite")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
-        if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            os.replace(output, old / "previous")
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def source_from_student(model_cfg: ModelConfig, student, lora_alpha: float, lora_rank: int) -> ExportSource:
     """Export streams the stacked layout; an unrolled student (`scan_layers=false`) is stacked first."""
     from r2r_jax.model.layout import stack_layers
@@ -255,8 +229,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, dtyp
     from r2r_jax.train.setup import load_trained
 
     parse_size(max_shard_size)
-    if Path(output).exists() and not overwrite:  # fail before spending minutes on the restore
-        raise ExportError(f"{Path(output).absolute()} already exists; choose another --output or pass --overwrite")
+    # before minutes of restore: never replace the run being exported, nor a folder an export did not write
+    check_output_folder(output, flag="--output", inputs=[checkpoint, *_run_folder(checkpoint)],
+                        marker=STUDENT_FILE, writer="r2r export", overwrite=overwrite)
     meta, _, _ = read_meta(checkpoint)
     if not meta.get("config", {}).get("data", {}).get("tokenizer"):
         raise ExportError(f"{checkpoint}: its config names no data.tokenizer; cannot write tokenizer files")
@@ -265,6 +240,15 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, dtyp
     maybe_initialize_distributed()
     prepared, step = load_trained(checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), base_model)
     return export_prepared(prepared, step, checkpoint, output, fmt, dtype, max_shard_size, overwrite, progress)
+
+
+def _run_folder(checkpoint: str | Path) -> list[Path]:
+    """The training run a checkpoint path belongs to (RUN, RUN/checkpoints or RUN/checkpoints/STEP)."""
+    path = Path(checkpoint).resolve()
+    for folder in (path, *path.parents[:2]):
+        if (folder / "checkpoints").is_dir():
+            return [folder]
+    return []
 
 
 def export_prepared(prepared, step: int, checkpoint: str | Path, output: str | Path, fmt: str,

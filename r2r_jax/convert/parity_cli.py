@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from r2r_jax.cli_types import non_negative_int, positive_float, positive_int
 from r2r_jax.convert.real_parity import FACTOR, FLOOR, QUANTILE, TEXTS
 
 TOL_FLOAT32 = 1e-4  # absolute
@@ -24,7 +25,7 @@ TOL_BF16_RELATIVE = 5e-2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf", required=True,
                         help="Hugging Face Llama folder; with --checkpoint, a folder written by `r2r export`")
-    parser.add_argument("--tol", type=float, default=None,
+    parser.add_argument("--tol", type=positive_float, default=None,
                         help=f"max allowed |difference|. Without --checkpoint: replaces the default rule "
                              f"(p{QUANTILE} of JAX f32's |logit - float64 logit| <= {FACTOR:g} x transformers f32's "
                              f"+ {FLOOR:g}, per input kind) by max |JAX f32 logit - float64 logit| <= TOL. With "
@@ -35,16 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", default=None,
                         help="with --checkpoint: candidates or teacher JSONL (default: the run's dev candidates, "
                              "else its training records)")
-    parser.add_argument("--queries", type=int, default=4, help="with --checkpoint: queries to score")
+    parser.add_argument("--queries", type=positive_int, default=4, help="with --checkpoint: queries to score")
     parser.add_argument("--hf-dtype", default="float32", choices=("float32", "bfloat16"),
                         help="with --checkpoint: dtype transformers computes in")
-    parser.add_argument("--texts", type=int, default=len(TEXTS),
+    parser.add_argument("--texts", type=positive_int, default=len(TEXTS),
                         help=f"without --checkpoint: how many of the {len(TEXTS)} built-in English texts to compare "
                              "(0: random ids only; folders without a tokenizer get random ids only)")
-    parser.add_argument("--batches", type=int, default=3, help="without --checkpoint: random-id batches to compare")
-    parser.add_argument("--seq-len", type=int, default=24, help="length of the random-id batches")
-    parser.add_argument("--batch-size", type=int, default=3, help="rows of the random-id batches")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random ids")
+    parser.add_argument("--batches", type=positive_int, default=3,
+                        help="without --checkpoint: random-id batches to compare")
+    parser.add_argument("--seq-len", type=positive_int, default=24, help="length of the random-id batches")
+    parser.add_argument("--batch-size", type=positive_int, default=3, help="rows of the random-id batches")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random ids")
 
 
 def _verdict(worst: float, tol: float, kind: str = "") -> int:

@@ -16,17 +16,13 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from r2r_jax.atomic import current_umask
+
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 INDEX_NAME = "model.safetensors.index.json"
 # transformers refuses safetensors files whose metadata does not name a framework
 METADATA = {"format": "pt"}
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def parse_size(text: str | int) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r2r_jax.atomic import write_jsonl
-from r2r_jax.data.records import RecordError
+from r2r_jax.data.records import RecordError, read_text
 
 
 @dataclass
@@ -99,9 +99,10 @@ def _parse_hits(items, path: str) -> list[QueryCandidates]:
 def read_candidates(path: str | Path) -> list[QueryCandidates]:
     """Read rank_llm JSONL or RankGPT hits JSON (detected from the content)."""
     path = str(path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path)
     stripped = text.lstrip()
+    if not stripped:
+        raise RecordError("holds no queries (the file is empty)", path=path)
     if stripped.startswith("["):
         try:
             return _parse_hits(json.loads(text), path)

@@ -35,6 +35,7 @@ import numpy as np
 from r2r_jax.config import ConfigError, DataConfig
 from r2r_jax.data.records import TeacherRecord
 from r2r_jax.data.templates import (
+    TruncationStats,
     check_template,
     encode_targets,
     encode_texts,
@@ -100,9 +101,10 @@ class TokenizedRecord:
     negatives: list[np.ndarray] = dataclasses.field(default_factory=list)  # other records' passages, this query
 
 
-def _fit_all(tokenizer, texts: list[str], args: list[tuple], render, max_len: int) -> list[np.ndarray]:
+def _fit_all(tokenizer, texts: list[str], args: list[tuple], render, max_len: int,
+             stats: TruncationStats | None = None) -> list[np.ndarray]:
     """Tokenize all prompts in one batch call; refit (batched) only those that are too long."""
-    ids = fit_prompts(tokenizer, render, args, max_len, ids=encode_texts(tokenizer, texts))
+    ids = fit_prompts(tokenizer, render, args, max_len, ids=encode_texts(tokenizer, texts), stats=stats)
     return [np.asarray(i, DTYPE) for i in ids]
 
 
@@ -271,7 +273,7 @@ def left_pad(rows: Sequence[Sequence[int]], max_len: int, pad_id: int) -> tuple[
 
 
 def encode_prompts(tokenizer, query: str, passages: Sequence[str], template: str,
-                   max_len: int) -> tuple[np.ndarray, np.ndarray]:
+                   max_len: int, stats: TruncationStats | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inference scoring prompts: (input_ids [N, P], attention_mask [N, P]), left-padded, the same tokens as
     the prompt part of a training row, so the score is read at index P - 1."""
     check_template(template, ("query", "passage"), tokenizer)
@@ -280,7 +282,7 @@ def encode_prompts(tokenizer, query: str, passages: Sequence[str], template: str
         return render_prompt(template, q, ps[0])
 
     rows = _fit_all(tokenizer, [render(query, [p]) for p in passages], [(query, [p]) for p in passages], render,
-                    max_len)
+                    max_len, stats)
     return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from r2r_jax.atomic import write_json
+from r2r_jax.cli_types import non_negative_int
 from r2r_jax.data.importers import FORMATS, import_file
 from r2r_jax.data.records import write_records
 
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="teacher model name to record (default: gpt-4 for r2r, empty for rank_llm)")
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 1, write no output) if any row is rejected")
-    parser.add_argument("--show", type=int, default=20, help="problems printed to stderr (all are in --report)")
+    parser.add_argument("--show", type=non_negative_int, default=20,
+                        help="problems printed to stderr (all are in --report)")
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -30,22 +32,31 @@ def _write_json_atomic(path: Path, obj) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not Path(args.input).is_file():
-        print(f"r2r import-teacher: --input {args.input}: no such file", file=sys.stderr)
+    source = Path(args.input)
+    if not source.is_file():
+        why = "is a directory, not a file" if source.is_dir() else "no such file"
+        print(f"r2r import-teacher: error: --input {args.input}: {why}", file=sys.stderr)
         return 2
     records, report = import_file(args.input, args.format, args.teacher_model)
+    if not records:  # nothing usable: the input is bad as a whole, one line says why
+        first = f"; first: {report.problems[0]['message']}" if report.problems else ""
+        print(f"r2r import-teacher: error: --input {args.input}: no usable rows ({report.rejected} rejected"
+              f"{first}); {args.output} not written", file=sys.stderr)
+        if args.report:
+            _write_json_atomic(Path(args.report), {**report.to_dict(), "output": None})
+        return 2
     for problem in report.problems[: max(args.show, 0)]:
         print(f"{problem['status']}: {problem['message']}", file=sys.stderr)
     if len(report.problems) > args.show:
         print(f"... {len(report.problems) - args.show} more problems (see --report)", file=sys.stderr)
-    failed = not records or (args.strict and report.rejected)
+    failed = bool(args.strict and report.rejected)
     if not failed:
         write_records(args.output, records)
     if args.report:
         _write_json_atomic(Path(args.report), {**report.to_dict(), "output": None if failed else args.output})
     print(report.summary() + ("" if failed else f" to {args.output}"))
     if failed:
-        why = "no usable rows" if not records else f"--strict and {report.rejected} rows rejected"
-        print(f"r2r import-teacher: {why}; {args.output} not written", file=sys.stderr)
+        print(f"r2r import-teacher: error: --strict and {report.rejected} rows rejected; {args.output} not written",
+              file=sys.stderr)
         return 1
     return 0

@@ -143,18 +143,44 @@ def record_from_dict(obj: Any, path: str | None = None, line: int | None = None)
     return TeacherRecord(qid, query, candidates, ranking, reasons, comparisons, teacher)
 
 
+def check_readable(path: str | Path) -> None:
+    """A missing path or a folder where a file is expected is a RecordError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise RecordError("no such file", path=str(path))
+    if p.is_dir():
+        raise RecordError("is a directory, not a file", path=str(path))
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) of a UTF-8 text file, streamed; bytes that are not UTF-8 raise a
+    RecordError naming the file and line, as does a missing file or a folder."""
+    check_readable(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RecordError(f"not valid UTF-8 (byte {e.start + 1} of the line)", path=str(path),
+                                  line=lineno) from None
+
+
+def read_text(path: str | Path) -> str:
+    """The whole of a UTF-8 text file, with `text_lines`' errors."""
+    return "".join(line for _, line in text_lines(path))
+
+
 def read_records(path: str | Path) -> Iterator[TeacherRecord]:
     """Yield validated records; the first bad line raises `RecordError` with file and line."""
     path = str(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
-            yield record_from_dict(obj, path, lineno)
+    for lineno, raw in text_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
+        yield record_from_dict(obj, path, lineno)
 
 
 def write_records(path: str | Path, records: Iterable[TeacherRecord]) -> int:

@@ -170,10 +170,36 @@ def _shrink(tokenizer, renders: list[Callable[[list[str]], str]], pieces: list[l
     return ids, pieces
 
 
+QUERY_SHARE = 0.5  # the most of a prompt's token budget a query may take
+
+
+@dataclass
+class TruncationStats:
+    """How many prompts a job had to shorten (a summary line for rerank and training)."""
+
+    prompts: int = 0
+    truncated: int = 0  # prompts whose passages (or query) were cut to fit
+    queries_cut: int = 0  # of those, prompts whose query was longer than QUERY_SHARE of the budget
+
+    def record(self, prompts: int, truncated: int, queries_cut: int) -> None:
+        self.prompts += prompts
+        self.truncated += truncated
+        self.queries_cut += queries_cut
+
+    def line(self, max_len: int) -> str:
+        if not self.truncated:
+            return f"no prompt exceeded {max_len} tokens"
+        share = 100.0 * self.truncated / max(self.prompts, 1)
+        queries = f", {self.queries_cut} of them with the query cut too" if self.queries_cut else ""
+        return f"{self.truncated} of {self.prompts} prompts ({share:.1f}%) cut to {max_len} tokens{queries}"
+
+
 def fit_prompts(tokenizer, render: Callable[[str, list[str]], str], items: Sequence[tuple[str, Sequence[str]]],
-                max_len: int, ids: Sequence[list[int]] | None = None) -> list[list[int]]:
+                max_len: int, ids: Sequence[list[int]] | None = None,
+                stats: TruncationStats | None = None) -> list[list[int]]:
     """Token ids of `render(query, passages)` for each (query, passages) item, each at most `max_len`:
-    passages are shortened first (longest first), the query only once they are empty.
+    a query longer than QUERY_SHARE of `max_len` is cut to it, then passages are shortened (longest first);
+    a template and query that leave a non-empty passage no tokens at all are an error, not a silent tie.
 
     `ids` may pass the tokenizations of the full prompts when they are already known.
     """
@@ -185,6 +211,17 @@ def fit_prompts(tokenizer, render: Callable[[str, list[str]], str], items: Seque
     over = [k for k in range(len(ids)) if len(ids[k]) > max_len]
     if not over:
         return ids
+    # a query may take at most QUERY_SHARE of the prompt: a very long query is cut first, so it cannot
+    # leave the passages no tokens (every passage would then score the same)
+    query_cap = int(max_len * QUERY_SHARE)
+    query_ends = _token_ends(tokenizer, [queries[k] for k in over])
+    long_query = [k for k in over if len(query_ends[queries[k]]) > query_cap]
+    for k in long_query:
+        queries[k] = queries[k][: query_ends[queries[k]][query_cap - 1]] if query_cap else ""
+    if long_query:
+        for k, new in zip(long_query, encode_texts(tokenizer, [render(queries[k], passages[k]) for k in long_query]),
+                          strict=True):
+            ids[k] = new
     got, cut = _shrink(tokenizer, [lambda ps, q=queries[k]: render(q, ps) for k in over],
                        [passages[k] for k in over], [ids[k] for k in over], max_len)
     still = [j for j, g in enumerate(got) if len(g) > max_len]
@@ -195,8 +232,14 @@ def fit_prompts(tokenizer, render: Callable[[str, list[str]], str], items: Seque
             if len(g) > max_len:
                 raise ValueError(f"the template alone needs {len(g)} tokens, more than the limit {max_len}")
             got[j] = g
+    for j, k in enumerate(over):
+        if any(passages[k]) and not any(cut[j]):
+            raise ValueError(f"the template and the query leave no tokens for the passage within {max_len} "
+                             "tokens; raise the prompt length limit or shorten the template")
     for k, g in zip(over, got, strict=True):
         ids[k] = g
+    if stats is not None:
+        stats.record(len(ids), len(over), sum(len(queries[k]) < len(items[k][0]) for k in over))
     return ids
 
 

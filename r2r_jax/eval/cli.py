@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from r2r_jax.cli_types import non_negative_int, positive_int
 from r2r_jax.data.records import RecordError
 from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_query
 from r2r_jax.eval.metrics import DEFAULT_METRICS, EvalError, EvalResult, evaluate, parse_metrics
@@ -19,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=DEFAULT_METRICS,
                         help=f"comma-separated: ndcg@k, mrr@k, r@k, p@k, map, or ir_measures names "
                              f"(default {DEFAULT_METRICS})")
-    parser.add_argument("--rel-level", type=int, default=1,
+    parser.add_argument("--rel-level", type=non_negative_int, default=1,
                         help="lowest grade counted relevant by binary measures (trec_eval -l; TREC DL uses 2)")
     parser.add_argument("--per-query", action="store_true", help="print per-query values too")
     parser.add_argument("--compare", metavar="RUN2", help="a second run: paired significance test RUN2 vs RUN")
-    parser.add_argument("--permutations", type=int, default=10000,
+    parser.add_argument("--permutations", type=positive_int, default=10000,
                         help="resamples of the paired randomisation test with --compare (0: t-test only)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the randomisation test")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the randomisation test")
     parser.add_argument("--plot", metavar="PNG",
                         help="per-query bar chart: differences with --compare, else the run's values")
     parser.add_argument("--json", metavar="OUT", help="write means, per-query values and tests as JSON")
@@ -53,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
         a = _evaluate_file(args.run, qrels, specs)
         b = _evaluate_file(args.compare, qrels, specs) if args.compare else None
         tests = compare_results(a, b, args.permutations, args.seed) if b is not None else None
-    except (RecordError, EvalError, OSError) as e:
+    except (RecordError, EvalError, OSError) as e:  # unreadable, malformed or empty inputs, bad metric names
         print(f"r2r evaluate: error: {e}", file=sys.stderr)
-        return 1
+        return 2
 
     name_a, name_b = Path(args.run).name, Path(args.compare).name if args.compare else ""
     print(f"{len(a.qids)} queries evaluated" + (f" ({name_a}), {len(b.qids)} ({name_b})" if b else ""))

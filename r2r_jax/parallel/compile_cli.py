@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from r2r_jax.cli_types import non_negative_int
+
 TOLERANCE = 0.15  # compiler vs analytic FLOPs
 
 
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="v5p:2x2x1, v5e:4x4, v6e:2x4, ... (libtpu) or h100:8 (fake CPU devices: an estimate)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, repeatable, e.g. --set batch_size=32 --set model.remat_policy=dots")
-    parser.add_argument("--score-batch", type=int, default=0,
+    parser.add_argument("--score-batch", type=non_negative_int, default=0,
                         help="prompts per scoring step (default: batch_size x group_size)")
     parser.add_argument("--skip-score", action="store_true", help="compile the train step only")
     parser.add_argument("--skip-flops", action="store_true",

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int
 from r2r_jax.data.records import RecordError
 
 
@@ -36,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inp.add_argument("--run", metavar="RUN", help="first-stage TREC run (with --corpus and --queries)")
     inp.add_argument("--corpus", metavar="FILE", help="passages: JSONL {id, contents} or TSV docid<TAB>text")
     inp.add_argument("--queries", metavar="FILE", help="queries: TSV qid<TAB>text, JSONL or TREC topics")
-    inp.add_argument("--depth", type=int, help="with --run: rerank each query's top DEPTH hits (default all)")
-    inp.add_argument("--max-queries", type=int, help="only the first N queries (a quick look)")
+    inp.add_argument("--depth", type=positive_int, help="with --run: rerank each query's top DEPTH hits (default all)")
+    inp.add_argument("--max-queries", type=positive_int, help="only the first N queries (a quick look)")
 
     out = parser.add_argument_group("output")
     out.add_argument("--output", required=True, metavar="RUN", help="reranked TREC run to write")
     out.add_argument("--tag", default="r2r", help="run tag, the TREC run's last column (default r2r)")
-    out.add_argument("--explain-top", type=int, default=0, metavar="K",
+    out.add_argument("--explain-top", type=non_negative_int, default=0, metavar="K",
                      help="decode a direct reason for each of the top K and a comparison reason for each "
                           "adjacent pair among them (default 0: none)")
     out.add_argument("--explanations", metavar="JSONL",
@@ -53,15 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--no-share-prefix", dest="share_prefix", action="store_false",
                      help="score every prompt whole (default: each query's common prompt prefix runs once, "
                           "then only each candidate's own tokens; the same scores)")
-    gen.add_argument("--batch-size", type=int, default=32,
+    gen.add_argument("--batch-size", type=positive_int, default=32,
                      help="sequences per batch, rounded up to a multiple of the data-parallel size (default 32)")
-    gen.add_argument("--max-new-tokens", type=int, help="reason length limit (default: the trained target length)")
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
+    gen.add_argument("--max-new-tokens", type=positive_int,
+                     help="reason length limit (default: the trained target length)")
+    gen.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default); > 0 samples")
+    gen.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (with --temperature > 0)")
     gen.add_argument("--prompt-template", help="scoring template, fields {query} {passage} (default: trained one)")
     gen.add_argument("--comparison-template", help="comparison template, fields {query} {passages}")
-    gen.add_argument("--max-prompt-len", type=int, help="scoring prompt tokens (default: trained value)")
-    gen.add_argument("--max-comparison-prompt-len", type=int, help="comparison prompt tokens (default: trained)")
+    gen.add_argument("--max-prompt-len", type=positive_int,
+                     help="scoring prompt tokens (default: trained value)")
+    gen.add_argument("--max-comparison-prompt-len", type=positive_int,
+                     help="comparison prompt tokens (default: trained)")
 
     mesh = parser.add_argument_group("devices (this host's; each host reranks its share of the queries)")
     mesh.add_argument("--mesh.data", dest="mesh_data", type=int, default=-1, help="data-parallel size (-1: rest)")
@@ -100,19 +104,17 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.rerank.job import rerank, validate_candidates, write_outputs
     from r2r_jax.rerank.loading import load_from_checkpoint, load_from_hf
 
-    def fail(e: BaseException) -> int:
+    def fail(e: BaseException, code: int) -> int:
         print(f"r2r rerank: error: {e}", file=sys.stderr)
-        return 1
+        return code
 
     try:
         if args.base_model and not args.checkpoint:
             raise ValueError("--base-model goes with --checkpoint")
-        if args.explain_top < 0 or args.batch_size < 1:
-            raise ValueError("--explain-top must be >= 0 and --batch-size >= 1")
         items, source = read_inputs(args)
         validate_candidates(items, source)
     except (RecordError, ValueError, OSError) as e:
-        return fail(e)
+        return fail(e, 2)
     explanations = args.explanations
     if explanations is None and args.explain_top:
         explanations = str(Path(args.output).with_suffix("")) + ".explanations.jsonl"
@@ -131,12 +133,15 @@ def run(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                         source=source, share_prefix=args.share_prefix)
         write_outputs(result, items, args.output, args.tag, explanations)
-    except (RecordError, ValueError, OSError, FloatingPointError) as e:
-        return fail(e)
+    except (RecordError, FileNotFoundError) as e:  # a bad checkpoint path, passages that cannot fit
+        return fail(e, 2)
+    except (ValueError, OSError, FloatingPointError) as e:
+        return fail(e, 1)
     if jax.process_index() == 0:
         devices = f"{jax.device_count()} device(s), {jax.process_count()} process(es)"
         print(f"reranked {len(items)} queries, {result.docs} passages with {student.source} in "
-              f"{result.score_seconds:.1f} s: {result.docs_per_second:.1f} docs/s on {devices}")
+              f"{result.score_seconds:.1f} s: {result.docs_per_second:.1f} docs/s on {devices}; "
+              f"{result.truncation.line(student.prompts.max_prompt_len)}")
         if args.explain_top:
             n = sum(len(e.direct) + len(e.comparisons) for e in result.explanations.values())
             print(f"explained the top {args.explain_top}: {n} reasons in {result.explain_seconds:.1f} s")

@@ -11,6 +11,7 @@ ties by docid descending — trec_eval's own order, so the rank column is exactl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -24,6 +25,7 @@ import numpy as np
 from r2r_jax.atomic import write_jsonl
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.records import RecordError
+from r2r_jax.data.templates import TruncationStats
 from r2r_jax.rerank.explain import ComparisonReason, DirectReason, QueryExplanation, explain_rankings
 from r2r_jax.rerank.loading import RerankStudent
 from r2r_jax.retrieval.trec import Run, trec_order, write_run
@@ -36,6 +38,7 @@ class RerankResult:
     docs: int = 0
     score_seconds: float = 0.0
     explain_seconds: float = 0.0
+    truncation: TruncationStats = field(default_factory=TruncationStats)  # scoring prompts cut to fit
 
     @property
     def docs_per_second(self) -> float:
@@ -151,12 +154,17 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
     pr = student.prompts
 
     start = time.perf_counter()
+    truncation = TruncationStats()
     with _bar(local_docs, "score", "doc", show) as bar:
         scores = score_candidates(student.score_fn(), student.variables, student.tokenizer, share,
                                   pr.prompt_template, pr.max_prompt_len, batch_size, mesh, progress=bar.update,
-                                  prefix_steps=student.prefix_steps() if share_prefix else None)
+                                  prefix_steps=student.prefix_steps() if share_prefix else None,
+                                  truncation=truncation)
     local_run = {qc.qid: rank_query(qc, scores[qc.qid]) for qc in share}
-    gathered = _gather({"run": local_run})
+    gathered = _gather({"run": local_run, "truncation": dataclasses.astuple(truncation)})
+    total = TruncationStats()
+    for part in gathered:
+        total.record(*part["truncation"])
     score_seconds = time.perf_counter() - start
 
     explain_seconds, all_expl = 0.0, {}
@@ -178,7 +186,8 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
         raise RuntimeError("gathered results do not cover exactly the input queries")
     run = {qc.qid: [(str(d), float(s)) for d, s in merged[qc.qid]] for qc in items}
     expl_out = {qc.qid: _explanation_from_dict(all_expl[qc.qid]) for qc in items if qc.qid in all_expl}
-    return RerankResult(run, expl_out, sum(len(qc.candidates) for qc in items), score_seconds, explain_seconds)
+    return RerankResult(run, expl_out, sum(len(qc.candidates) for qc in items), score_seconds, explain_seconds,
+                        total)
 
 
 def explanation_records(result: RerankResult, items: Sequence[QueryCandidates]) -> list[dict]:

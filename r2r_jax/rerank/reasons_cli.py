@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from r2r_jax.cli_types import positive_int
 from r2r_jax.data.records import RecordError, TeacherRecord, read_records
 from r2r_jax.eval import text_metrics as tm
 from r2r_jax.rerank.reasons import KINDS, ReasonItem, collect_reasons, parse_kinds
@@ -32,10 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="JSON", help="means, per-query scores and texts")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"comma-separated subset of {', '.join(KINDS)} (default: both)")
-    parser.add_argument("--max-queries", type=int, metavar="N", help="only the first N records (a quick look)")
-    parser.add_argument("--max-new-tokens", type=int,
+    parser.add_argument("--max-queries", type=positive_int, metavar="N", help="only the first N records (a quick look)")
+    parser.add_argument("--max-new-tokens", type=positive_int,
                         help="generated reason length limit (default: the trained target length)")
-    parser.add_argument("--batch-size", type=int, default=16,
+    parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="prompts per decoding batch, rounded up to a multiple of the devices (default 16)")
     parser.add_argument("--base-model", metavar="DIR", help="the HF base, if it moved since training")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's)")

@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.features import encode_prompts
+from r2r_jax.data.templates import TruncationStats
 from r2r_jax.parallel.batch import batch_sharding
 
 
@@ -97,12 +98,14 @@ def score_prompts(score_fn: Callable, variables, input_ids: np.ndarray, attentio
 def score_candidates(score_fn: Callable, variables, tokenizer, items: Sequence[QueryCandidates], template: str,
                      max_len: int, batch_size: int, mesh: Mesh | None = None,
                      progress: Callable[[int], None] | None = None,
-                     prefix_steps: tuple[Callable, Callable] | None = None) -> dict[str, dict[str, float]]:
+                     prefix_steps: tuple[Callable, Callable] | None = None,
+                     truncation: TruncationStats | None = None) -> dict[str, dict[str, float]]:
     """qid -> docid -> student score, for every candidate of every query. With `prefix_steps`
-    (`rerank.prefix.make_prefix_steps`) each query's shared prompt prefix runs once (same scores)."""
+    (`rerank.prefix.make_prefix_steps`) each query's shared prompt prefix runs once (same scores);
+    `truncation` counts the prompts cut to `max_len`."""
     ids, masks, owners = [], [], []
     for qc in items:
-        i, m = encode_prompts(tokenizer, qc.query, [c.text for c in qc.candidates], template, max_len)
+        i, m = encode_prompts(tokenizer, qc.query, [c.text for c in qc.candidates], template, max_len, truncation)
         ids.append(i)
         masks.append(m)
         owners.extend((qc.qid, c.docid) for c in qc.candidates)

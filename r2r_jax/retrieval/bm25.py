@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from r2r_jax.atomic import write_json
+from r2r_jax.atomic import staged_folder, write_json
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
-from r2r_jax.retrieval.inputs import RetrievalError, corpus_fingerprint, iter_corpus
+from r2r_jax.retrieval.inputs import INDEX_META, RetrievalError, check_index_folder, corpus_fingerprint, iter_corpus
 
-META_FILE = "r2r_index.json"
 DOCS_FILE = "docs.jsonl"
 OFFSETS_FILE = "docs.offsets.npy"
 
@@ -100,30 +99,32 @@ class Bm25sIndex:
         tmp = None
         if folder is None:
             tmp = tempfile.TemporaryDirectory(prefix="r2r-bm25s-")
-            folder = tmp.name
+            folder = Path(tmp.name) / "index"
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / META_FILE).unlink(missing_ok=True)
+        check_index_folder(folder, corpus)
         tokenizer = Tokenizer(stemmer=_stemmer(params.stemmer), stopwords="en")
         from tqdm import tqdm
 
-        docs = tqdm(iter_corpus(corpus), desc="indexing", unit="doc", disable=not progress)
-        texts = DocStore.writer(folder, docs)
-        ids = list(tokenizer.tokenize(texts, return_as="stream"))
-        tokens = tokenizer.to_tokenized_tuple(ids)
-        retriever = bm25s.BM25(k1=params.k1, b=params.b, method="lucene")
-        retriever.index(tokens, show_progress=progress)
-        retriever.save(str(folder), show_progress=False)
-        tokenizer.save_vocab(str(folder))
-        tokenizer.save_stopwords(str(folder))
-        meta = {"backend": "bm25s", "corpus": corpus_fingerprint(corpus), **asdict(params)}
-        write_json(folder / META_FILE, meta)
+        with staged_folder(folder, overwrite=True) as staging:  # an interrupted build leaves the old index
+            docs = tqdm(iter_corpus(corpus), desc="indexing", unit="doc", disable=not progress)
+            texts = DocStore.writer(staging, docs)
+            ids = list(tokenizer.tokenize(texts, return_as="stream"))
+            tokens = tokenizer.to_tokenized_tuple(ids)
+            if not tokens.ids:
+                raise RetrievalError(f"--corpus {corpus} has no passages")
+            retriever = bm25s.BM25(k1=params.k1, b=params.b, method="lucene")
+            retriever.index(tokens, show_progress=progress)
+            retriever.save(str(staging), show_progress=False)
+            tokenizer.save_vocab(str(staging))
+            tokenizer.save_stopwords(str(staging))
+            meta = {"backend": "bm25s", "corpus": corpus_fingerprint(corpus), **asdict(params)}
+            write_json(staging / INDEX_META, meta)
         return cls(folder, params, tmp)
 
     @staticmethod
     def saved_params(folder: str | Path) -> tuple[Bm25Params, str] | None:
         """(params, corpus fingerprint) of a complete saved index, or None when there is none."""
-        meta_path = Path(folder) / META_FILE
+        meta_path = Path(folder) / INDEX_META
         if not meta_path.is_file():
             return None
         meta = json.loads(meta_path.read_text())

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from r2r_jax.cli_types import non_negative_float, positive_int, unit_float
 from r2r_jax.data.candidates import write_candidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.retrieval.bm25 import Bm25Params, open_bm25s
@@ -22,12 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("bm25s", "pyserini"), default="bm25s",
                    help="bm25s: embedded, no Java (default); pyserini: Lucene via Anserini")
     p.add_argument("--output", required=True, help="candidates JSONL to write (rank_llm request layout)")
-    p.add_argument("--top-k", type=int, default=100, help="candidates per query (default 100)")
-    p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9)")
-    p.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4)")
+    p.add_argument("--top-k", type=positive_int, default=100, help="candidates per query (default 100)")
+    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9)")
+    p.add_argument("--b", type=unit_float, default=0.4, help="BM25 b (default 0.4)")
     p.add_argument("--stemmer", default="porter", help="porter (default, as Lucene), none, or another "
                                                        "PyStemmer algorithm (bm25s) / krovetz (pyserini)")
-    p.add_argument("--threads", type=int, default=1, help="search (and Lucene indexing) threads")
+    p.add_argument("--threads", type=positive_int, default=1, help="search (and Lucene indexing) threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

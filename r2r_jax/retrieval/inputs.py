@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from r2r_jax.data.records import RecordError
+from r2r_jax.atomic import overlaps
+from r2r_jax.data.records import RecordError, read_text, text_lines
 
 
 class RetrievalError(RuntimeError):
@@ -67,7 +68,7 @@ def _trec_topics(text: str, path: str) -> list[tuple[str, str]]:
 def read_queries(path: str | Path) -> list[tuple[str, str]]:
     """(qid, text) pairs in file order; duplicate qids and empty texts are errors naming the line."""
     path = str(path)
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     if re.search(r"<top>", text, re.I):
         pairs = [(q, t, None) for q, t in _trec_topics(text, path)]
     else:
@@ -115,24 +116,39 @@ def iter_corpus(path: str | Path) -> Iterator[tuple[str, str]]:
     """Stream (docid, text); duplicate docids are errors naming the line."""
     path = str(path)
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            if raw.lstrip().startswith("{"):
-                docid, text = _doc_from_json(_json_line(raw, path, lineno), path, lineno)
-            else:
-                docid, sep, text = raw.rstrip("\r\n").partition("\t")
-                if not sep or not docid.strip():
-                    raise RecordError("expected docid<TAB>text (or a JSON object)", path=path, line=lineno)
-                docid = docid.strip()
-            if docid in seen:
-                raise RecordError(f"docid {docid!r} appears twice", path=path, line=lineno)
-            seen.add(docid)
-            yield docid, text
+    for lineno, raw in text_lines(path):
+        if not raw.strip():
+            continue
+        if raw.lstrip().startswith("{"):
+            docid, text = _doc_from_json(_json_line(raw, path, lineno), path, lineno)
+        else:
+            docid, sep, text = raw.rstrip("\r\n").partition("\t")
+            if not sep or not docid.strip():
+                raise RecordError("expected docid<TAB>text (or a JSON object)", path=path, line=lineno)
+            docid = docid.strip()
+        if docid in seen:
+            raise RecordError(f"docid {docid!r} appears twice", path=path, line=lineno)
+        seen.add(docid)
+        yield docid, text
 
 
 def corpus_fingerprint(path: str | Path) -> str:
     """Cheap identity of a corpus file (path, size, mtime) to tell a stale saved index from a current one."""
     st = Path(path).stat()
     return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+INDEX_META = "r2r_index.json"  # written last by either backend: marks a complete index this project built
+
+
+def check_index_folder(folder: str | Path, corpus: str | Path | None) -> None:
+    """Refuse to build an index where it would replace something that is not ours: a folder that holds the
+    corpus, or a non-empty folder without the index metadata file (e.g. a data folder given by mistake)."""
+    folder = Path(folder)
+    if corpus is not None and overlaps(folder, corpus):
+        raise RetrievalError(f"--index {folder} overlaps --corpus {corpus}; choose a folder outside it")
+    if folder.exists() and not folder.is_dir():
+        raise RetrievalError(f"--index {folder} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / INDEX_META).is_file():
+        raise RetrievalError(f"--index {folder} holds files but no index r2r built ({INDEX_META}); "
+                             "choose a new or empty folder")

@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from r2r_jax.atomic import write_json
+from r2r_jax.atomic import staged_folder, write_json
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
-from r2r_jax.retrieval.bm25 import META_FILE, Bm25Params
-from r2r_jax.retrieval.inputs import RetrievalError, corpus_fingerprint, iter_corpus
+from r2r_jax.retrieval.bm25 import Bm25Params
+from r2r_jax.retrieval.inputs import INDEX_META, RetrievalError, check_index_folder, corpus_fingerprint, iter_corpus
 
 LUCENE_DIR = "lucene"
 _STEMMERS = ("porter", "krovetz", "none")
@@ -105,22 +105,25 @@ class LuceneIndex:
         from pyserini.index.lucene import LuceneIndexer
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / META_FILE).unlink(missing_ok=True)
-        index_dir = folder / LUCENE_DIR
-        args = ["-index", str(index_dir), "-storeRaw", "-stemmer", params.stemmer]
-        indexer = LuceneIndexer(args=args, threads=threads)
-        batch: list[dict[str, str]] = []
-        for docid, text in tqdm(iter_corpus(corpus), desc="indexing", unit="doc", disable=not progress):
-            batch.append({"id": docid, "contents": text})
-            if len(batch) >= _INDEX_BATCH:
+        check_index_folder(folder, corpus)
+        with staged_folder(folder, overwrite=True) as staging:  # an interrupted build leaves the old index
+            indexer = LuceneIndexer(args=["-index", str(staging / LUCENE_DIR), "-storeRaw", "-stemmer",
+                                          params.stemmer], threads=threads)
+            batch: list[dict[str, str]] = []
+            count = 0
+            for docid, text in tqdm(iter_corpus(corpus), desc="indexing", unit="doc", disable=not progress):
+                batch.append({"id": docid, "contents": text})
+                count += 1
+                if len(batch) >= _INDEX_BATCH:
+                    indexer.add_batch_dict(batch)
+                    batch = []
+            if batch:
                 indexer.add_batch_dict(batch)
-                batch = []
-        if batch:
-            indexer.add_batch_dict(batch)
-        indexer.close()
-        meta = {"backend": "pyserini", "corpus": corpus_fingerprint(corpus), "stemmer": params.stemmer}
-        write_json(folder / META_FILE, meta)
+            indexer.close()
+            if not count:
+                raise RetrievalError(f"--corpus {corpus} has no passages")
+            meta = {"backend": "pyserini", "corpus": corpus_fingerprint(corpus), "stemmer": params.stemmer}
+            write_json(staging / INDEX_META, meta)
         return cls.open(folder, params)
 
     @classmethod
@@ -130,7 +133,7 @@ class LuceneIndex:
         from pyserini.search.lucene import LuceneSearcher
 
         folder = Path(folder)
-        index_dir = folder / LUCENE_DIR if (folder / META_FILE).is_file() else folder
+        index_dir = folder / LUCENE_DIR if (folder / INDEX_META).is_file() else folder
         if not any(index_dir.glob("segments_*")):
             raise RetrievalError(f"no Lucene index in {index_dir}")
         return cls(LuceneSearcher(str(index_dir)), params)
@@ -180,7 +183,7 @@ def open_lucene(corpus: str | Path | None, folder: str | Path | None, prebuilt: 
     if prebuilt:
         return LuceneIndex.prebuilt(prebuilt, params), False
     if folder is not None and Path(folder).is_dir():
-        meta_path = Path(folder) / META_FILE
+        meta_path = Path(folder) / INDEX_META
         if not meta_path.is_file() and any(Path(folder).glob("segments_*")):
             return LuceneIndex.open(folder, params), False
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -195,6 +198,6 @@ def open_lucene(corpus: str | Path | None, folder: str | Path | None, prebuilt: 
     if folder is not None:
         return LuceneIndex.build(corpus, folder, params, threads, progress), True
     scratch = tempfile.TemporaryDirectory(prefix="r2r-lucene-")
-    index = LuceneIndex.build(corpus, scratch.name, params, threads, progress)
+    index = LuceneIndex.build(corpus, Path(scratch.name) / "index", params, threads, progress)
     index.scratch = scratch
     return index, True

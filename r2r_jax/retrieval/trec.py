@@ -17,7 +17,7 @@ from typing import Literal
 
 from r2r_jax.atomic import atomic_write
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
-from r2r_jax.data.records import RecordError
+from r2r_jax.data.records import RecordError, text_lines
 
 Run = dict[str, list[tuple[str, float]]]  # qid -> [(docid, score)], best first
 Qrels = dict[str, dict[str, int]]  # qid -> {docid: grade}
@@ -28,11 +28,10 @@ QREL_FIELDS = ("qid", "Q0", "docid", "grade")
 
 def _lines(path: str) -> Iterable[tuple[int, list[str]]]:
     """Non-blank lines split on whitespace, with 1-based line numbers."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            parts = raw.split()
-            if parts:
-                yield lineno, parts
+    for lineno, raw in text_lines(path):
+        parts = raw.split()
+        if parts:
+            yield lineno, parts
 
 
 def trec_order(hits: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:

@@ -2,7 +2,8 @@
 
 Exit status: 0 all queries done; 1 some failed (listed in the failures file; a rerun retries only them) or a
 fatal endpoint error; 2 bad input or options; 3 stopped at --max-cost (a rerun with a higher budget
-continues); 130 interrupted. Every rerun reuses the cache: answers already paid for are never asked again.
+continues); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM: the same clean stop). Every rerun
+reuses the cache: answers already paid for are never asked again.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from r2r_jax.atomic import write_json
+from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.teacher.generate import Teacher, TeachSettings
@@ -28,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     io.add_argument("--cache", help="SQLite response cache (default: <output>.cache.sqlite)")
     io.add_argument("--failures", help="permanent failures, one JSON a line (default: <output>.failures.jsonl)")
     io.add_argument("--summary-json", help="also write the run summary here as JSON")
-    io.add_argument("--limit", type=int, help="only the first N queries")
+    io.add_argument("--limit", type=positive_int, help="only the first N queries")
     ep = p.add_argument_group("endpoint")
     ep.add_argument("--model", required=True, help="teacher model name, e.g. gpt-4o")
     ep.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
@@ -36,34 +39,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ep.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     ep.add_argument("--mode", choices=("online", "batch"), default="online",
                     help="online calls, or the Batch API (half price, rounds of up to 24 h)")
-    ep.add_argument("--concurrency", type=int, default=8, help="queries in flight at once (online)")
-    ep.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
-    ep.add_argument("--max-retries", type=int, default=6, help="retries of a transient error per call")
-    ep.add_argument("--backoff-base", type=float, default=1.0, help="first backoff ceiling in seconds (doubles)")
-    ep.add_argument("--backoff-max", type=float, default=60.0, help="backoff ceiling in seconds")
-    ep.add_argument("--poll-interval", type=float, default=30.0, help="seconds between batch status polls")
-    ep.add_argument("--batch-max-requests", type=int, default=50_000, help="requests per batch file")
+    ep.add_argument("--concurrency", type=positive_int, default=8, help="queries in flight at once (online)")
+    ep.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per call")
+    ep.add_argument("--max-retries", type=non_negative_int, default=6, help="retries of a transient error per call")
+    ep.add_argument("--backoff-base", type=non_negative_float, default=1.0,
+                    help="first backoff ceiling in seconds (doubles)")
+    ep.add_argument("--backoff-max", type=non_negative_float, default=60.0, help="backoff ceiling in seconds")
+    ep.add_argument("--poll-interval", type=positive_float, default=30.0, help="seconds between batch status polls")
+    ep.add_argument("--batch-max-requests", type=positive_int, default=50_000, help="requests per batch file")
     tg = p.add_argument_group("teaching")
-    tg.add_argument("--top-k", type=int, default=20, help="candidates per query the teacher ranks")
-    tg.add_argument("--window", type=int, default=20, help="passages per ranking call (RankGPT: 20)")
-    tg.add_argument("--step", type=int, default=10, help="window step, bottom to top (RankGPT: 10)")
-    tg.add_argument("--top-m", type=int, default=5, help="comparison reasons among the final top-m (0: none)")
+    tg.add_argument("--top-k", type=positive_int, default=20, help="candidates per query the teacher ranks")
+    tg.add_argument("--window", type=positive_int, default=20, help="passages per ranking call (RankGPT: 20)")
+    tg.add_argument("--step", type=positive_int, default=10,
+                    help="window step, bottom to top (RankGPT: 10)")
+    tg.add_argument("--top-m", type=non_negative_int, default=5,
+                    help="comparison reasons among the final top-m (0: none)")
     tg.add_argument("--pairs", choices=("adjacent", "sampled"), default="adjacent",
                     help="adjacent pairs of the top-m, or --num-pairs pairs sampled from it")
-    tg.add_argument("--num-pairs", type=int, default=5, help="sampled pairs per query (--pairs sampled)")
-    tg.add_argument("--seed", type=int, default=0, help="seed of the pair sampling")
+    tg.add_argument("--num-pairs", type=non_negative_int, default=5, help="sampled pairs per query (--pairs sampled)")
+    tg.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pair sampling")
     tg.add_argument("--prompt-version", default="v1", help="prompts/rank_<v>.txt and compare_<v>.txt")
-    tg.add_argument("--max-words", type=int, default=300, help="words of a passage shown to the teacher")
-    tg.add_argument("--temperature", type=float, default=0.0)
-    tg.add_argument("--max-tokens", type=int, default=4096, help="max_completion_tokens per call")
+    tg.add_argument("--max-words", type=positive_int, default=300, help="words of a passage shown to the teacher")
+    tg.add_argument("--temperature", type=non_negative_float, default=0.0)
+    tg.add_argument("--max-tokens", type=positive_int, default=4096, help="max_completion_tokens per call")
     tg.add_argument("--response-format", choices=RESPONSE_FORMATS, default="json_schema",
                     help="structured output (json_schema), JSON mode, or plain text for endpoints with neither")
-    tg.add_argument("--max-reasks", type=int, default=2, help="re-asks after an unusable answer")
+    tg.add_argument("--max-reasks", type=non_negative_int, default=2,
+                    help="re-asks after an unusable answer")
     co = p.add_argument_group("cost")
-    co.add_argument("--price-in", type=float, help="USD per 1M prompt tokens (default: known model prices)")
-    co.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
-    co.add_argument("--batch-discount", type=float, default=0.5, help="price factor in batch mode")
-    co.add_argument("--max-cost", type=float, help="stop before spending more than this many USD in this run")
+    co.add_argument("--price-in", type=non_negative_float,
+                    help="USD per 1M prompt tokens (default: known model prices)")
+    co.add_argument("--price-out", type=non_negative_float, help="USD per 1M completion tokens")
+    co.add_argument("--batch-discount", type=unit_float, default=0.5, help="price factor in batch mode")
+    co.add_argument("--max-cost", type=non_negative_float,
+                    help="stop before spending more than this many USD in this run")
     co.add_argument("--dry-run", action="store_true", help="estimate calls, tokens and cost; call nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log retries and batch progress")
@@ -119,7 +128,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"r2r teach: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    return _teach(args, teacher, stats, meter, queries, todo, api_key, TeacherOutput(args.output, settings))
+    # a preempted job or `timeout` sends SIGTERM: stop as Ctrl-C does (summary, failures file, exit 143)
+    received: list[int] = []
+
+    def interrupt(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        code = _teach(args, teacher, stats, meter, queries, todo, api_key, TeacherOutput(args.output, settings))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 + received[0] if received and code == EXIT_INTERRUPTED else code
 
 
 def _teach(args, teacher, stats, meter, queries, todo, api_key, output) -> int:
@@ -130,7 +151,7 @@ def _teach(args, teacher, stats, meter, queries, todo, api_key, output) -> int:
 
     cache = ResponseCache(args.cache or f"{args.output}.cache.sqlite")
     policy = RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max, args.timeout)
-    client = TeacherClient(args.base_url, api_key, cache, meter, stats, policy)
+    client = TeacherClient(args.base_url, api_key, cache, meter, stats, policy, max_in_flight=args.concurrency)
     appender = OrderedAppender(output, len(todo))
     progress = not args.no_progress
     try:

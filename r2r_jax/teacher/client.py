@@ -2,7 +2,8 @@
 
 The client's own retries are off; ours are explicit so that they can be counted, honour `Retry-After`,
 stop promptly on Ctrl-C or a budget stop, and classify errors: transient (429, 5xx, timeout, dropped
-connection, an unreadable body) are retried with exponential backoff and full jitter; a request the server
+connection, an unreadable body) are retried with exponential backoff and full jitter — a timeout or a 429
+also halves the calls in flight (`pacing.InFlightLimit`) and waits at least half the backoff; a request the server
 rejects (400, 422, ...) fails that query; authentication and missing-model errors stop the run. The API key
 lives only inside the `openai` client; every message that leaves this module is scrubbed of it.
 """
@@ -22,11 +23,13 @@ import openai
 
 from r2r_jax.teacher.cache import ResponseCache
 from r2r_jax.teacher.cost import CostMeter
+from r2r_jax.teacher.pacing import InFlightLimit
 from r2r_jax.teacher.summary import Stats
 
 log = logging.getLogger("r2r_jax.teacher")
 T = TypeVar("T")
 MAX_RETRY_AFTER = 600.0
+BUSY = ("timeout", "rate_limited")  # error kinds that mean the server is overloaded: fewer calls in flight, a real wait
 
 
 class CallFailed(RuntimeError):
@@ -48,10 +51,13 @@ class RetryPolicy:
     backoff_max: float = 60.0
     timeout: float = 120.0
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
+    def delay(self, attempt: int, retry_after: float | None, busy: bool = False) -> float:
+        """Full jitter in [0, cap]; a busy server (timeout, 429) gets at least half the cap, never an
+        immediate re-send."""
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER) * random.uniform(1.0, 1.1)
-        return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** attempt))
+        cap = min(self.backoff_max, self.backoff_base * 2 ** attempt)
+        return random.uniform(cap / 2 if busy else 0.0, cap)
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -102,11 +108,12 @@ class TeacherClient:
     """Cache-first chat completions with retries, a cost meter and a stop flag shared by all workers."""
 
     def __init__(self, base_url: str | None, api_key: str, cache: ResponseCache, meter: CostMeter,
-                 stats: Stats, policy: RetryPolicy, stop: threading.Event | None = None):
+                 stats: Stats, policy: RetryPolicy, stop: threading.Event | None = None, max_in_flight: int = 64):
         self._secret = api_key
         self._openai = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=policy.timeout)
         self.cache, self.meter, self.stats, self.policy = cache, meter, stats, policy
         self.stop = stop or threading.Event()
+        self.in_flight = InFlightLimit(max_in_flight)
 
     def redact(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
@@ -131,7 +138,9 @@ class TeacherClient:
         return response
 
     def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        completion = self._openai.chat.completions.create(**body)
+        with self.in_flight:
+            completion = self._openai.chat.completions.create(**body)
+        self.in_flight.succeeded()
         if not isinstance(completion, openai.BaseModel) or not getattr(completion, "choices", None):
             raise ValueError("the response is not a chat completion")
         return completion.model_dump(mode="json", exclude_unset=True)
@@ -151,8 +160,11 @@ class TeacherClient:
                 self.stats.add(f"retry.{kind}")
                 if attempt == self.policy.max_retries:
                     raise CallFailed(f"{what}: gave up after {attempt + 1} attempts; last: {desc}") from None
+                busy = kind in BUSY
+                if busy:
+                    self.in_flight.busy()
                 headers = getattr(getattr(e, "response", None), "headers", None)
-                wait = self.policy.delay(attempt, retry_after_seconds(headers))
+                wait = self.policy.delay(attempt, retry_after_seconds(headers), busy)
                 log.info("%s: %s; retry %d in %.2fs", what, desc, attempt + 1, wait)
                 if self.stop.wait(wait):
                     raise Stopped("the run is stopping") from None

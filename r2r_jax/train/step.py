@@ -48,10 +48,19 @@ def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    return optax.chain(
+    """Clipped AdamW over the trainable tree ({"score", "lora"}); the score head's updates scaled by
+    `head_lr_multiplier` (left out at 1, so the optimizer state of such runs is unchanged)."""
+    parts = [
         optax.clip_by_global_norm(cfg.max_grad_norm),
         optax.adamw(learning_rate_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay),
-    )
+    ]
+    if cfg.head_lr_multiplier != 1.0:
+        parts.append(optax.masked(optax.scale(cfg.head_lr_multiplier), _score_head_mask))
+    return optax.chain(*parts)
+
+
+def _score_head_mask(trainable: Any) -> Any:
+    return {name: jax.tree.map(lambda _, is_head=(name == "score"): is_head, part) for name, part in trainable.items()}
 
 
 def _sequence_ce(model, variables, ids, mask, target_ids, target_mask, loss_cfg: LossConfig, rngs):

@@ -2,7 +2,9 @@
 
 Loads the base (HF folder or random init), streams deterministic batches, runs the jitted step,
 logs to metrics.jsonl + TensorBoard, evaluates dev nDCG, checkpoints with Orbax (resuming exactly
-where a killed run stopped), saves on SIGTERM, and stops cleanly on a non-finite loss.
+where a killed run stopped), saves on SIGTERM or Ctrl-C (exit 128 + signal, `interrupted` in report.json),
+and stops cleanly on a non-finite loss. Everything that can refuse a run (run_folder.py) is checked before
+the output folder is written.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from pathlib import Path
 
 import jax
 
-from r2r_jax.checkpoint import BEST_METRIC, Checkpointer
+from r2r_jax.atomic import write_json
+from r2r_jax.checkpoint import BEST_METRIC, Checkpointer, CheckpointError
 from r2r_jax.config import ConfigError, DataConfig, TrainConfig, load_config, save_yaml
 from r2r_jax.data.records import RecordError, read_records
 from r2r_jax.parallel.batch import batch_sharding, global_batch
 from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
 from r2r_jax.train.logging import MetricsLog, plot_losses
-from r2r_jax.train.setup import Prepared, prepare
+from r2r_jax.train.run_folder import check_run_folder
+from r2r_jax.train.setup import Prepared, prepare, resolve_model_config
 from r2r_jax.train.step import jit_train_step, make_score_step, make_train_step, state_shardings
 
 
@@ -82,29 +86,41 @@ def train(cfg: TrainConfig) -> dict:
     mesh = make_mesh(cfg.mesh)
     out = Path(cfg.output_dir)
     is_main = jax.process_index() == 0
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
     from r2r_jax.data.pipeline import TeacherLoader
     from r2r_jax.data.templates import load_tokenizer
 
     if not cfg.data.tokenizer:
         raise ConfigError("data.tokenizer is required (a Hugging Face tokenizer folder)")
-    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    # every check that can refuse the run comes before the first write into the output folder
     records = list(read_records(cfg.data.train_path))
+    if not records:
+        raise RecordError("holds no records (the file is empty)", path=cfg.data.train_path)
+    model_cfg = resolve_model_config(cfg)
+    resume_step = check_run_folder(cfg, model_cfg)
+    if resume_step is not None and resume_step >= cfg.steps:
+        print(f"r2r train: {out} already holds step {resume_step} of steps={cfg.steps}; nothing to train "
+              "(raise --steps to continue)", file=sys.stderr)
+        return {"final_step": resume_step, "exit_code": 0, "finished_before": True}
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    if len(tokenizer) > model_cfg.vocab_size:
+        raise ConfigError(f"data.tokenizer {cfg.data.tokenizer} has {len(tokenizer)} tokens but the model's "
+                          f"vocabulary is {model_cfg.vocab_size}; use the base's tokenizer or a larger vocab_size")
     loader = TeacherLoader.from_records(records, tokenizer, cfg.data, global_batch_size=cfg.batch_size,
                                         process_index=jax.process_index(), process_count=jax.process_count())
     prepared = prepare(cfg, mesh)
     meta = prepared.meta()
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     log = MetricsLog(out, enabled=is_main)
     start = 0
     if ckpt.latest_step() is not None:
-        state, loader_state, saved_meta = ckpt.restore(prepared.state)
-        if saved_meta["base_hash"] != meta["base_hash"]:
-            was, now = saved_meta["base_model"] or "(random init)", meta["base_model"] or "(random init)"
-            raise ConfigError(f"{ckpt.directory}: checkpoint was trained on base {was} ({saved_meta['base_hash']}), "
-                              f"this run uses {now} ({meta['base_hash']}); use a fresh output_dir or the same base")
+        try:
+            state, loader_state, _ = ckpt.restore(prepared.state)
+        except Exception as e:  # a torn or truncated checkpoint: name it, keep the folder as it is
+            raise CheckpointError(f"{ckpt.directory / str(ckpt.latest_step())}: cannot restore the checkpoint "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         loader.restore(loader_state)
         prepared.state = state
         start = int(jax.device_get(state.step))
@@ -127,8 +143,10 @@ def train(cfg: TrainConfig) -> dict:
         report["dev_before"] = dev.evaluate(prepared, score_fn, out / "dev_run_step0.trec")
         log.write_eval(0, report["dev_before"])
 
-    stop = {"sigterm": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+    # SIGTERM (a preempted job, `timeout`) and Ctrl-C both finish the step, save it and exit 128 + signal
+    stop: dict[str, int] = {}
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stop.setdefault("signal", signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
     rng = jax.random.key(cfg.seed)
     from tqdm import tqdm
 
@@ -160,23 +178,29 @@ def train(cfg: TrainConfig) -> dict:
                 evaluated = dev.evaluate(prepared, score_fn, final_run)
                 log.write_eval(done, evaluated)
                 report["dev_after"] = evaluated
-            if done % cfg.save_every == 0 or done == cfg.steps or stop["sigterm"]:
+            if done % cfg.save_every == 0 or done == cfg.steps or stop:
                 ckpt.save(prepared.state, loader.state(), meta,
                           metrics=evaluated if evaluated and BEST_METRIC in evaluated else None,
                           force=True)
-            if stop["sigterm"]:
-                print(f"\nSIGTERM: saved step {done} to {ckpt.directory}; exiting", file=sys.stderr)
+            if stop:
+                name = signal.Signals(stop["signal"]).name
+                print(f"\nr2r train: {name}: saved step {done} of {cfg.steps} to {ckpt.directory}; rerun the "
+                      "same command to continue", file=sys.stderr)
+                exit_code = 128 + stop["signal"]
                 break
     finally:
         bar.close()
         ckpt.close()
         log.close()
-        signal.signal(signal.SIGTERM, previous)
-    report.update({"final_step": int(jax.device_get(prepared.state.step)), "last_metrics": last,
-                   "checkpoints": str(ckpt.directory), "metrics": str(log.path), "exit_code": exit_code})
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    final_step = int(jax.device_get(prepared.state.step))
+    report.update({"final_step": final_step, "requested_steps": cfg.steps, "interrupted": bool(stop),
+                   "last_metrics": last, "checkpoints": str(ckpt.directory), "metrics": str(log.path),
+                   "exit_code": exit_code})
     if is_main:
         report["loss_plot"] = str(plot_losses(log.path, out / "loss.png"))
-        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(out / "report.json", report, indent=2)
     return report
 
 
@@ -184,7 +208,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config(TrainConfig, argv, prog="r2r train")
         report = train(cfg)
-    except (ConfigError, RecordError, FileNotFoundError) as e:
+    except (ConfigError, RecordError, CheckpointError, FileNotFoundError) as e:
         print(f"r2r train: error: {e}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:

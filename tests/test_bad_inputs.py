@@ -1,0 +1,154 @@
+"""Every command against bad input: one line `r2r <command>: error: ...` naming the file or flag, exit 2, no
+traceback, and no output written. The table is commands x kinds of bad input (missing, empty, truncated
+mid-line, wrong format, a directory for a file, non-UTF-8, out-of-range numbers)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from r2r_jax import cli
+from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candidates
+from r2r_jax.data.records import write_records
+from r2r_jax.data.synthetic import make_synthetic_records, synthetic_tokenizer
+
+BAD_FILES = ("missing", "empty", "truncated", "wrong_format", "directory", "not_utf8")
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("good")
+    queries = [QueryCandidates(f"q{i}", f"query {i}", [ScoredPassage(f"d{i}-{j}", f"passage {j} of {i}", 9.0 - j)
+                                                        for j in range(3)]) for i in range(2)]
+    write_candidates(d / "candidates.jsonl", queries)
+    write_records(d / "teacher.jsonl", make_synthetic_records(2, seed=0))
+    (d / "queries.jsonl").write_text('{"qid": "q0", "text": "query zero"}\n{"qid": "q1", "text": "query one"}\n')
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "contents": f"text {i}"}) + "\n"
+                                            for i in range(3)))
+    (d / "qrels.txt").write_text("q0 0 d0-0 1\nq1 0 d1-1 2\n")
+    (d / "run.trec").write_text("q0 Q0 d0-0 1 3.0 t\nq1 Q0 d1-1 1 2.0 t\n")
+    (d / "config.yaml").write_text("steps: 1\nbatch_size: 2\n")
+    synthetic_tokenizer().save_pretrained(d / "tok")
+    return d
+
+
+def make_bad(kind: str, good_file: Path, where: Path) -> Path:
+    """A bad version of `good_file` (its wrong-format twin is a file of another layout)."""
+    path = where / f"bad_{kind}{good_file.suffix}"
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.write_text("")
+    elif kind == "truncated":
+        first, second = good_file.read_text().splitlines()[:2]
+        path.write_text(f"{first}\n{second[: len(second) // 2]}")  # the second line cut in the middle
+    elif kind == "wrong_format":
+        path.write_text("this is not the layout this flag reads\x00{[\n")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "not_utf8":
+        path.write_bytes(good_file.read_bytes()[:20] + b"\xff\xfe\xfa caf\xe9\n")
+    return path
+
+
+# command -> (the flag under test, the good file it reads, argv built from (bad path, good files, output))
+Argv = Callable[[Path, dict[str, Path], Path], list[str]]
+FILE_FLAGS: dict[str, tuple[str, str, Argv]] = {
+    "import-teacher": ("--input", "teacher.jsonl", lambda p, g, o: [
+        "import-teacher", "--input", str(p), "--format", "r2r", "--output", str(o)]),
+    "retrieve --queries": ("--queries", "queries.jsonl", lambda p, g, o: [
+        "retrieve", "--queries", str(p), "--corpus", str(g["corpus.jsonl"]), "--output", str(o), "--no-progress"]),
+    "retrieve --corpus": ("--corpus", "corpus.jsonl", lambda p, g, o: [
+        "retrieve", "--queries", str(g["queries.jsonl"]), "--corpus", str(p), "--output", str(o), "--no-progress"]),
+    "teach": ("--candidates", "candidates.jsonl", lambda p, g, o: [
+        "teach", "--candidates", str(p), "--output", str(o), "--model", "gpt-4o", "--dry-run"]),
+    "rerank": ("--candidates", "candidates.jsonl", lambda p, g, o: [
+        "rerank", "--candidates", str(p), "--checkpoint", str(o.parent / "no_run"), "--output", str(o)]),
+    "evaluate --run": ("--run", "run.trec", lambda p, g, o: [
+        "evaluate", "--run", str(p), "--qrels", str(g["qrels.txt"]), "--json", str(o)]),
+    "evaluate --qrels": ("--qrels", "qrels.txt", lambda p, g, o: [
+        "evaluate", "--run", str(g["run.trec"]), "--qrels", str(p), "--json", str(o)]),
+    "evaluate-reasons": ("--teacher", "teacher.jsonl", lambda p, g, o: [
+        "evaluate-reasons", "--teacher", str(p), "--checkpoint", str(o.parent / "no_run"), "--output", str(o)]),
+    "train --config": ("--config", "config.yaml", lambda p, g, o: [
+        "train", "--config", str(p), f"--output_dir={o}"]),
+    "train --data.train_path": ("data.train_path", "teacher.jsonl", lambda p, g, o: [
+        "train", f"--data.train_path={p}", f"--data.tokenizer={g['tok']}", f"--output_dir={o}"]),
+}
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse exits
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def assert_one_line_error(code: int, err: str, command: str, names: tuple[str, ...]) -> None:
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("WARNING")]
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith(f"r2r {command}: error: "), err
+    assert any(n in lines[0] for n in names), f"{names} not named in: {lines[0]}"
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+@pytest.mark.parametrize("case", sorted(FILE_FLAGS))
+def test_bad_input_files(case, kind, good, tmp_path, capsys):
+    flag, good_name, argv = FILE_FLAGS[case]
+    bad = make_bad(kind, good / good_name, tmp_path)
+    out = tmp_path / "out" / "result"
+    files = {name: good / name for name in ("corpus.jsonl", "queries.jsonl", "run.trec", "qrels.txt", "tok")}
+    code, err = run_cli(argv(bad, files, out), capsys)
+    assert_one_line_error(code, err, case.split()[0], (bad.name, flag))
+    assert not out.exists() and not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+NUMBERS = [
+    (["teach", "--candidates", "{c}", "--output", "{o}", "--model", "m", "--limit", "-3"], "--limit"),
+    (["teach", "--candidates", "{c}", "--output", "{o}", "--model", "m", "--temperature", "-1"], "--temperature"),
+    (["teach", "--candidates", "{c}", "--output", "{o}", "--model", "m", "--max-cost", "-1"], "--max-cost"),
+    (["teach", "--candidates", "{c}", "--output", "{o}", "--model", "m", "--concurrency", "0"], "--concurrency"),
+    (["teach", "--candidates", "{c}", "--output", "{o}", "--model", "m", "--timeout", "nan"], "--timeout"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--rel-level", "-3"], "--rel-level"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--permutations", "-5"], "--permutations"),
+    (["check-parity", "--hf", "{o}", "--tol", "-1"], "--tol"),
+    (["import-teacher", "--input", "{t}", "--format", "r2r", "--output", "{o}", "--show", "-1"], "--show"),
+    (["retrieve", "--queries", "{qs}", "--corpus", "{k}", "--output", "{o}", "--top-k", "0"], "--top-k"),
+    (["retrieve", "--queries", "{qs}", "--corpus", "{k}", "--output", "{o}", "--b", "1.5"], "--b"),
+    (["rerank", "--candidates", "{c}", "--checkpoint", "{o}", "--output", "{o}", "--batch-size", "0"], "--batch-size"),
+    (["rerank", "--candidates", "{c}", "--checkpoint", "{o}", "--output", "{o}", "--explain-top", "-1"],
+     "--explain-top"),
+    (["rerank", "--candidates", "{c}", "--checkpoint", "{o}", "--output", "{o}", "--temperature", "-1"],
+     "--temperature"),
+    (["evaluate-reasons", "--teacher", "{t}", "--checkpoint", "{o}", "--output", "{o}", "--max-queries", "0"],
+     "--max-queries"),
+    (["train", "--steps=0", "--output_dir={o}"], "steps"),
+    (["train", "--optim.learning_rate=-1", "--output_dir={o}"], "learning_rate"),
+    (["train", "--data.random_negatives=-2", "--output_dir={o}"], "random_negatives"),
+    (["train", "--batch_size=3", "--micro_batches=2", "--output_dir={o}"], "micro_batches"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", NUMBERS, ids=[f"{a[0]} {f}" for a, f in NUMBERS])
+def test_out_of_range_numbers_name_the_flag(argv, flag, good, tmp_path, capsys):
+    out = tmp_path / "out"
+    values = {"c": good / "candidates.jsonl", "o": out, "r": good / "run.trec", "q": good / "qrels.txt",
+              "t": good / "teacher.jsonl", "qs": good / "queries.jsonl", "k": good / "corpus.jsonl"}
+    code, err = run_cli([a.format(**{k: str(v) for k, v in values.items()}) for a in argv], capsys)
+    assert_one_line_error(code, err, argv[0], (flag,))
+    assert not out.exists()
+
+
+def test_unknown_command_and_bare_help(capsys):
+    assert cli.main(["no-such-command"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert f"  {name}" in text and "(" not in text.split("\n")[0]
