@@ -92,9 +92,6 @@ class Checkpointer:
         tree = out["state"]
         return TrainState(tree["step"], tree["trainable"], tree["opt_state"]), out["loader"], out["meta"]
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

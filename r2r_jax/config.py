@@ -61,10 +61,6 @@ class ModelConfig:
     # xla (reference), loop (CPU hosts: one sequence at a time, cache-sized), cudnn (GPU), splash (TPU)
     attention: Literal["xla", "loop", "cudnn", "splash"] = "xla"
 
-    @property
-    def kv_groups(self) -> int:
-        return self.num_attention_heads // self.num_key_value_heads
-
     def validate(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
@@ -88,9 +84,6 @@ def llama3_1_8b() -> ModelConfig:
 def tiny_model() -> ModelConfig:
     """The class defaults: CPU-sized, float32."""
     return ModelConfig()
-
-
-PRESETS = {"llama3_1_8b": llama3_1_8b, "tiny": tiny_model}
 
 
 @dataclass

@@ -242,7 +242,7 @@ def test_ranking_is_a_deterministic_permutation():
 
 
 def _rerank_error(capsys, *args: str) -> str:
-    assert r2r(["rerank", "--model", "/nonexistent", "--output", "/nonexistent/run.trec", *args]) == 1
+    assert r2r(["rerank", "--model", "/nonexistent", "--output", "/nonexistent/run.trec", *args]) == 2  # bad input
     return capsys.readouterr().err
 
 

@@ -31,7 +31,6 @@ LAYER_LINEARS = {
     "self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
     "mlp": ("gate_proj", "up_proj", "down_proj"),
 }
-LORA_TARGET_PARENT = {name: parent for parent, names in LAYER_LINEARS.items() for name in names}
 
 
 def tensor_maps(cfg: ModelConfig, with_lm_head: bool = True, with_score: bool = False) -> list[TensorMap]:

@@ -258,9 +258,3 @@ def lm_head_weight(params: dict, cfg: ModelConfig) -> jax.Array:
     if cfg.tie_word_embeddings:
         return params["model"]["embed_tokens"]["embedding"].T
     return params["lm_head"]["kernel"]
-
-
-def last_token_index(attention_mask: jax.Array) -> jax.Array:
-    """Index of the last real token of each row (HF seq-cls reads the score there)."""
-    t = attention_mask.shape[-1]
-    return t - 1 - jnp.argmax(jnp.flip(attention_mask.astype(jnp.int32), axis=-1), axis=-1)

@@ -81,11 +81,6 @@ def tree_shardings(abstract_boxed, mesh: Mesh, rules: LogicalRules = DEFAULT_RUL
     return jax.tree.map(one, abstract_boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
-def logical_sharding(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-                     rules: LogicalRules = DEFAULT_RULES) -> NamedSharding:
-    return NamedSharding(mesh, logical_to_mesh_spec(names, rules, shape, mesh))
-
-
 _state = threading.local()
 
 

@@ -69,11 +69,6 @@ def read_run(path: str | Path) -> Run:
     return {qid: trec_order(hits.items()) for qid, hits in run.items()}
 
 
-def run_scores(run: Mapping[str, Sequence[tuple[str, float]]]) -> dict[str, dict[str, float]]:
-    """`{qid: {docid: score}}`, the layout ir_measures and pytrec_eval take."""
-    return {qid: dict(hits) for qid, hits in run.items()}
-
-
 def _atomic_write(path: str | Path, lines: Iterable[str]) -> None:
     with atomic_write(path) as f:
         for line in lines:

@@ -24,9 +24,6 @@ from r2r_jax.train.losses import LossDenominators, loss_denominators, r2r_loss
 from r2r_jax.train.student import join_variables
 from r2r_jax.train.token_ce import token_ce_sum
 
-BATCH_KEYS = ("input_ids", "attention_mask", "target_ids", "target_mask", "candidate_mask", "teacher_rank")
-COMPARISON_KEYS = ("cmp_input_ids", "cmp_attention_mask", "cmp_target_ids", "cmp_target_mask")
-
 
 class TrainState(flax.struct.PyTreeNode):
     step: jax.Array
