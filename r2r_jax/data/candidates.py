@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r2r_jax.atomic import write_jsonl
-from r2r_jax.data.records import RecordError, read_text
+from r2r_jax.data.records import RecordError, json_lines, read_text
 
 
 @dataclass
@@ -109,13 +109,7 @@ def read_candidates(path: str | Path) -> list[QueryCandidates]:
         except json.JSONDecodeError as e:
             raise RecordError(f"invalid JSON ({e.msg} at line {e.lineno})", path=path) from None
     out, qids = [], set()
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
+    for lineno, obj in json_lines(path, enumerate(text.splitlines(), start=1)):
         qc = _parse_rank_llm(obj, path, lineno)
         if qc.qid in qids:
             raise RecordError(f"qid {qc.qid!r} appears twice", path=path, line=lineno, field_name="query.qid")

@@ -170,16 +170,22 @@ def read_text(path: str | Path) -> str:
     return "".join(line for _, line in text_lines(path))
 
 
-def read_records(path: str | Path) -> Iterator[TeacherRecord]:
-    """Yield validated records; the first bad line raises `RecordError` with file and line."""
-    path = str(path)
-    for lineno, raw in text_lines(path):
+def json_lines(path: str | Path, lines: Iterable[tuple[int, str]] | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank JSONL line of `path` (or of `lines`, when the caller has
+    read the text already); invalid JSON raises a RecordError naming the file, line and column."""
+    for lineno, raw in text_lines(path) if lines is None else lines:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            yield lineno, json.loads(raw)
         except json.JSONDecodeError as e:
-            raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=lineno) from None
+            raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=str(path), line=lineno) from None
+
+
+def read_records(path: str | Path) -> Iterator[TeacherRecord]:
+    """Yield validated records; the first bad line raises `RecordError` with file and line."""
+    path = str(path)
+    for lineno, obj in json_lines(path):
         yield record_from_dict(obj, path, lineno)
 
 
