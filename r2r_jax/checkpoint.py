@@ -87,8 +87,13 @@ class Checkpointer:
             raise CheckpointError(f"{self.directory}: no checkpoint to restore")
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                                 _state_tree(like))
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), loader=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), loader=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # a truncated or missing piece: name the checkpoint, not orbax's internals
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise CheckpointError(f"{self.directory / str(step)}: cannot restore the checkpoint of step {step} "
+                                  f"({type(e).__name__}: {first})") from None
         tree = out["state"]
         return TrainState(tree["step"], tree["trainable"], tree["opt_state"]), out["loader"], out["meta"]
 

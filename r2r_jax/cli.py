@@ -54,7 +54,10 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from r2r_jax.config import ConfigError
     from r2r_jax.data.records import RecordError
 
-    return (*_INPUT_ERRORS, OutputRefused, ConfigError, RecordError)
+    errors = (*_INPUT_ERRORS, OutputRefused, ConfigError, RecordError)
+    if "r2r_jax.checkpoint" in sys.modules:  # loaded only by commands that read checkpoints (it imports jax)
+        errors += (sys.modules["r2r_jax.checkpoint"].CheckpointError,)
+    return errors
 
 
 def _one_line(error: BaseException) -> str:

@@ -152,3 +152,32 @@ def test_unknown_command_and_bare_help(capsys):
     text = capsys.readouterr().out
     for name in cli.COMMANDS:
         assert f"  {name}" in text and "(" not in text.split("\n")[0]
+
+
+def test_a_torn_checkpoint_is_named_with_its_step(good, tmp_path, capsys):
+    """Truncated array files in the latest checkpoint: resuming, reranking and exporting each print one line
+    naming the checkpoint and step (exit 2), and leave the run as it was."""
+    run = tmp_path / "run"
+    write_records(tmp_path / "teacher.jsonl", make_synthetic_records(8, seed=0))
+    common = [f"--data.train_path={tmp_path / 'teacher.jsonl'}", f"--data.tokenizer={good / 'tok'}",
+              "--model.vocab_size=128", "--data.max_prompt_len=40", "--data.max_target_len=16",
+              "--data.max_comparison_prompt_len=64", "--data.group_size=4", "--batch_size=8", "--save_every=2",
+              f"--output_dir={run}"]
+    assert cli.main(["train", "--steps=2", *common]) == 0
+    capsys.readouterr()
+    for f in (run / "checkpoints" / "2" / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 64:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    commands = [
+        ["train", "--steps=4", *common],
+        ["rerank", "--checkpoint", str(run), "--candidates", str(good / "candidates.jsonl"), "--output",
+         str(tmp_path / "run.trec")],
+        ["export", "--checkpoint", str(run), "--format", "seq-cls", "--output", str(tmp_path / "export")],
+    ]
+    for argv in commands:
+        code, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, argv[0], ("cannot restore the checkpoint of step 2",))
+        assert str(run / "checkpoints" / "2") in err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+    assert not (tmp_path / "run.trec").exists() and not (tmp_path / "export").exists()

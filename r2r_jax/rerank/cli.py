@@ -99,6 +99,7 @@ def read_inputs(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import jax
 
+    from r2r_jax.checkpoint import CheckpointError
     from r2r_jax.config import MeshConfig
     from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
     from r2r_jax.rerank.job import rerank, validate_candidates, write_outputs
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                         source=source, share_prefix=args.share_prefix)
         write_outputs(result, items, args.output, args.tag, explanations)
-    except (RecordError, FileNotFoundError) as e:  # a bad checkpoint path, passages that cannot fit
+    except (RecordError, FileNotFoundError, CheckpointError) as e:  # a bad or torn checkpoint, bad records
         return fail(e, 2)
     except (ValueError, OSError, FloatingPointError) as e:
         return fail(e, 1)

@@ -111,23 +111,20 @@ def train(cfg: TrainConfig) -> dict:
     meta = prepared.meta()
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    log = MetricsLog(out, enabled=is_main)
     start = 0
-    if ckpt.latest_step() is not None:
-        try:
-            state, loader_state, _ = ckpt.restore(prepared.state)
-        except Exception as e:  # a torn or truncated checkpoint: name it, keep the folder as it is
-            raise CheckpointError(f"{ckpt.directory / str(ckpt.latest_step())}: cannot restore the checkpoint "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if ckpt.latest_step() is not None:  # restored before anything is written: a torn checkpoint changes nothing
+        state, loader_state, _ = ckpt.restore(prepared.state)  # CheckpointError names it and its step
         loader.restore(loader_state)
         prepared.state = state
         start = int(jax.device_get(state.step))
-        if is_main:
-            _truncate_log(log.path, start)
-            print(f"resumed from step {start} in {ckpt.directory}")
     loader.step = start
+    if is_main:
+        save_yaml(cfg, out / "config.yaml")
+    log = MetricsLog(out, enabled=is_main)
+    if start and is_main:
+        _truncate_log(log.path, start)
+        print(f"resumed from step {start} in {ckpt.directory}")
 
     step_fn = make_train_step(prepared.student.model, cfg.loss, prepared.optimizer, prepared.schedule,
                               cfg.micro_batches, mesh)
