@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         parser = _Parser(prog=f"r2r {name}", description=COMMANDS[name][1])
         parser.add_argument("--debug", action="store_true", help="show tracebacks (also R2R_DEBUG=1)")
         module.add_arguments(parser)
-        return int(module.run(parser.parse_args(rest)) or 0)
+        try:
+            args = parser.parse_args(rest)
+        except SystemExit as e:  # --help (0) or a usage error already printed on one line (2): a return code
+            return int(e.code or 0)
+        return int(module.run(args) or 0)
     except KeyboardInterrupt:
         if debug:
             raise

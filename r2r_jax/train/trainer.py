@@ -100,7 +100,9 @@ def train(cfg: TrainConfig) -> dict:
     if resume_step is not None and resume_step >= cfg.steps:
         print(f"r2r train: {out} already holds step {resume_step} of steps={cfg.steps}; nothing to train "
               "(raise --steps to continue)", file=sys.stderr)
-        return {"final_step": resume_step, "exit_code": 0, "finished_before": True}
+        saved = out / "report.json"
+        previous = json.loads(saved.read_text()) if saved.is_file() else {}
+        return {**previous, "final_step": resume_step, "exit_code": 0, "finished_before": True}
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     if len(tokenizer) > model_cfg.vocab_size:
         raise ConfigError(f"data.tokenizer {cfg.data.tokenizer} has {len(tokenizer)} tokens but the model's "
