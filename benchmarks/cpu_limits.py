@@ -124,7 +124,7 @@ def packing(batches: int = 2000, seed: int = 0) -> dict:
 def shared_prefix_share(max_len: int = 256) -> dict:
     """Share of all DL19 prompt tokens (default template, Llama-3.1 tokenizer) shared within each query."""
     from r2r_jax.data.candidates import read_candidates
-    from r2r_jax.rerank.prefix import query_groups
+    from r2r_jax.inference.prefix import query_groups
 
     from .common import DL19
     from .jax_stack import per_query

@@ -13,7 +13,7 @@ MFU, two ways, both against the chip's dense bf16 peak (--peak-tflops, else from
   lookup costs nothing): forward 2N plus the activation gradient 2N per token (LoRA needs no weight gradient
   of the frozen base), attention 12·L²·H·D·layers per sequence (dense forward + backward). Treats the LM head
   as applied to every token, which the step does not do, so it overstates the work a little.
-- `mfu_exact`: `r2r_jax.parallel.flops.train_step_flops(...).model_total` — the same but with the LM head on
+- `mfu_exact`: `r2r_jax.compile.flops.train_step_flops(...).model_total` — the same but with the LM head on
   target tokens only and the LoRA adapters' own FLOPs; recomputation (remat) is never counted as useful work.
 Scoring: --score-candidates prompts of --score-len tokens, prompt-only forward (`make_score_step`), LoRA
 merged away (a seq-cls student), in batches of --score-batch.
@@ -40,7 +40,7 @@ def peak_tflops(kind: str) -> float | None:
 
 
 def model_flops_4nt(cfg, tokens: int, seq_lengths: list[int]) -> float:
-    from r2r_jax.parallel.flops import layer_weights
+    from r2r_jax.compile.flops import layer_weights
 
     n = layer_weights(cfg) * cfg.num_hidden_layers + cfg.hidden_size * cfg.vocab_size
     attention = sum(12.0 * length**2 * cfg.num_attention_heads * cfg.head_dim * cfg.num_hidden_layers
@@ -62,17 +62,17 @@ def _save(path: str, out: dict) -> None:
     print(text, flush=True)
 
 
-def bench_train(p, st, steps: int) -> tuple[dict, dict]:
+def bench_train(p, st, trainable: dict, steps: int) -> tuple[dict, dict]:
     """One policy's measurements, and the trainable tree after its steps (the step donates the one it got)."""
     import jax
 
-    from r2r_jax.parallel.flops import train_step_flops
+    from r2r_jax.compile.flops import train_step_flops
 
     from . import jax_stack
     from .common import median, synthetic_batch
 
     batch = synthetic_batch(p.shape, p.model.vocab_size, seed=0)
-    step = jax_stack.JaxTrainStep(p, st, batch)
+    step = jax_stack.JaxTrainStep(p, st, trainable, batch)
     compile_s = step.compile()
     step()  # warm-up
     times = []
@@ -97,8 +97,8 @@ def bench_scoring(cfg, frozen: dict, score_head: dict, candidates: int, length: 
     import jax
     import numpy as np
 
+    from r2r_jax.inference.score_step import make_score_step
     from r2r_jax.model.llama import LlamaForRanking
-    from r2r_jax.train.step import make_score_step
 
     from .common import median
 
@@ -170,21 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     from . import jax_stack
 
     start = time.perf_counter()
-    st = jax_stack.student(Preset("llama3_1_8b", dataclasses.replace(cfg, attention=args.attention), shape))
+    st, trainable = jax_stack.student(Preset("llama3_1_8b", dataclasses.replace(cfg, attention=args.attention),
+                                             shape))
     jax.block_until_ready(st.frozen)
     out["init_s"] = round(time.perf_counter() - start, 2)
     for policy in [x.strip() for x in args.remat.split(",") if x.strip()]:
         p = Preset("llama3_1_8b", dataclasses.replace(cfg, remat_policy=policy, attention=args.attention), shape)
         st = dataclasses.replace(st, model=LlamaForRanking(p.model, p.lora))
         try:
-            r, trainable = bench_train(p, st, args.steps)
+            r, trainable = bench_train(p, st, trainable, args.steps)
         except Exception as e:  # e.g. out of memory for a light remat policy: report it and go on
             out["train"].append({"remat_policy": policy, "error": f"{type(e).__name__}: {str(e)[:500]}"})
             _save(args.json, out)
-            if any(x.is_deleted() for x in jax.tree.leaves(st.trainable)):
+            if any(x.is_deleted() for x in jax.tree.leaves(trainable)):
                 break  # the failed step had already consumed the trainable tree
             continue
-        st = dataclasses.replace(st, trainable=trainable)
         if peak:
             r["mfu_4nt"] = r["flops_4nt"] / r["step_s"] / (peak * 1e12)
             r["mfu_exact"] = r["flops_exact"] / r["step_s"] / (peak * 1e12)
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# remat={policy}: {r['step_s']:.3f} s/step, {r['tokens_per_s']:.0f} tokens/s, "
               f"MFU {r.get('mfu_4nt', float('nan')):.1%} (4NT) / {r.get('mfu_exact', float('nan')):.1%} (exact), "
               f"peak {r['peak_memory_gib']} GiB", file=sys.stderr, flush=True)
-    score_head = st.trainable["score"]
+    score_head = trainable["score"]
     if any(x.is_deleted() for x in jax.tree.leaves(score_head)):  # a failed step consumed it: any head will do
         score_head = {"kernel": jax.numpy.zeros((cfg.hidden_size, 1), jax.numpy.float32)}
     out["score"] = bench_scoring(st.model.cfg, st.frozen, score_head, args.score_candidates, args.score_len,

@@ -31,20 +31,21 @@ def one_device_mesh():
     return make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])
 
 
-def student(p: Preset, base_params: dict | None = None, seed: int = 0) -> Student:
-    """The student of preset `p`: a random-init base, or `base_params` (e.g. imported from an HF folder)."""
+def student(p: Preset, base_params: dict | None = None, seed: int = 0) -> tuple[Student, dict]:
+    """The student of preset `p` and its initial trainable tree: a random-init base, or `base_params` (e.g.
+    imported from an HF folder)."""
     return build_student(p.model, p.lora, one_device_mesh(), jax.random.key(seed), base_params)
 
 
 class JaxTrainStep:
     """The jitted R2R train step over a fixed batch; `__call__` runs one step and waits for it."""
 
-    def __init__(self, p: Preset, st: Student, batch: dict[str, np.ndarray], steps: int = 1000):
+    def __init__(self, p: Preset, st: Student, trainable: dict, batch: dict[str, np.ndarray], steps: int = 1000):
         optim = OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant")
         optimizer = make_optimizer(optim, steps)
         step = make_train_step(st.model, p.loss, optimizer, learning_rate_schedule(optim, steps))
         mesh = jax.tree.leaves(st.trainable_shardings)[0].mesh
-        self.state = init_train_state(st.trainable, optimizer, st.trainable_shardings)
+        self.state = init_train_state(trainable, optimizer, st.trainable_shardings)
         b_sh = {k: batch_sharding(v.ndim, mesh) for k, v in batch.items()}
         self.fn = jit_train_step(step, state_shardings(self.state), st.frozen_shardings, b_sh)
         self.frozen = st.frozen
@@ -91,13 +92,13 @@ def per_query(ids: np.ndarray, mask: np.ndarray, sizes: list[int]) -> list[tuple
 def scorer(model, variables, batch_size: int, pad_multiple: int = 16,
            query_sizes: list[int] | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """`scores(ids, mask)` through the rerank job's path. With `query_sizes` (the rows of each query, in
-    order) each query's shared prompt prefix runs once (`rerank.prefix`, the job's default); without, every
+    order) each query's shared prompt prefix runs once (`inference.prefix`, the job's default); without, every
     prompt runs whole (make_score_step + length-batched score_prompts)."""
-    from r2r_jax.rerank.scoring import score_prompts
-    from r2r_jax.train.step import make_score_step
+    from r2r_jax.inference.score_step import make_score_step
+    from r2r_jax.inference.scoring import score_prompts
 
     if query_sizes:
-        from r2r_jax.rerank.prefix import make_prefix_steps, score_with_shared_prefixes
+        from r2r_jax.inference.prefix import make_prefix_steps, score_with_shared_prefixes
 
         steps = make_prefix_steps(model)
 

@@ -8,7 +8,7 @@ model as a user would, runs the work and reports its peak resident set size (`Vm
 the high-water mark of the whole process: libraries, weights, compilation, activations,
 optimizer state) and its RSS right after the imports (the framework's own share). The parent saves one random
 float32 Hugging Face folder per preset and task, which both stacks load:
-- train: a LlamaForCausalLM folder; JAX imports it (`import_hf_params`, as `r2r train --base_model` does) and
+- train: a LlamaForCausalLM folder; JAX imports it (`import_hf_params`, as `r2r train --base-model` does) and
   runs the project's train step, torch loads it with `from_pretrained` and runs the peft step
   (benchmarks/torch_stack.py); the preset's batch (benchmarks/common.py), `--steps` optimizer steps.
 - rerank: a LlamaForSequenceClassification folder (the seq-cls export's layout); JAX loads it with the
@@ -51,14 +51,14 @@ def peak_rss_mib() -> float:
 
 
 def _train_jax(name: str, folder: Path, steps: int) -> None:
-    from r2r_jax.convert.hf_import import import_hf_params
+    from r2r_jax.model.hf_import import import_hf_params
 
     from . import jax_stack
 
     p = preset(name)
     params = import_hf_params(folder, p.model, with_score=False)
     batch = synthetic_batch(p.shape, p.model.vocab_size)
-    step = jax_stack.JaxTrainStep(p, jax_stack.student(p, base_params=params), batch)
+    step = jax_stack.JaxTrainStep(p, *jax_stack.student(p, base_params=params), batch)
     for _ in range(steps):
         step()
 
@@ -76,7 +76,7 @@ def _train_torch(name: str, folder: Path, steps: int) -> None:
 
 
 def _rerank_jax(folder: Path, prompts: Path, batch_size: int) -> None:
-    from r2r_jax.rerank.loading import load_from_hf
+    from r2r_jax.trained.loading import load_from_hf
 
     from . import jax_stack
     from .common import LLAMA_TOKENIZER

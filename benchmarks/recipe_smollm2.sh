@@ -15,14 +15,14 @@ timed() { local name=$1; shift; local t0; t0=$(date +%s); "$@"; echo "[$name] $(
 mkdir -p "$OUT"
 timed base $R2R base smollm2-135m --output "$BASE"
 timed data .venv/bin/python -m benchmarks.recipe_data --out "$OUT/data"
-timed train $R2R train --config configs/smollm2_135m.yaml --base_model "$BASE" --data.tokenizer "$BASE" \
-  --data.train_path "$OUT/data/train.jsonl" --data.dev_candidates "$OUT/data/heldout_candidates.jsonl" \
-  --data.dev_qrels "$OUT/data/heldout_qrels.txt" --output_dir "$OUT/smollm2_r2r"
+timed train $R2R train --config configs/smollm2_135m.yaml --base-model "$BASE" --data.tokenizer "$BASE" \
+  --data.train-path "$OUT/data/train.jsonl" --data.dev-candidates "$OUT/data/heldout_candidates.jsonl" \
+  --data.dev-qrels "$OUT/data/heldout_qrels.txt" --output-dir "$OUT/smollm2_r2r"
 # the untrained student (LoRA B = 0, score head = the base's logit(" yes") - logit(" no")): one step at learning
 # rate 0 saves exactly the initial adapters and head as a checkpoint that rerank reads like any other
-timed untrained $R2R train --config configs/smollm2_135m.yaml --base_model "$BASE" --data.tokenizer "$BASE" \
-  --data.train_path "$OUT/data/train.jsonl" --optim.learning_rate 0 --steps 1 --save_every 1 \
-  --output_dir "$OUT/smollm2_untrained"
+timed untrained $R2R train --config configs/smollm2_135m.yaml --base-model "$BASE" --data.tokenizer "$BASE" \
+  --data.train-path "$OUT/data/train.jsonl" --optim.learning-rate 0 --steps 1 --save-every 1 \
+  --output-dir "$OUT/smollm2_untrained"
 for run in smollm2_untrained smollm2_r2r; do
   for depth in 20 100; do
     timed "$run rerank top-$depth" $R2R rerank --checkpoint "$OUT/$run" --candidates "$OUT/data/dl19_top$depth.jsonl" \

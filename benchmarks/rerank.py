@@ -7,7 +7,7 @@ Candidates: TREC DL19 BM25 top-100 (../shared/data/dl19/bm25_top100.json), the f
 the project's default template with the real Llama-3.1 tokenizer, truncated to --max-len tokens (passages are
 cut, never the template), tokenized once before timing. One random `LlamaForSequenceClassification` (pad id
 128004, as the seq-cls export writes it) is saved and loaded by the rerank job's own loader
-(`r2r_jax.rerank.loading.load_from_hf`), so both stacks hold the same weights; their scores are compared.
+(`r2r_jax.trained.loading.load_from_hf`), so both stacks hold the same weights; their scores are compared.
 
 JAX (the CPU settings: attention `loop`, unrolled layers, as `r2r rerank --attention loop --unroll-layers`;
 `--attention xla` for the reference): `make_score_step` + `score_prompts`, the rerank job's path (final layer
@@ -59,8 +59,8 @@ def query_sizes(queries: int, candidates: Path = DL19) -> list[int]:
 
 def shared_prefix_tokens(ids: np.ndarray, mask: np.ndarray, sizes: list[int], batch_size: int) -> int:
     """Token positions the shared-prefix path computes: each group's padded prefixes plus its suffix batches."""
-    from r2r_jax.rerank.prefix import query_groups
-    from r2r_jax.rerank.scoring import batch_plan
+    from r2r_jax.inference.batches import batch_plan
+    from r2r_jax.inference.prefix import query_groups
 
     from .jax_stack import per_query
 
@@ -91,7 +91,7 @@ def load_prompts(queries: int, max_len: int, tokenizer_path: Path = LLAMA_TOKENI
 
 def padded_tokens(lengths: np.ndarray, max_len: int, batch_size: int) -> int:
     """Token positions the JAX path computes on one device (lengths rounded up to a multiple of 16)."""
-    from r2r_jax.rerank.scoring import batch_plan
+    from r2r_jax.inference.batches import batch_plan
 
     return sum(len(rows) * blen for rows, blen in batch_plan(lengths, batch_size, max_len))
 
@@ -106,7 +106,7 @@ def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: i
                  attention: str = "loop", share_prefix: bool = True) -> dict:
     import jax
 
-    from r2r_jax.rerank.loading import load_from_hf
+    from r2r_jax.trained.loading import load_from_hf
 
     from . import jax_stack, torch_stack
 

@@ -8,7 +8,7 @@ Per preset (see benchmarks/common.py) one random Llama is made in transformers, 
 imported into JAX (`import_hf_params`), so both stacks hold the same weights and the same score head; their
 first losses on the same batch are printed side by side as a check that they compute the same thing. Then
 the two steps run alternately (JAX, torch, JAX, torch, ...) after one warm-up each; the figures are medians.
-FLOPs are the analytic model FLOPs of `r2r_jax.parallel.flops` (forward + the activation gradients LoRA
+FLOPs are the analytic model FLOPs of `r2r_jax.compile.flops` (forward + the activation gradients LoRA
 needs, LM head on target tokens only, dense attention), the same numerator for both stacks; the JAX step
 executes no more (its fused LM-head loss takes the gradient in the forward pass, r2r_jax/train/token_ce.py).
 The peak is a large float32 matmul in each stack. Between timed calls (untimed) garbage is collected and the
@@ -27,8 +27,8 @@ import tempfile
 import jax
 import numpy as np
 
-from r2r_jax.convert.hf_import import import_hf_params
-from r2r_jax.parallel.flops import train_step_flops
+from r2r_jax.compile.flops import train_step_flops
+from r2r_jax.model.hf_import import import_hf_params
 
 from . import jax_stack, torch_stack
 from .common import (
@@ -64,12 +64,12 @@ def bench_preset(name: str, reps: int, warmup: int, peak: dict[str, float], gate
     with tempfile.TemporaryDirectory() as tmp:
         base.save_pretrained(tmp)
         params = import_hf_params(tmp, p.model, with_score=False)
-    st = jax_stack.student(p, base_params=params)
-    score_init = np.asarray(st.trainable["score"]["kernel"])
+    st, trainable = jax_stack.student(p, base_params=params)
+    score_init = np.asarray(trainable["score"]["kernel"])
     if "jax" in stacks:
-        runners["jax"] = jax_stack.JaxTrainStep(p, st, batch)
+        runners["jax"] = jax_stack.JaxTrainStep(p, st, trainable, batch)
         compile_s = round(runners["jax"].compile(), 2)
-    del params, st
+    del params, st, trainable
     if "torch" in stacks:
         pt = torch_stack.TorchR2RStep(base, p.lora, p.loss, score_init=score_init)
         runners["torch"] = functools.partial(pt.step, torch_stack.torch_batch(batch))

@@ -6,7 +6,7 @@
 #   launch/local.sh [--dry-run] [-n N] [--port PORT] [--devices-per-process D] [--platform cpu|gpu]
 #                   [--log-dir DIR] -- COMMAND [ARGS...]
 #
-# Example: launch/local.sh -n 4 -- .venv/bin/r2r train --config configs/tiny.yaml --output_dir runs/mh
+# Example: launch/local.sh -n 4 -- .venv/bin/r2r train --config configs/tiny.yaml --output-dir runs/mh
 # Each process writes DIR/process_<i>.log; the exit status is the first non-zero status of any process.
 set -euo pipefail
 

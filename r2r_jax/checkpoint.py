@@ -10,15 +10,17 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from r2r_jax.train.step import TrainState
-
 BEST_METRIC = "ndcg@10"
+# A train state: a flax struct with `step`, `trainable` and `opt_state` (train.step.TrainState). Saving needs
+# nothing else of it, so this module sits below train in the layering.
+State = TypeVar("State")
+ITEMS = ("state", "loader", "meta")  # a checkpoint's parts: train state, loader position, run metadata
 
 
 class CheckpointError(ValueError):
@@ -47,6 +49,15 @@ def base_fingerprint(folder: str | Path | None, seed: int = 0, model_config: dic
     return "sha256:" + h.hexdigest()[:32]
 
 
+def check_same_base(meta: dict, base_model: str, fingerprint: str, where: str | Path) -> None:
+    """Adapters only mean something on the base they were trained on: raise CheckpointError when the base
+    about to be used (`base_model`, its `fingerprint`) is not the one the checkpoint's metadata records."""
+    if meta.get("base_hash") != fingerprint:
+        was = meta.get("base_model") or "(random init)"
+        raise CheckpointError(f"{where}: checkpoint was trained on base {was} ({meta.get('base_hash')}), "
+                              f"not on {base_model or '(random init)'} ({fingerprint})")
+
+
 def _policy(keep: int):
     return policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
@@ -54,7 +65,12 @@ def _policy(keep: int):
     ])
 
 
-def _state_tree(state: TrainState) -> dict:
+def _abstract(tree: Any) -> Any:
+    """Shapes, dtypes and shardings of a tree of arrays: what orbax restores onto."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _state_tree(state: Any) -> dict:
     return {"step": state.step, "trainable": state.trainable, "opt_state": state.opt_state}
 
 
@@ -68,34 +84,56 @@ class Checkpointer:
             cleanup_tmp_directories=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "loader", "meta"))
+                                             item_names=ITEMS)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: TrainState, loader_state: dict, meta: dict, metrics: dict | None = None,
+    def save(self, state: Any, loader_state: dict, meta: dict, metrics: dict | None = None,
              force: bool = False) -> bool:
         step = int(jax.device_get(state.step))
         args = ocp.args.Composite(state=ocp.args.StandardSave(_state_tree(state)),
                                   loader=ocp.args.JsonSave(loader_state), meta=ocp.args.JsonSave(meta))
         return self.manager.save(step, args=args, metrics=metrics, force=force)
 
-    def restore(self, like: TrainState, step: int | None = None) -> tuple[TrainState, dict, dict]:
-        """Restore onto the shardings of `like` (the current mesh, whatever the saving mesh was)."""
+    def restore(self, like: State, step: int | None = None) -> tuple[State, dict, dict]:
+        """Everything a resumed run needs, onto the shardings of `like` (the current mesh, whatever the saving
+        mesh was): the train state, the loader's position and the metadata."""
+        step = self._step(step)
+        out = self._restore(step, self.manager, state=ocp.args.StandardRestore(_abstract(_state_tree(like))),
+                            loader=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+        tree = out["state"]
+        state = like.replace(step=tree["step"], trainable=tree["trainable"], opt_state=tree["opt_state"])
+        return state, out["loader"], out["meta"]
+
+    def restore_trainable(self, like: dict, step: int | None = None) -> tuple[dict, int]:
+        """Only the adapters and the score head, onto the shardings of `like`: what rerank, export and parity
+        checks use. The optimizer state (twice the trainable size) is never read."""
+        step = self._step(step)
+        wanted = {"trainable": _abstract(like)}
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), wanted)
+        # a manager of its own: one that saved or fully restored "state" holds it to the standard handler
+        manager = ocp.CheckpointManager(self.directory, item_names=ITEMS)
+        try:
+            out = self._restore(step, manager, state=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args,
+                                                                            partial_restore=True))
+        finally:
+            manager.close()
+        return out["state"]["trainable"], step
+
+    def _step(self, step: int | None) -> int:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.directory}: no checkpoint to restore")
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                                _state_tree(like))
+        return step
+
+    def _restore(self, step: int, manager: ocp.CheckpointManager, **items: Any) -> dict:
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), loader=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+            return manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # a truncated or missing piece: name the checkpoint, not orbax's internals
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
             raise CheckpointError(f"{self.directory / str(step)}: cannot restore the checkpoint of step {step} "
                                   f"({type(e).__name__}: {first})") from None
-        tree = out["state"]
-        return TrainState(tree["step"], tree["trainable"], tree["opt_state"]), out["loader"], out["meta"]
 
     def close(self) -> None:
         self.manager.wait_until_finished()
@@ -124,7 +162,7 @@ def read_meta(path: str | Path) -> tuple[dict[str, Any], Path, int]:
     level = absl_log.level
     absl_log.setLevel(logging.ERROR)  # orbax warns that a read-only manager does not save, on every read
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                                    item_names=("state", "loader", "meta"))
+                                    item_names=ITEMS)
     try:
         step = manager.latest_step() if step is None else step
         if step is None:

@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-reasons": ("r2r_jax.rerank.reasons_cli", "BLEU/ROUGE-L of student reasons vs held-out teacher reasons"),
     "export": ("r2r_jax.convert.export_cli", "export a checkpoint to Hugging Face seq-cls, causal-lm or PEFT"),
     "check-parity": ("r2r_jax.convert.parity_cli", "compare a Hugging Face folder with the JAX model"),
-    "compile": ("r2r_jax.parallel.compile_cli", "ahead-of-time compile the train step for a TPU topology"),
+    "compile": ("r2r_jax.compile.cli", "ahead-of-time compile the train step for a TPU topology"),
 }
 
 

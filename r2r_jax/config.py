@@ -1,6 +1,6 @@
 """Typed dataclass configs, YAML files and dotted command-line overrides (through draccus).
 
-`load_train_config(argv)` accepts `--config FILE` plus overrides such as `--model.num_layers=2`;
+`load_config(TrainConfig, argv)` accepts `--config FILE` plus overrides such as `--model.num-hidden-layers=2`;
 unknown keys and wrong types are errors from draccus, impossible combinations are `ConfigError`s
 raised by `validate()`.
 """
@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import draccus
+import yaml
 from draccus.utils import DecodingError
+
+from r2r_jax.config_help import canonical_flag
 
 
 class ConfigError(ValueError):
@@ -86,6 +90,13 @@ def tiny_model() -> ModelConfig:
     return ModelConfig()
 
 
+# The decoder layer's linear projections, by the Hugging Face module that holds them: the LoRA targets a
+# config may name, and the weights import and export map one to one.
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
+
+
 @dataclass
 class LoraConfig:
     """LoRA adapters: `x·W + (alpha/rank)·(x·Aᵀ)·Bᵀ`, B zero-initialised."""
@@ -95,12 +106,12 @@ class LoraConfig:
     dropout: float = 0.0  # dropout on the adapter input during training
     # projections that get adapters
     targets: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: list(LORA_TARGETS)
     )
     train: Literal["lora_and_head", "head_only"] = "lora_and_head"  # what gets gradients
 
     def validate(self) -> None:
-        known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        known = set(LORA_TARGETS)
         unknown = set(self.targets) - known
         if unknown:
             raise ConfigError(f"lora.targets has unknown modules {sorted(unknown)}; known: {sorted(known)}")
@@ -136,7 +147,7 @@ class MeshConfig:
 
 @dataclass
 class LossConfig:
-    """L = alpha·L_pair + beta·L_list + gamma·L_gen (DESIGN §2)."""
+    """L = alpha·L_pair + beta·L_list + gamma·L_gen (docs/design.md, "The student")."""
 
     alpha: float = 0.4  # weight of the pairwise RankNet loss
     beta: float = 0.4  # weight of the listwise loss
@@ -214,7 +225,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     base_model: str = ""  # Hugging Face folder; empty: random init (tiny configs)
-    output_dir: str = "runs/train"
+    output_dir: str = "runs/train"  # the run folder: config.yaml, checkpoints/, metrics.jsonl, report.json
     steps: int = 100  # optimizer steps
     batch_size: int = 8  # queries per step (global)
     micro_batches: int = 1  # gradient accumulation inside the jitted step
@@ -243,6 +254,9 @@ class TrainConfig:
             raise ConfigError(f"data.random_negatives must be >= 0, got {self.data.random_negatives}")
 
 
+INCLUDE_KEY = "include"  # a config file may name a base file whose fields it overrides
+
+
 def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     rest: list[str] = []
     path = None
@@ -264,22 +278,53 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
 def load_config(cls: type, argv: list[str], prog: str = "r2r"):
     """Parse `--config FILE` and dotted overrides into `cls`; validate when it has `validate()`."""
     path, rest = _split_config_flag(argv)
-    if path is not None and _read_yaml_mapping(path) is None:
-        raise ConfigError(f"--config {path}: the file is empty (leave --config out to use the defaults)")
-    try:
-        cfg = draccus.parse(config_class=cls, config_path=path, args=rest, prog=prog)
-    except DecodingError as e:  # a wrong type, in the file or on the command line: names the field
-        raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
+    rest = [canonical_flag(arg) for arg in rest]  # --output-dir and --output_dir are one flag
+    fields = None
+    if path is not None:
+        fields = _resolve_includes(path, ())
+        if not fields:
+            raise ConfigError(f"--config {path}: the file is empty (leave --config out to use the defaults)")
+    with tempfile.TemporaryDirectory() as tmp:
+        parsed_path = path
+        if fields is not None and _read_yaml_mapping(path).get(INCLUDE_KEY) is not None:
+            parsed_path = str(Path(tmp) / Path(path).name)  # the merged file draccus reads
+            Path(parsed_path).write_text(yaml.safe_dump(fields, sort_keys=False))
+        try:
+            cfg = draccus.parse(config_class=cls, config_path=parsed_path, args=rest, prog=prog)
+        except DecodingError as e:  # a wrong type, in the file or on the command line: names the field
+            raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
 
 
+def _merged(base: dict, over: dict) -> dict:
+    """`over` laid on `base`, mapping by mapping (a list or scalar in `over` replaces the base's)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _resolve_includes(path: str, seen: tuple[str, ...]) -> dict:
+    """The file's fields laid over those of the file its `include:` names (relative to it), recursively: a
+    platform config states only what differs from the base it includes, so the two cannot drift apart."""
+    fields = dict(_read_yaml_mapping(path) or {})
+    base = fields.pop(INCLUDE_KEY, None)
+    if base is None:
+        return fields
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"--config {path}: {INCLUDE_KEY}: expected the path of a config file")
+    base_path = str(Path(path).parent / base)
+    chain = (*seen, str(Path(path).resolve()))
+    if str(Path(base_path).resolve()) in chain:
+        raise ConfigError(f"--config {path}: {INCLUDE_KEY}: {base} includes itself")
+    return _merged(_resolve_includes(base_path, chain), fields)
+
+
 def _read_yaml_mapping(path: str) -> dict | None:
     """The config file's top-level mapping (None when it is empty), or a ConfigError naming the file and, for
     broken YAML, its line and column — before draccus, whose errors name neither."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--config {path}: " + ("is a directory, not a file" if p.is_dir() else "no such file"))

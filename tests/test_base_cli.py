@@ -52,7 +52,7 @@ def _tiny_gguf(path: Path, arch: str) -> Path:
 def test_converted_folder_is_complete_and_loads(smollm2_base):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from r2r_jax.convert.hf_import import load_hf_model_config
+    from r2r_jax.model.hf_import import load_hf_model_config
 
     names = {f.name for f in smollm2_base.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",

@@ -54,3 +54,14 @@ def test_check_parity_fails_a_wrong_config_by_the_default_rule(tmp_path, capsys)
 def test_check_parity_refuses_a_folder_without_config(tmp_path, capsys):
     assert main(["check-parity", "--hf", str(tmp_path)]) == 2
     assert "r2r check-parity: error:" in capsys.readouterr().err
+
+
+def test_check_parity_without_its_extra_says_what_to_install(tmp_path, capsys, monkeypatch):
+    """torch and peft are the `parity` extra, not the core install: without one, one line names the extra."""
+    from r2r_jax.convert import parity_cli
+
+    real = parity_cli.importlib.util.find_spec
+    monkeypatch.setattr(parity_cli.importlib.util, "find_spec", lambda name: None if name == "peft" else real(name))
+    assert main(["check-parity", "--hf", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs peft" in err and "r2r-jax[parity]" in err

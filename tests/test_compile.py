@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from r2r_jax.cli import main
+from r2r_jax.compile import flops
 from r2r_jax.config import TrainConfig, load_config
-from r2r_jax.parallel import flops
 
 pytest.importorskip("libtpu", reason="AOT compilation for TPU needs libtpu (pip install libtpu)")
 
@@ -93,7 +93,7 @@ def test_gpu_estimate_on_fake_cpu_devices(small_config, capsys):
 
 def test_splash_attention_compiles_for_tpu(tmp_path):
     """The Pallas kernel lowers to Mosaic and compiles inside the sharded train step (mask: causal + segments)."""
-    from r2r_jax.parallel import aot
+    from r2r_jax.compile import aot
     from r2r_jax.parallel.mesh import make_mesh
 
     path = tmp_path / "splash.yaml"

@@ -38,3 +38,34 @@ def test_bad_values_are_named():
         load_config(TrainConfig, ["--model.hidden_size=wide"])
     with pytest.raises(ConfigError, match="no such file"):
         load_config(TrainConfig, ["--config", "/nonexistent.yaml"])
+
+
+PLATFORM = [p for p in CONFIGS if p.name.startswith("llama3_1_8b_")]
+
+
+@pytest.mark.parametrize("path", PLATFORM, ids=[p.name for p in PLATFORM])
+def test_platform_configs_derive_from_the_8b_base(path):
+    """A platform file includes llama3_1_8b.yaml and changes only placement and paths: everything that
+    defines the model, the adapters, the loss and the data shapes is the base's."""
+    base = load_config(TrainConfig, ["--config", str(path.parent / "llama3_1_8b.yaml")])
+    cfg = load_config(TrainConfig, ["--config", str(path)])
+    assert path.read_text().count("\ninclude: llama3_1_8b.yaml\n") == 1
+    assert cfg.lora == base.lora and cfg.loss == base.loss and cfg.optim == base.optim
+    assert {**cfg.model.__dict__, "attention": "xla"} == base.model.__dict__
+    kept = ("group_size", "max_prompt_len", "max_target_len", "comparisons_per_query", "max_comparison_prompt_len")
+    assert all(getattr(cfg.data, k) == getattr(base.data, k) for k in kept)
+    assert cfg.mesh.fsdp > 1 and cfg.model.attention in ("splash", "cudnn")
+
+
+def test_include_merges_mapping_by_mapping_and_names_bad_includes(tmp_path):
+    (tmp_path / "base.yaml").write_text("steps: 7\nlora:\n  rank: 4\n  alpha: 8.0\ndata:\n  group_size: 3\n")
+    (tmp_path / "child.yaml").write_text("include: base.yaml\nlora:\n  rank: 2\n")
+    cfg = load_config(TrainConfig, ["--config", str(tmp_path / "child.yaml"), "--data.group_size=5"])
+    assert (cfg.steps, cfg.lora.rank, cfg.lora.alpha, cfg.data.group_size) == (7, 2, 8.0, 5)
+    (tmp_path / "loop.yaml").write_text("include: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("include: loop.yaml\nsteps: 3\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(TrainConfig, ["--config", str(tmp_path / "loop.yaml")])
+    (tmp_path / "orphan.yaml").write_text("include: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml: no such file"):
+        load_config(TrainConfig, ["--config", str(tmp_path / "orphan.yaml")])

@@ -108,8 +108,8 @@ def test_prompts_are_the_training_prompts(tokenizer):
     teacher's docid order: token for token what `tokenize_records` fed the train step."""
     from r2r_jax.data.features import tokenize_records
     from r2r_jax.data.templates import load_tokenizer
-    from r2r_jax.rerank.loading import PromptSettings
     from r2r_jax.rerank.reasons import _prompts
+    from r2r_jax.trained.loading import PromptSettings
 
     tok, data = load_tokenizer(tokenizer), DataConfig(**DATA)
     records = list(read_records(DEMO_TEACHER))[:HELD_OUT]

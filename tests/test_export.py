@@ -20,6 +20,7 @@ from hf_tiny import save_tiny_hf, tiny_hf_config
 from safetensors import safe_open
 
 from r2r_jax.atomic import OutputRefused
+from r2r_jax.checkpoint import CheckpointError
 from r2r_jax.cli import main
 from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig, OptimConfig, TrainConfig
 from r2r_jax.convert import export_parity as ep
@@ -30,7 +31,7 @@ from r2r_jax.data.records import write_records
 from r2r_jax.data.synthetic import make_synthetic_records, synthetic_data_config, synthetic_tokenizer
 from r2r_jax.data.templates import special_ids
 from r2r_jax.parallel.mesh import make_mesh
-from r2r_jax.train.setup import load_trained
+from r2r_jax.trained.restore import load_trained
 
 F32_TOL = 1e-4
 BF16_RELATIVE = 5e-2  # the stated bound for bfloat16 exports (measured ~1-2.5%, see docs/export.md)
@@ -82,7 +83,7 @@ def _loading_info_is_clean(info: dict) -> None:
 
 def test_training_changed_the_student(trained):
     """Otherwise 'matches the student' would also hold for an export that dropped LoRA."""
-    lora = trained.prepared.student.trainable["lora"]["model"]["layers"]["self_attn"]["q_proj"]
+    lora = trained.prepared.state.trainable["lora"]["model"]["layers"]["self_attn"]["q_proj"]
     assert float(np.abs(np.asarray(lora["lora_b"])).max()) > 1e-3
 
 
@@ -191,7 +192,7 @@ def test_side_files_name_base_template_and_pad(trained, exports):
     assert meta["base_hash"] == trained.prepared.base_hash and meta["pad_token_id"] == trained.pad
     gen = json.loads((exports["causal-lm"] / "generation_config.json").read_text())
     assert gen["eos_token_id"] == trained.eot and gen["pad_token_id"] == trained.pad
-    from r2r_jax.rerank.loading import read_student_json
+    from r2r_jax.trained.loading import read_student_json
 
     assert read_student_json(exports["seq-cls"])["max_prompt_len"] == 40
 
@@ -283,7 +284,7 @@ def test_random_init_checkpoint_exports_merged_and_refuses_peft(trained, tmp_pat
     ckpt = Checkpointer(tmp_path / "run" / "checkpoints", async_save=False)
     ckpt.save(prepared.state.replace(trainable=trainable), {}, prepared.meta(), force=True)
     ckpt.close()
-    prepared.student.trainable = trainable  # the reference: what was saved
+    prepared.state = prepared.state.replace(trainable=trainable)  # the reference: what was saved
     with pytest.raises(ExportError, match="random-init"):
         export_checkpoint(tmp_path / "run", tmp_path / "peft", "peft")
     folder = export_checkpoint(tmp_path / "run", tmp_path / "seq-cls", "seq-cls", "float32")
@@ -313,7 +314,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     from r2r_jax.model.llama import LlamaForRanking
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.parallel.rules import tree_shardings
-    from r2r_jax.train.student import abstract_variables
+    from r2r_jax.model.llama import abstract_variables
 
     def anon_kib():  # private memory only: written files are page cache, not the exporter's copies
         for line in open("/proc/self/status"):
@@ -375,11 +376,11 @@ MULTIHOST_SCRIPT = textwrap.dedent("""
     import numpy as np
     from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig
     from r2r_jax.convert.hf_export import ExportSource, write_tensors
-    from r2r_jax.convert.mapping import tensor_maps
+    from r2r_jax.model.hf_mapping import tensor_maps
     from r2r_jax.model.llama import LlamaForRanking
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.parallel.rules import tree_shardings
-    from r2r_jax.train.student import abstract_variables
+    from r2r_jax.model.llama import abstract_variables
 
     cfg = ModelConfig(vocab_size=160, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
     boxed = abstract_variables(LlamaForRanking(cfg, LoraConfig(rank=4, alpha=8.0)))
@@ -435,3 +436,13 @@ def test_multihost_export_gathers_sharded_arrays_and_process_0_writes(tmp_path):
     assert set(got) == set(expected.files) and len(set(index.values())) > 2
     for name in expected.files:
         np.testing.assert_allclose(got[name], expected[name], atol=1e-5, err_msg=name)
+
+
+def test_a_student_is_restored_only_onto_the_base_it_was_trained_on(trained, tmp_path, capsys):
+    """Same shapes, other weights: the fingerprint differs and the restore refuses before loading the base."""
+    save_tiny_hf(tmp_path / "other", tiny_hf_config(vocab=160, hidden=64, layers=2), seed=1)
+    with pytest.raises(CheckpointError, match="trained on base .*base .*not on .*other"):
+        load_trained(trained.ckpt, make_mesh(MeshConfig(data=1, fsdp=-1)), base_model=str(tmp_path / "other"))
+    assert main(["export", "--checkpoint", str(trained.ckpt), "--base-model", str(tmp_path / "other"),
+                 "--format", "peft", "--output", str(tmp_path / "out")]) == 2
+    assert "not on" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from hf_tiny import padded_batch, save_tiny_hf, tiny_hf_config
 
-from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.model.generate import make_generate
+from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.model.llama import LlamaForRanking
 
 EOS = 2

@@ -12,8 +12,8 @@ import pytest
 from hf_tiny import hf_logits, padded_batch, save_tiny_hf, tiny_hf_config
 
 from r2r_jax.config import MeshConfig, llama3_1_8b
-from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config
-from r2r_jax.convert.mapping import ConversionError
+from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
+from r2r_jax.model.hf_mapping import ConversionError
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.mesh import make_mesh
 
@@ -57,7 +57,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     import os, sys, threading, time
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
-    from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config
+    from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 
     def anon_kib():  # private memory only: mmap'd file pages are cache, not the importer's copies
         for line in open("/proc/self/status"):

@@ -2,7 +2,6 @@
 the same tensors."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ from safetensors.numpy import load_file
 
 from r2r_jax.config import LoraConfig, MeshConfig
 from r2r_jax.convert.hf_export import source_from_student, write_tensors
-from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config
+from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.model.layout import stack_layers, unstack_layers
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.mesh import make_mesh
@@ -53,12 +52,12 @@ def test_unrolled_student_computes_and_exports_what_the_scanned_one_does(tmp_pat
     lora = LoraConfig(rank=4, alpha=8.0)
     mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])
     key = jax.random.key(0)
-    s = build_student(scanned, lora, mesh, key, import_hf_params(tmp_path / "base", scanned, mesh))
-    u = build_student(unrolled, lora, mesh, key, import_hf_params(tmp_path / "base", unrolled, mesh))
+    s, s_init = build_student(scanned, lora, mesh, key, import_hf_params(tmp_path / "base", scanned, mesh))
+    u, _ = build_student(unrolled, lora, mesh, key, import_hf_params(tmp_path / "base", unrolled, mesh))
     # trained-looking adapters (B is zero at init), the same in both layouts
-    noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.key(1), x.shape), s.trainable["lora"])
-    s_trainable = {"score": s.trainable["score"], "lora": jax.tree.map(jnp.add, s.trainable["lora"], noise)}
-    u_trainable = {"score": s.trainable["score"], "lora": unstack_layers(s_trainable["lora"], 2)}
+    noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.key(1), x.shape), s_init["lora"])
+    s_trainable = {"score": s_init["score"], "lora": jax.tree.map(jnp.add, s_init["lora"], noise)}
+    u_trainable = {"score": s_init["score"], "lora": unstack_layers(s_trainable["lora"], 2)}
     ids, mask = padded_batch(np.random.default_rng(1), scanned.vocab_size, [9, 4], 9, left=True)
     outs = []
     for st, trainable in ((s, s_trainable), (u, u_trainable)):
@@ -67,7 +66,7 @@ def test_unrolled_student_computes_and_exports_what_the_scanned_one_does(tmp_pat
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
     for fmt in ("causal-lm", "peft"):
         for name, cfg, st, trainable in (("s", scanned, s, s_trainable), ("u", unrolled, u, u_trainable)):
-            source = source_from_student(cfg, SimpleNamespace(frozen=st.frozen, trainable=trainable), 8.0, 4)
+            source = source_from_student(cfg, st.frozen, trainable, 8.0, 4)
             (tmp_path / f"{fmt}-{name}").mkdir()
             write_tensors(source, tmp_path / f"{fmt}-{name}", fmt, "float32")
         want, got = _tensors(tmp_path / f"{fmt}-s"), _tensors(tmp_path / f"{fmt}-u")

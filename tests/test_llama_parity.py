@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hf_tiny import hf_logits, padded_batch, save_tiny_hf, tiny_hf_config
 
-from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config
+from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.model.llama import LlamaForRanking
 
 

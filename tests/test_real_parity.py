@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from r2r_jax.convert import real_parity as rp
-from r2r_jax.convert.hf_import import load_hf_model_config
+from r2r_jax.model.hf_import import load_hf_model_config
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,14 @@ from safetensors.numpy import save_file
 
 from r2r_jax.cli import main as r2r
 from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig, TrainConfig
-from r2r_jax.convert.mapping import hf_config_from_model
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.data.synthetic import FILLER, make_synthetic_dev, synthetic_data_config, synthetic_tokenizer
+from r2r_jax.model.hf_mapping import hf_config_from_model
 from r2r_jax.parallel.mesh import make_mesh
 from r2r_jax.rerank.job import rank_query, rerank, validate_candidates, write_outputs
-from r2r_jax.rerank.loading import STUDENT_JSON, load_from_hf
 from r2r_jax.retrieval.trec import read_run
+from r2r_jax.trained.loading import STUDENT_FILE, load_from_hf
 
 
 def tiny(vocab: int) -> ModelConfig:
@@ -56,7 +56,7 @@ def write_hf_folder(folder: Path, cfg: ModelConfig, weights: dict, tokenizer, pr
             shutil.copy(f, folder / f.name)
     else:
         tokenizer.save_pretrained(folder)
-    (folder / STUDENT_JSON).write_text(json.dumps(prompts))
+    (folder / STUDENT_FILE).write_text(json.dumps(prompts))
     return folder
 
 
@@ -176,9 +176,9 @@ def checkpoint(tmp_path_factory):
 
 
 def test_checkpoint_student_scores_with_its_restored_adapters(checkpoint):
-    from r2r_jax.rerank.loading import load_from_checkpoint
-    from r2r_jax.rerank.scoring import score_candidates
-    from r2r_jax.train.step import make_score_step
+    from r2r_jax.inference.score_step import make_score_step
+    from r2r_jax.inference.scoring import score_candidates
+    from r2r_jax.trained.loading import load_from_checkpoint
 
     run_dir, prepared, moved = checkpoint
     dev, _ = make_synthetic_dev(4, seed=5)
@@ -186,8 +186,9 @@ def test_checkpoint_student_scores_with_its_restored_adapters(checkpoint):
     assert student.prompts.max_prompt_len == synthetic_data_config().max_prompt_len  # the trained settings
     result = rerank(student, dev, batch_size=16, progress=False)
     score_fn, data, tok = make_score_step(prepared.student.model), prepared.cfg.data, synthetic_tokenizer()
+    initial = prepared.state.trainable
     want, init = (score_candidates(score_fn, prepared.student.variables(trainable), tok, dev, data.prompt_template,
-                                   data.max_prompt_len, 16, mesh_of(1)) for trainable in (moved, None))
+                                   data.max_prompt_len, 16, mesh_of(1)) for trainable in (moved, initial))
     for qc in dev:
         got = dict(result.run[qc.qid])
         np.testing.assert_allclose([got[d] for d in want[qc.qid]], list(want[qc.qid].values()), atol=1e-5)
@@ -303,7 +304,7 @@ def test_validation_and_model_errors(llama_folder, tmp_path, capsys):
 
 
 def test_shared_prefix_length_leaves_every_suffix_a_token():
-    from r2r_jax.rerank.prefix import shared_prefix_length
+    from r2r_jax.inference.prefix import shared_prefix_length
 
     rows = [np.asarray(r) for r in ([1, 5, 6, 7, 9], [1, 5, 6, 8], [1, 5, 6, 7])]
     assert shared_prefix_length(rows) == 3

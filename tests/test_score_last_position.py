@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from r2r_jax.compile.flops import score_step_flops
 from r2r_jax.config import LoraConfig, ModelConfig
+from r2r_jax.inference.score_step import make_score_step
 from r2r_jax.model.llama import LlamaForRanking
-from r2r_jax.parallel.flops import score_step_flops
-from r2r_jax.train.step import make_score_step
 
 
 def _batch(cfg: ModelConfig, seed: int = 0):

@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from r2r_jax.config import MeshConfig
-from r2r_jax.model.attention import attention_mask, xla_attention
+from r2r_jax.model.attention_kernels import attention_mask, xla_attention
 from r2r_jax.model.splash import splash_attention, supported
 from r2r_jax.parallel.mesh import make_mesh
 from r2r_jax.parallel.rules import activation_sharding

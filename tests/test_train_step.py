@@ -49,10 +49,10 @@ def test_lora_with_zero_b_equals_base_and_merge_agrees():
 def test_only_lora_and_head_move_and_base_is_bitwise_unchanged():
     mesh, student, state, step = setup_training(MeshConfig(data=-1), devices=jax.devices()[:1])
     frozen_before = jax.tree.map(np.array, student.frozen)
-    trainable_before = jax.tree.map(np.array, student.trainable)
-    assert set(student.trainable) == {"lora", "score"}
+    trainable_before = jax.tree.map(np.array, state.trainable)
+    assert set(state.trainable) == {"lora", "score"}
     # the optimizer holds state for the trainable tree only: its size is a small multiple of LoRA + head
-    n_trainable = sum(x.size for x in jax.tree.leaves(student.trainable))
+    n_trainable = sum(x.size for x in jax.tree.leaves(state.trainable))
     n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
     n_frozen = sum(x.size for x in jax.tree.leaves(student.frozen))
     assert n_opt <= 2 * n_trainable + 8 and n_frozen > 2 * n_trainable
@@ -129,9 +129,10 @@ def _constraints(lowered_text: str) -> int:
 def test_steps_trace_under_the_mesh_rules():
     """Given the mesh, the train, score and decode steps trace inside `activation_sharding`: the lowered
     programs pin activations (and splash would run per shard); without it they carry no constraints."""
+    from r2r_jax.inference.score_step import make_score_step
     from r2r_jax.model.generate import make_generate
     from r2r_jax.parallel.batch import global_batch
-    from r2r_jax.train.step import jit_train_step, make_score_step, make_train_step, state_shardings
+    from r2r_jax.train.step import jit_train_step, make_train_step, state_shardings
 
     mesh, student, state, step = setup_training(MeshConfig(2, 4, 1), devices=jax.devices()[:8])
     batch = random_batch(0)

@@ -60,14 +60,14 @@ def setup_training(mesh_cfg: MeshConfig, model_cfg: ModelConfig | None = None, l
     model_cfg = model_cfg or tiny_cfg()
     lora = lora or LoraConfig(rank=4, alpha=8.0)
     mesh = make_mesh(mesh_cfg, devices)
-    student = build_student(model_cfg, lora, mesh, jax.random.key(0))
+    student, trainable = build_student(model_cfg, lora, mesh, jax.random.key(0))
     optim = OptimConfig(learning_rate=1e-2, warmup_steps=2)
     optimizer = make_optimizer(optim, steps)
     from r2r_jax.train.step import learning_rate_schedule
 
     step = make_train_step(student.model, loss or LossConfig(), optimizer, learning_rate_schedule(optim, steps),
                            micro_batches, mesh)
-    state = init_train_state(student.trainable, optimizer, student.trainable_shardings)
+    state = init_train_state(trainable, optimizer, student.trainable_shardings)
     return mesh, student, state, step
 
 

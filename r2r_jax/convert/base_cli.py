@@ -36,7 +36,7 @@ def default_output(source: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from r2r_jax.convert.gguf_base import convert_gguf
-    from r2r_jax.convert.mapping import ConversionError
+    from r2r_jax.model.hf_mapping import ConversionError
 
     output = args.output or default_output(args.source)
     try:
@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     except ConversionError as e:
         print(f"r2r base: error: {e}", file=sys.stderr)
         return 2
-    print(f"base {args.source}: {out}  (use as --base_model {out} --data.tokenizer {out})")
+    print(f"base {args.source}: {out}  (use as --base-model {out} --data.tokenizer {out})")
     return 0

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from r2r_jax.config import LoraConfig, ModelConfig, TrainConfig, to_dict
-from r2r_jax.convert.mapping import hf_config_from_model
-from r2r_jax.data.templates import SpecialIds
+from r2r_jax.data.templates import SpecialIds, load_tokenizer
+from r2r_jax.model.hf_mapping import hf_config_from_model
+from r2r_jax.trained.loading import STUDENT_FILE, PromptSettings
 
-STUDENT_FILE = "r2r_student.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja",
                    "chat_template.json")
@@ -77,9 +78,7 @@ def student_meta(info: ExportInfo) -> dict:
     data = info.train.data
     return {
         "format": info.fmt, "dtype": info.dtype,
-        "prompt_template": data.prompt_template, "comparison_template": data.comparison_template,
-        "max_prompt_len": data.max_prompt_len, "max_target_len": data.max_target_len,
-        "max_comparison_prompt_len": data.max_comparison_prompt_len,
+        **dataclasses.asdict(PromptSettings.from_data_config(data)),
         "pad_token_id": info.special.pad, "eot_token_id": info.special.eot, "bos_token_id": info.special.bos,
         "base_model": info.base_model, "base_hash": info.base_hash, "checkpoint": info.checkpoint, "step": info.step,
     }
@@ -95,16 +94,12 @@ def copy_tokenizer(source: str, folder: Path, special: SpecialIds) -> None:
             if (src / name).is_file():
                 shutil.copyfile(src / name, folder / name)
     else:  # a hub name: let transformers write the files
-        from r2r_jax.data.templates import load_tokenizer
-
         load_tokenizer(source).save_pretrained(folder)
     path = folder / "tokenizer_config.json"
     if not path.is_file():
         return
     tok_cfg = json.loads(path.read_text())
     if tok_cfg.get("pad_token") is None:
-        from r2r_jax.data.templates import load_tokenizer
-
         tok_cfg["pad_token"] = load_tokenizer(folder).convert_ids_to_tokens(special.pad)
         _write_json(path, tok_cfg)
 
@@ -122,6 +117,7 @@ with torch.no_grad():
     scores = model(**tok(prompts, return_tensors="pt", padding=True)).logits[:, 0]
 ```""",
     "causal-lm": """```python
+import dataclasses
 import json
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -135,6 +131,7 @@ Serve with vLLM: `vllm serve DIR`. The relevance score head is not part of this 
     "peft": """```python
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from r2r_jax.data.templates import load_tokenizer
 
 base = AutoModelForSequenceClassification.from_pretrained(BASE, num_labels=1, pad_token_id=PAD)
 model = PeftModel.from_pretrained(base, DIR).eval()  # score head comes from modules_to_save

@@ -22,7 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r2r_jax.convert.mapping import ConversionError
+from r2r_jax.data.candidates import read_candidates
+from r2r_jax.data.features import encode_prompts
+from r2r_jax.data.records import read_records
+from r2r_jax.model.hf_mapping import ConversionError
+from r2r_jax.model.llama import LlamaForRanking
 
 
 @dataclass
@@ -34,9 +38,6 @@ class Prompts:
 
 def load_queries(path: str | Path) -> list[tuple[str, list[str]]]:
     """(query, passages) from candidates (rank_llm JSONL / RankGPT hits) or teacher records (teacher.jsonl)."""
-    from r2r_jax.data.candidates import read_candidates
-    from r2r_jax.data.records import read_records
-
     text = Path(path).read_text(encoding="utf-8").lstrip()
     first = json.loads(text.splitlines()[0]) if text and not text.startswith("[") else None
     if first is None or isinstance(first.get("query"), dict):
@@ -45,8 +46,6 @@ def load_queries(path: str | Path) -> list[tuple[str, list[str]]]:
 
 
 def scoring_prompts(tokenizer, queries: list[tuple[str, list[str]]], template: str, max_len: int) -> Prompts:
-    from r2r_jax.data.features import encode_prompts
-
     ids, masks, groups, start = [], [], [], 0
     for query, passages in queries:
         i, m = encode_prompts(tokenizer, query, passages, template, max_len)
@@ -70,11 +69,9 @@ class StudentRef:
     """The JAX student in float32 compute: scores and LM logits, and its heads applied to given hidden states."""
 
     def __init__(self, prepared):
-        from r2r_jax.model.llama import LlamaForRanking
-
         cfg = dataclasses.replace(prepared.model_cfg, dtype="float32", remat_policy="none", attention="xla")
         self.model = LlamaForRanking(cfg, prepared.student.model.lora)
-        self.variables = prepared.student.variables()
+        self.variables = prepared.student.variables(prepared.state.trainable)
         model = self.model
 
         def forward(v, ids, mask):

@@ -19,7 +19,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from r2r_jax.convert.mapping import ConversionError
+from r2r_jax.atomic import current_umask, staged_folder
+from r2r_jax.model.hf_mapping import ConversionError
 
 MARKER = "r2r_base.json"
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -168,8 +169,6 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
                               "pass --overwrite to replace it")
     import torch  # only now: a no-op or a refusal answers without loading torch and transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from r2r_jax.atomic import current_umask, staged_folder
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch_dtype)

@@ -1,4 +1,4 @@
-"""Trained student -> Hugging Face folder: merged seq-cls / causal-lm, or a PEFT adapter (DESIGN §6).
+"""Trained student -> Hugging Face folder: merged seq-cls / causal-lm, or a PEFT adapter (docs/export.md).
 
 Every output tensor comes from one small jitted function on the devices that hold the student (take
 one layer, fold its LoRA in float32, transpose to HF's (out, in), cast), is gathered to the host, handed
@@ -20,11 +20,18 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from r2r_jax.atomic import check_output_folder, staged_folder
-from r2r_jax.config import ModelConfig
-from r2r_jax.convert.export_files import STUDENT_FILE
-from r2r_jax.convert.mapping import LAYER_LINEARS, ConversionError, tensor_maps
+from r2r_jax.checkpoint import read_meta
+from r2r_jax.config import MeshConfig, ModelConfig
+from r2r_jax.convert.export_files import ExportInfo, write_side_files
 from r2r_jax.convert.safetensors_writer import ShardedWriter, TensorEntry, parse_size
+from r2r_jax.data.templates import load_tokenizer, special_ids
+from r2r_jax.model.hf_mapping import LAYER_LINEARS, ConversionError, tensor_maps
+from r2r_jax.model.layout import stack_layers
 from r2r_jax.model.lora import lora_delta
+from r2r_jax.parallel.batch import to_host
+from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
+from r2r_jax.trained.loading import STUDENT_FILE
+from r2r_jax.trained.restore import load_trained
 
 FORMATS = ("seq-cls", "causal-lm", "peft")
 DTYPES = ("bfloat16", "float32")
@@ -160,14 +167,6 @@ def plan_tensors(source: ExportSource, fmt: str, dtype: str) -> list[_Item]:
     return _adapter_items(source, jdt) if fmt == "peft" else _merged_items(source, fmt, jdt)
 
 
-def to_host(x: jax.Array) -> np.ndarray:
-    """The whole array as numpy on this process. On a multi-host mesh this is a collective (every process
-    must call it in the same order); single-process it assembles the addressable shards."""
-    if x.is_fully_addressable:
-        return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def write_tensors(source: ExportSource, folder: str | Path | None, fmt: str, dtype: str = "bfloat16",
                   max_shard_size: str | int = "5GB", progress: bool = False) -> dict[str, str]:
     """Produce every tensor of `fmt` one at a time and (when `folder` is given) write it; processes other
@@ -196,13 +195,11 @@ def write_tensors(source: ExportSource, folder: str | Path | None, fmt: str, dty
     return writer.finish() if writer is not None else {}
 
 
-def source_from_student(model_cfg: ModelConfig, student, lora_alpha: float, lora_rank: int) -> ExportSource:
+def source_from_student(model_cfg: ModelConfig, frozen: dict, trainable: dict, lora_alpha: float,
+                        lora_rank: int) -> ExportSource:
     """Export streams the stacked layout; an unrolled student (`scan_layers=false`) is stacked first."""
-    from r2r_jax.model.layout import stack_layers
-
-    trainable = student.trainable
     lora = trainable.get("lora")
-    return ExportSource(model_cfg, stack_layers(student.frozen), trainable["score"]["kernel"],
+    return ExportSource(model_cfg, stack_layers(frozen), trainable["score"]["kernel"],
                         None if lora is None else stack_layers(lora), lora_alpha / lora_rank)
 
 
@@ -223,11 +220,6 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, dtyp
                       progress: bool = False) -> Path:
     """Restore a training checkpoint onto all devices (FSDP over every device, so an 8B student fits where
     it was trained or on one host) and export it as `fmt`. Returns the output folder."""
-    from r2r_jax.checkpoint import read_meta
-    from r2r_jax.config import MeshConfig
-    from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
-    from r2r_jax.train.setup import load_trained
-
     parse_size(max_shard_size)
     # before minutes of restore: never replace the run being exported, nor a folder an export did not write
     check_output_folder(output, flag="--output", inputs=[checkpoint, *_run_folder(checkpoint)],
@@ -255,9 +247,6 @@ def export_prepared(prepared, step: int, checkpoint: str | Path, output: str | P
                     dtype: str = "bfloat16", max_shard_size: str | int = "5GB", overwrite: bool = False,
                     progress: bool = False) -> Path:
     """Export an already restored student (`train.setup.Prepared`) that came from `checkpoint` at `step`."""
-    from r2r_jax.convert.export_files import ExportInfo, write_side_files
-    from r2r_jax.data.templates import load_tokenizer, special_ids
-
     cfg = prepared.cfg
     base = prepared.meta()["base_model"]
     check_request(fmt, dtype, base, cfg.lora.train)
@@ -265,7 +254,8 @@ def export_prepared(prepared, step: int, checkpoint: str | Path, output: str | P
     if not cfg.data.tokenizer:
         raise ExportError("the checkpoint's config names no data.tokenizer; cannot write tokenizer files")
     special = special_ids(load_tokenizer(cfg.data.tokenizer))
-    source = source_from_student(prepared.model_cfg, prepared.student, cfg.lora.alpha, cfg.lora.rank)
+    source = source_from_student(prepared.model_cfg, prepared.student.frozen, prepared.state.trainable,
+                                 cfg.lora.alpha, cfg.lora.rank)
     info = ExportInfo(fmt, dtype, cfg, prepared.model_cfg, special, base, prepared.base_hash,
                       str(Path(checkpoint).absolute()), step)
     output = Path(output).absolute()

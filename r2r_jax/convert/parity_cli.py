@@ -11,6 +11,7 @@ unusable input. Needs torch + transformers (and peft for adapters): the `dev` ex
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     from r2r_jax.convert import export_parity as ep
     from r2r_jax.data.templates import load_tokenizer, special_ids
     from r2r_jax.parallel.mesh import make_mesh
-    from r2r_jax.train.setup import config_from_meta, load_trained
+    from r2r_jax.trained.restore import config_from_meta, load_trained
 
     fmt = ep.folder_format(args.hf)
     data = config_from_meta(read_meta(args.checkpoint)[0]).data
@@ -90,7 +91,17 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     return _verdict(max(report.max_abs_score_diff, report.max_abs_logit_diff), tol)
 
 
+# check-parity runs the student's reference through transformers on torch (peft for adapter exports): the
+# `parity` extra, kept out of the core install
+PARITY_PACKAGES = ("torch", "peft")
+
+
 def run(args: argparse.Namespace) -> int:
+    missing = [name for name in PARITY_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"r2r check-parity: error: needs {' and '.join(missing)}, the reference it compares against; "
+              "install them with: pip install 'r2r-jax[parity]'", file=sys.stderr)
+        return 1
     if args.checkpoint:
         try:
             return run_checkpoint(args)

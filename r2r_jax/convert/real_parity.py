@@ -221,10 +221,10 @@ def hf_reference(folder: str | Path, inputs: Sequence[Inputs]) -> list[Reference
 
 def jax_logits_fn(folder: str | Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """The folder imported into the JAX model in float32: (ids, mask) -> logits."""
-    import jax
+    import jax  # jax and the model load only here: `r2r check-parity --help` reads this module's constants
 
-    from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config
-    from r2r_jax.model.llama import LlamaForRanking
+    from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config  # (as above)
+    from r2r_jax.model.llama import LlamaForRanking  # (as above)
 
     cfg = load_hf_model_config(folder, dtype="float32", param_dtype="float32", remat_policy="none")
     params = import_hf_params(folder, cfg, with_score=False)
@@ -274,7 +274,7 @@ def report(rows: Sequence[KindReport], tol: float | None = None) -> int:
 def check_folder(folder: str | Path, tol: float | None = None, texts: int = len(TEXTS), batches: int = 3,
                  seq_len: int = 24, batch_size: int = 3, seed: int = 0) -> int:
     """`r2r check-parity --hf DIR`: print the figures, return the exit code."""
-    from r2r_jax.convert.hf_import import load_hf_model_config
+    from r2r_jax.model.hf_import import load_hf_model_config  # jax: only once a check runs
 
     cfg = load_hf_model_config(folder)
     print(f"check-parity {folder}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "

@@ -101,15 +101,18 @@ class TokenizedRecord:
     negatives: list[np.ndarray] = dataclasses.field(default_factory=list)  # other records' passages, this query
 
 
-def _fit_all(tokenizer, texts: list[str], args: list[tuple], render, max_len: int,
+def _fit_all(tokenizer, args: list[tuple[str, list[str]]], render, max_len: int,
              stats: TruncationStats | None = None) -> list[np.ndarray]:
-    """Tokenize all prompts in one batch call; refit (batched) only those that are too long."""
-    ids = fit_prompts(tokenizer, render, args, max_len, ids=encode_texts(tokenizer, texts), stats=stats)
+    """Prompts for (query, passages) pairs: rendered once, tokenized in one batch call, and refitted
+    (batched) only where too long."""
+    ids = fit_prompts(tokenizer, render, args, max_len, ids=encode_texts(tokenizer, [render(*a) for a in args]),
+                      stats=stats)
     return [np.asarray(i, DTYPE) for i in ids]
 
 
 def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfig) -> list[TokenizedRecord]:
-    """Tokenize every prompt and target once, up front."""
+    """Tokenize every prompt and target once, up front: one list of (record, prompt, target) items per kind,
+    tokenized in a batch and handed back to the record that owns each item."""
     shapes = BatchShapes.from_config(cfg)
     check_template(cfg.prompt_template, ("query", "passage"), tokenizer)
     check_template(cfg.comparison_template, ("query", "passages"), tokenizer)
@@ -121,38 +124,28 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
     def render_cmp(q, ps):
         return render_comparison(cfg.comparison_template, q, ps)
 
-    texts, args, reasons, cmp_texts, cmp_args, cmp_reasons = [], [], [], [], [], []
-    for rec in records:
-        text_of = {c.docid: c.text for c in rec.candidates}
-        for c in rec.candidates:
-            texts.append(render(rec.query, [c.text]))
-            args.append((rec.query, [c.text]))
-            reasons.append(rec.direct_reasons.get(c.docid))
-        for cmp in rec.comparisons if shapes.comparisons else ():  # C = 0: no comparison rows at all
-            passages = [text_of[d] for d in cmp.docids]
-            cmp_texts.append(render_cmp(rec.query, passages))
-            cmp_args.append((rec.query, passages))
-            cmp_reasons.append(cmp.reason)
     pools = negative_pools(records, NEGATIVE_POOL * shapes.negatives, cfg.seed)
-    neg_texts = [render(rec.query, [text]) for rec, pool in zip(records, pools, strict=True) for text in pool]
-    neg_args = [(rec.query, [text]) for rec, pool in zip(records, pools, strict=True) for text in pool]
-    negatives = _fit_all(tokenizer, neg_texts, neg_args, render, shapes.prompt_len)
-    prompts = _fit_all(tokenizer, texts, args, render, shapes.prompt_len)
-    targets = [np.asarray(t, DTYPE) for t in encode_targets(tokenizer, reasons, shapes.target_len, eot)]
-    cmp_prompts = _fit_all(tokenizer, cmp_texts, cmp_args, render_cmp, shapes.comparison_prompt_len)
-    cmp_targets = [np.asarray(t, DTYPE) for t in encode_targets(tokenizer, cmp_reasons, shapes.target_len, eot)]
+    candidates, comparisons, negatives = [], [], []  # (owner record, (query, passages), reason)
+    for r, (rec, pool) in enumerate(zip(records, pools, strict=True)):
+        text_of = {c.docid: c.text for c in rec.candidates}
+        candidates += [(r, (rec.query, [c.text]), rec.direct_reasons.get(c.docid)) for c in rec.candidates]
+        if shapes.comparisons:  # C = 0: no comparison rows at all
+            comparisons += [(r, (rec.query, [text_of[d] for d in cmp.docids]), cmp.reason) for cmp in rec.comparisons]
+        negatives += [(r, (rec.query, [text]), None) for text in pool]
 
-    out, i, j, k = [], 0, 0, 0
-    for rec, pool in zip(records, pools, strict=True):
-        n, m = len(rec.candidates), len(rec.comparisons) if shapes.comparisons else 0
-        rank = rec.rank_of()
-        out.append(TokenizedRecord(
-            qid=rec.qid, prompts=prompts[i:i + n], targets=targets[i:i + n],
-            ranks=np.asarray([rank[c.docid] for c in rec.candidates], DTYPE),
-            cmp_prompts=cmp_prompts[j:j + m], cmp_targets=cmp_targets[j:j + m],
-            negatives=negatives[k:k + len(pool)],
-        ))
-        i, j, k = i + n, j + m, k + len(pool)
+    out = [TokenizedRecord(rec.qid, [], [], np.asarray([rec.rank_of()[c.docid] for c in rec.candidates], DTYPE),
+                           [], []) for rec in records]
+    kinds = ((candidates, render, shapes.prompt_len, "prompts", "targets"),
+             (comparisons, render_cmp, shapes.comparison_prompt_len, "cmp_prompts", "cmp_targets"),
+             (negatives, render, shapes.prompt_len, "negatives", None))
+    for items, render_kind, max_len, prompt_field, target_field in kinds:
+        prompts = _fit_all(tokenizer, [args for _, args, _ in items], render_kind, max_len)
+        targets = (encode_targets(tokenizer, [reason for _, _, reason in items], shapes.target_len, eot)
+                   if target_field else [None] * len(items))
+        for (owner, _, _), prompt, target in zip(items, prompts, targets, strict=True):
+            getattr(out[owner], prompt_field).append(prompt)
+            if target_field:
+                getattr(out[owner], target_field).append(np.asarray(target, DTYPE))
     return out
 
 
@@ -281,8 +274,7 @@ def encode_prompts(tokenizer, query: str, passages: Sequence[str], template: str
     def render(q, ps):
         return render_prompt(template, q, ps[0])
 
-    rows = _fit_all(tokenizer, [render(query, [p]) for p in passages], [(query, [p]) for p in passages], render,
-                    max_len, stats)
+    rows = _fit_all(tokenizer, [(query, [p]) for p in passages], render, max_len, stats)
     return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)
 
 
@@ -295,6 +287,5 @@ def encode_comparison_prompts(tokenizer, query: str, passage_groups: Sequence[Se
     def render(q, ps):
         return render_comparison(template, q, ps)
 
-    groups = [list(g) for g in passage_groups]
-    rows = _fit_all(tokenizer, [render(query, g) for g in groups], [(query, g) for g in groups], render, max_len)
+    rows = _fit_all(tokenizer, [(query, list(g)) for g in passage_groups], render, max_len)
     return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)

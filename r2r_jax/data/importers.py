@@ -1,9 +1,9 @@
-"""Importers: the R2R authors' release and rank_llm JSONL into teacher records (DESIGN §5).
+"""Importers: the R2R authors' release and rank_llm JSONL into teacher records (docs/data.md).
 
 Every input line ends in exactly one of three counts -- clean, repaired or rejected -- so the summary
 adds up to the number of non-blank lines; every repair and rejection is listed as `file:line: field: why`.
 
-R2R release (`../shared/data/teacher/`): passages `unsorted_docs` are shown to the teacher as identifiers
+R2R authors' release: passages `unsorted_docs` are shown to the teacher as identifiers
 1..n; the record's docids are `f"{qid}-{identifier}"` because `sorted_docids` is unreliable.
 `re_rank_id` is the ranking. Each `direct_reason` becomes `direct_reasons[docid]`. Each `listwise_reason`
 ("compared to the other passages, this one ...") becomes a Comparison over the whole window whose

@@ -1,4 +1,4 @@
-"""Teacher records: the project's versioned schema (DESIGN §5), validation and JSONL I/O.
+"""Teacher records: the project's versioned schema (docs/data.md), validation and JSONL I/O.
 
 One record per query: the candidates the teacher saw, its ranking, a direct reason per passage and
 comparison reasons. Every problem is reported with file, line and field; nothing is dropped silently.

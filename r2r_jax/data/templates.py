@@ -1,4 +1,4 @@
-"""Prompt templates and their tokenization (DESIGN §2).
+"""Prompt templates and their tokenization (docs/design.md, "The student").
 
 A scoring prompt is `template.format(query=..., passage=...)` tokenized by the tokenizer itself, so the
 tokenizer adds `<|begin_of_text|>` (never twice) and an untruncated prompt gets exactly the ids that

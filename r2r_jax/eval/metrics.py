@@ -1,4 +1,4 @@
-"""Ranking metrics with trec_eval semantics, through ir_measures' pytrec_eval provider (DESIGN §8).
+"""Ranking metrics with trec_eval semantics, through ir_measures' pytrec_eval provider (docs/evaluation.md).
 
 trec_eval conventions kept on purpose, so figures match published ones:
 - documents are ranked by score (ties by docid, descending), the rank column is ignored;

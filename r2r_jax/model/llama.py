@@ -248,6 +248,13 @@ class LlamaForRanking(nn.Module):
         return self.lm_logits(hidden), self.scores(hidden)
 
 
+def abstract_variables(model: LlamaForRanking) -> dict:
+    """Every variable of `model` (LM head and score head included) as boxed ShapeDtypeStructs carrying their
+    logical axis names: what sharded initialisation and weight import derive shardings from."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids, method=LlamaForRanking.init_all))
+
+
 def default_positions(attention_mask: jax.Array) -> jax.Array:
     """Positions count real tokens only, so left-padded rows start at 0 (HF generate's convention)."""
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)

@@ -1,6 +1,6 @@
 """Pallas splash attention (TPU) with the reference's masking rule: key valid and not in the future.
 
-`attention.attention_mask` lets the query at absolute index `q_offset + t` see key `s` when `kv_valid[b, s]`
+`attention_kernels.attention_mask` lets the query at absolute index `q_offset + t` see key `s` when `kv_valid[b, s]`
 and `s <= q_offset + t`. Here causality is a static `CausalMask` shifted by `q_offset` (the kernel skips the
 blocks above the diagonal) and padding is a pair of segment ids, 1 for a real token and 0 for padding, on
 queries and keys: a real query then sees exactly the real keys at or before it, as in the reference. A
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 from jax.sharding import PartitionSpec
 
-from r2r_jax.model.attention import attention_mask, xla_attention
+from r2r_jax.model.attention_kernels import attention_mask, xla_attention
 from r2r_jax.parallel import rules
 
 BLOCK_SIZES = (512, 256, 128)

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.config import MeshConfig
     from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
     from r2r_jax.rerank.job import rerank, validate_candidates, write_outputs
-    from r2r_jax.rerank.loading import load_from_checkpoint, load_from_hf
+    from r2r_jax.trained.loading import load_from_checkpoint, load_from_hf
 
     def fail(e: BaseException, code: int) -> int:
         print(f"r2r rerank: error: {e}", file=sys.stderr)
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                                    scan_layers=not args.unroll_layers, **prompts)
         result = rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                        source=source, share_prefix=args.share_prefix)
+                        share_prefix=args.share_prefix)
         write_outputs(result, items, args.output, args.tag, explanations)
     except (RecordError, FileNotFoundError, CheckpointError) as e:  # a bad or torn checkpoint, bad records
         return fail(e, 2)

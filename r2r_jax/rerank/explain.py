@@ -20,8 +20,9 @@ from jax.sharding import Mesh
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.features import encode_comparison_prompts, encode_prompts
 from r2r_jax.data.templates import special_ids
-from r2r_jax.rerank.loading import RerankStudent
-from r2r_jax.rerank.scoring import length_sorted_batches, to_host
+from r2r_jax.inference.batches import length_sorted_batches
+from r2r_jax.parallel.batch import to_host
+from r2r_jax.trained.loading import RerankStudent
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,8 @@ def explain_rankings(student: RerankStudent, ranked: Sequence[tuple[QueryCandida
                      max_new_tokens: int, batch_size: int, mesh: Mesh | None = None, temperature: float = 0.0,
                      seed: int = 0, progress: Callable[[int], None] | None = None) -> dict[str, QueryExplanation]:
     """qid -> reasons for the top `top_k` of each query's final ranking (`ranked`: candidates + docids best
-    first); a query with fewer candidates gets all of them explained."""
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if not student.has_lm_head:
-        raise ValueError(f"{student.source} has no LM head (a seq-cls export); explanations need the "
-                         "causal-lm head: rerank from --checkpoint or a folder that holds lm_head.weight")
+    first); a query with fewer candidates gets all of them explained. `rerank` has checked that `top_k` >= 1
+    and that the student has an LM head."""
     tok, pr = student.tokenizer, student.prompts
     ids = special_ids(tok)
     stop = stop_ids(tok)

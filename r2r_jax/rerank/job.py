@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,9 +25,11 @@ from r2r_jax.atomic import write_jsonl
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.data.templates import TruncationStats
+from r2r_jax.inference.scoring import rank_query, score_candidates
+from r2r_jax.parallel.batch import data_parallel_size
 from r2r_jax.rerank.explain import ComparisonReason, DirectReason, QueryExplanation, explain_rankings
-from r2r_jax.rerank.loading import RerankStudent
-from r2r_jax.retrieval.trec import Run, trec_order, write_run
+from r2r_jax.retrieval.trec import Run, write_run
+from r2r_jax.trained.loading import RerankStudent
 
 
 @dataclass
@@ -86,24 +87,6 @@ def validate_candidates(items: Sequence[QueryCandidates], source: str = "candida
             docids.add(c.docid)
 
 
-def rank_query(qc: QueryCandidates, scores: dict[str, float]) -> list[tuple[str, float]]:
-    """The query's candidates in trec_eval order by student score, checked to be a permutation of them."""
-    docids = [c.docid for c in qc.candidates]
-    if len(set(docids)) != len(docids) or set(scores) != set(docids):
-        raise RuntimeError(f"qid {qc.qid!r}: scores do not match the candidates one to one")
-    hits = trec_order((d, float(scores[d])) for d in docids)
-    bad = [(d, s) for d, s in hits if not math.isfinite(s)]
-    if bad:
-        raise FloatingPointError(f"qid {qc.qid!r}: non-finite student scores, e.g. {bad[:3]}")
-    if sorted(d for d, _ in hits) != sorted(docids):  # the invariant every rerank must keep
-        raise RuntimeError(f"qid {qc.qid!r}: the reranked list is not a permutation of the candidates")
-    return hits
-
-
-def data_parallel_size(mesh) -> int:
-    return 1 if mesh is None else int(mesh.shape["data"] * mesh.shape["fsdp"])
-
-
 def _gather(payload: dict) -> list[dict]:
     """Every process's payload, in process order (JSON bytes all-gathered through JAX's collectives)."""
     if jax.process_count() == 1:
@@ -132,20 +115,19 @@ def _bar(total: int, desc: str, unit: str, enabled: bool):
 
 def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_size: int = 32, explain_top: int = 0,
            max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0, progress: bool = True,
-           source: str = "candidates", share_prefix: bool = True) -> RerankResult:
+           share_prefix: bool = True) -> RerankResult:
     """Rerank every query's candidates with the student; with `explain_top` K > 0 also decode reasons for the
     top K and their K-1 adjacent pairs (at most `max_new_tokens` each, default the trained target length).
 
     `batch_size` is rounded up to a multiple of the mesh's data-parallel size. With `share_prefix` each
-    query's common prompt prefix runs once (`rerank.prefix`; the same scores, fewer positions). Every process
-    must call this with the same `items`; each scores its share and all return the complete result."""
-    from r2r_jax.rerank.scoring import score_candidates
-
-    validate_candidates(items, source)
+    query's common prompt prefix runs once (`inference.prefix`; the same scores, fewer positions). Every process
+    must call this with the same `items`; each scores its share and all return the complete result. `items`
+    are as `validate_candidates` accepts them: callers check once, before loading a student (the CLI does)."""
     if explain_top < 0:
         raise ValueError(f"explain_top must be >= 0, got {explain_top}")
     if explain_top and not student.has_lm_head:  # fail before spending the scoring time
-        raise ValueError(f"{student.source} has no LM head (a seq-cls export); --explain-top needs one")
+        raise ValueError(f"{student.source} has no LM head (a seq-cls export); explanations need the causal-lm "
+                         "head: rerank from --checkpoint or a folder that holds lm_head.weight")
     mesh, dp = student.mesh, data_parallel_size(student.mesh)
     batch_size = -(-max(batch_size, 1) // dp) * dp
     show = progress and jax.process_index() == 0

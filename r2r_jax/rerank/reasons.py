@@ -25,7 +25,7 @@ from r2r_jax.data.records import TeacherRecord
 if TYPE_CHECKING:  # jax loads only when decoding starts: input errors are reported in a second, not ten
     from jax.sharding import Mesh
 
-    from r2r_jax.rerank.loading import RerankStudent
+    from r2r_jax.trained.loading import RerankStudent
 
 KINDS = ("direct", "comparison")
 
@@ -76,7 +76,7 @@ def collect_reasons(records: Sequence[TeacherRecord], kinds: Sequence[str] = KIN
 def _prompts(student: RerankStudent, records: Sequence[TeacherRecord], items: Sequence[ReasonItem],
              kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Left-padded prompts [len(items of kind), L] in item order, encoded query by query."""
-    from r2r_jax.data.features import encode_comparison_prompts, encode_prompts
+    from r2r_jax.data.features import encode_comparison_prompts, encode_prompts  # jax: only once decoding starts
 
     tok, pr = student.tokenizer, student.prompts
     by_qid = {rec.qid: rec for rec in records}
@@ -101,8 +101,8 @@ def generate_reasons(student: RerankStudent, records: Sequence[TeacherRecord], i
     """`items` (from `collect_reasons` over `records`) with `generated` filled by greedy decoding."""
     import jax
 
-    from r2r_jax.data.templates import special_ids
-    from r2r_jax.rerank.explain import decode_prompts, reason_text, stop_ids
+    from r2r_jax.data.templates import special_ids  # transformers: only once decoding starts
+    from r2r_jax.rerank.explain import decode_prompts, reason_text, stop_ids  # jax: only once decoding starts
 
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")

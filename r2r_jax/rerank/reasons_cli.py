@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
     from r2r_jax.config import MeshConfig
     from r2r_jax.parallel.mesh import make_mesh
-    from r2r_jax.rerank.loading import load_from_checkpoint
     from r2r_jax.rerank.reasons import generate_reasons
+    from r2r_jax.trained.loading import load_from_checkpoint
 
     try:
         mesh = make_mesh(MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor), jax.local_devices())

@@ -1,4 +1,4 @@
-"""TREC run and qrels files, and a run + corpus as candidate lists: the formats the IR field uses (DESIGN §5).
+"""TREC run and qrels files, and a run + corpus as candidate lists: the formats the IR field uses.
 
 Run line: `qid Q0 docid rank score tag`. Qrels line: `qid Q0 docid grade` (many files put 0 in place of Q0;
 trec_eval ignores that column, and so do we). Every problem is a `RecordError` naming file, line and field.
@@ -18,6 +18,7 @@ from typing import Literal
 from r2r_jax.atomic import atomic_write
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
 from r2r_jax.data.records import RecordError, text_lines
+from r2r_jax.retrieval.inputs import iter_corpus, read_queries
 
 Run = dict[str, list[tuple[str, float]]]  # qid -> [(docid, score)], best first
 Qrels = dict[str, dict[str, int]]  # qid -> {docid: grade}
@@ -158,8 +159,6 @@ def read_run_candidates(run_path: str | Path, corpus_path: str | Path, queries: 
     streamed and only the passages the run names are kept. `depth` keeps each query's top `depth` hits.
     Every qid needs a query text and every docid a passage.
     """
-    from r2r_jax.retrieval.inputs import iter_corpus, read_queries
-
     run = read_run(run_path)
     if depth is not None:
         if depth < 1:

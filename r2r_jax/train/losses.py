@@ -1,4 +1,4 @@
-"""The R2R training losses (DESIGN §2): RankNet, ListNet-KL / ListMLE, token cross-entropy, their weighted sum.
+"""The R2R training losses: RankNet, ListNet-KL / ListMLE, token cross-entropy, their weighted sum.
 
 Ranking losses take scores `[B, G]` for groups of G candidates, teacher ranks `[B, G]` (1 = best, equal ranks
 are ties) and a candidate mask `[B, G]`. Every term is computed as a (sum, count) pair first: a mean over a

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from r2r_jax.atomic import overlaps
-from r2r_jax.checkpoint import CheckpointError, base_fingerprint, read_meta
+from r2r_jax.checkpoint import CheckpointError, base_fingerprint, check_same_base, read_meta
 from r2r_jax.config import ConfigError, ModelConfig, TrainConfig
 
 # what fixes the shapes of the saved LoRA, head and optimizer state
@@ -30,12 +30,12 @@ def check_run_folder(cfg: TrainConfig, model_cfg: ModelConfig) -> int | None:
     (None for a fresh run)."""
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output_dir {out} is a file, not a folder")
-    for flag, source in (("--base_model", cfg.base_model), ("--data.tokenizer", cfg.data.tokenizer)):
+        raise ConfigError(f"--output-dir {out} is a file, not a folder")
+    for flag, source in (("--base-model", cfg.base_model), ("--data.tokenizer", cfg.data.tokenizer)):
         if source and Path(source).exists() and overlaps(out, source):
-            raise ConfigError(f"--output_dir {out} overlaps {flag} {source}; choose a folder outside it")
+            raise ConfigError(f"--output-dir {out} overlaps {flag} {source}; choose a folder outside it")
     if out.is_dir() and any(out.iterdir()) and not run_marker(out):
-        raise ConfigError(f"--output_dir {out} holds files but is not a training run (no config.yaml or "
+        raise ConfigError(f"--output-dir {out} holds files but is not a training run (no config.yaml or "
                           "checkpoints/); choose a new or empty folder")
     checkpoints = out / "checkpoints"
     if not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
@@ -47,12 +47,11 @@ def check_run_folder(cfg: TrainConfig, model_cfg: ModelConfig) -> int | None:
     _compare(meta.get("model", {}), dataclasses.asdict(model_cfg), "", checkpoints)
     _compare(meta.get("config", {}).get("lora", {}), dataclasses.asdict(cfg.lora), "lora.", checkpoints,
              LORA_FIELDS)
-    now = base_fingerprint(cfg.base_model or None, cfg.seed, dataclasses.asdict(model_cfg))
-    if meta.get("base_hash") != now:
-        was = meta.get("base_model") or "(random init)"
-        raise ConfigError(f"{checkpoints}: checkpoint was trained on base {was} ({meta.get('base_hash')}), this "
-                          f"run uses {cfg.base_model or '(random init)'} ({now}); use a fresh output_dir or the "
-                          "same base")
+    try:
+        check_same_base(meta, cfg.base_model, base_fingerprint(cfg.base_model or None, cfg.seed,
+                                                               dataclasses.asdict(model_cfg)), checkpoints)
+    except CheckpointError as e:
+        raise ConfigError(f"{e}; use a fresh output_dir or the same base") from None
     return step
 
 

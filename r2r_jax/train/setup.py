@@ -6,12 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import draccus
 import jax
 from jax.sharding import Mesh
 
-from r2r_jax.checkpoint import Checkpointer, base_fingerprint, read_meta
+from r2r_jax.checkpoint import base_fingerprint
 from r2r_jax.config import ConfigError, ModelConfig, TrainConfig, to_dict
+from r2r_jax.data.templates import encode_texts, load_tokenizer
+from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.train.step import TrainState, init_train_state, learning_rate_schedule, make_optimizer
 from r2r_jax.train.student import Student, build_student, init_score_from_lm_head
 
@@ -23,15 +24,11 @@ def resolve_model_config(cfg: TrainConfig) -> ModelConfig:
     """The model's shape comes from the HF base when there is one; numerics from the run's config."""
     if not cfg.base_model:
         return cfg.model
-    from r2r_jax.convert.hf_import import load_hf_model_config
-
     return load_hf_model_config(cfg.base_model, **{f: getattr(cfg.model, f) for f in _RUNTIME_FIELDS})
 
 
 def score_token_ids(cfg: TrainConfig) -> tuple[int, int]:
     """The ids of `score_init_tokens` ([positive, negative]) in the run's tokenizer; each must be one token."""
-    from r2r_jax.data.templates import encode_texts, load_tokenizer
-
     if not cfg.data.tokenizer:
         raise ConfigError("score_init_tokens needs data.tokenizer")
     encoded = encode_texts(load_tokenizer(cfg.data.tokenizer), cfg.score_init_tokens, add_special_tokens=False)
@@ -66,40 +63,13 @@ def prepare(cfg: TrainConfig, mesh: Mesh) -> Prepared:
     model_cfg = resolve_model_config(cfg)
     base_params = None
     if cfg.base_model:
-        from r2r_jax.convert.hf_import import import_hf_params
-
         base_params = import_hf_params(cfg.base_model, model_cfg, mesh=mesh, with_score=None)
     key = jax.random.key(cfg.seed)
-    student = build_student(model_cfg, cfg.lora, mesh, key, base_params=base_params)
+    student, trainable = build_student(model_cfg, cfg.lora, mesh, key, base_params=base_params)
     if cfg.score_init_tokens:
-        init_score_from_lm_head(student, model_cfg, *score_token_ids(cfg))
+        trainable = init_score_from_lm_head(student, trainable, model_cfg, *score_token_ids(cfg))
     optimizer = make_optimizer(cfg.optim, cfg.steps)
-    state = init_train_state(student.trainable, optimizer, student.trainable_shardings)
+    state = init_train_state(trainable, optimizer, student.trainable_shardings)
     base_hash = base_fingerprint(cfg.base_model or None, cfg.seed, dataclasses.asdict(model_cfg))
     return Prepared(cfg, model_cfg, student, optimizer, learning_rate_schedule(cfg.optim, cfg.steps), state,
                     base_hash)
-
-
-def config_from_meta(meta: dict) -> TrainConfig:
-    return draccus.decode(TrainConfig, meta["config"])
-
-
-def load_trained(checkpoint: str | Path, mesh: Mesh, base_model: str | None = None) -> tuple[Prepared, int]:
-    """Rebuild the student a checkpoint was trained from and restore its LoRA + head onto `mesh`.
-    `base_model` overrides the recorded base path (its fingerprint must still match)."""
-    meta, directory, step = read_meta(checkpoint)
-    cfg = config_from_meta(meta)
-    if base_model is not None:
-        cfg.base_model = base_model
-    prepared = prepare(cfg, mesh)
-    if prepared.base_hash != meta["base_hash"]:
-        raise ValueError(f"base model {cfg.base_model or '(random init)'} has fingerprint {prepared.base_hash}, "
-                         f"but the checkpoint was trained on {meta['base_hash']} ({meta['base_model']})")
-    ckpt = Checkpointer(directory, keep=cfg.keep_checkpoints, async_save=False)
-    try:
-        state, _, _ = ckpt.restore(prepared.state, step)
-    finally:
-        ckpt.close()
-    prepared.state = state
-    prepared.student.trainable = state.trainable
-    return prepared, step

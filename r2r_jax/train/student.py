@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from r2r_jax.config import LoraConfig, ModelConfig
-from r2r_jax.model.llama import LlamaForRanking, lm_head_weight
+from r2r_jax.model.llama import LlamaForRanking, abstract_variables, lm_head_weight
 from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, tree_shardings
 
 
@@ -24,13 +24,11 @@ from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, tree_shardings
 class Student:
     model: LlamaForRanking
     frozen: dict  # base params without the score head
-    trainable: dict  # {"score": ..., "lora": ...} ("lora" absent when training the head only)
     frozen_shardings: Any
-    trainable_shardings: Any
+    trainable_shardings: Any  # of {"score": ..., "lora": ...}; the values live in the train state only
 
-    def variables(self, trainable: dict | None = None, frozen: dict | None = None) -> dict:
-        return join_variables(self.frozen if frozen is None else frozen,
-                              self.trainable if trainable is None else trainable)
+    def variables(self, trainable: dict) -> dict:
+        return join_variables(self.frozen, trainable)
 
 
 def join_variables(frozen: dict, trainable: dict) -> dict:
@@ -49,16 +47,13 @@ def split_variables(variables: dict) -> tuple[dict, dict]:
     return params, trainable
 
 
-def abstract_variables(model: LlamaForRanking) -> dict:
-    ids = jnp.zeros((1, 1), jnp.int32)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids, method=LlamaForRanking.init_all))
-
-
 def build_student(
     model_cfg: ModelConfig, lora_cfg: LoraConfig | None, mesh: Mesh, rng: jax.Array,
     base_params: dict | None = None, rules: LogicalRules = DEFAULT_RULES,
-) -> Student:
-    """Initialise (or adopt `base_params` for) the base and initialise LoRA + score head, all sharded."""
+) -> tuple[Student, dict]:
+    """Initialise (or adopt `base_params` for) the base and initialise LoRA + score head, all sharded.
+    Returns the student (model + frozen base) and the initial trainable tree {"score", "lora"}, which from
+    then on lives in the train state, so nothing holds a copy that goes stale after a step."""
     model = LlamaForRanking(model_cfg, lora_cfg)
     boxed = abstract_variables(model)
     shardings = tree_shardings(boxed, mesh, rules)
@@ -76,10 +71,11 @@ def build_student(
         frozen = {k: v for k, v in base_params.items() if k != "score"}
         if "score" in base_params:
             trainable["score"] = jax.device_put(base_params["score"], trainable_sh["score"])
-    return Student(model, frozen, trainable, frozen_sh, trainable_sh)
+    return Student(model, frozen, frozen_sh, trainable_sh), trainable
 
 
-def init_score_from_lm_head(student: Student, model_cfg: ModelConfig, positive_id: int, negative_id: int) -> None:
+def init_score_from_lm_head(student: Student, trainable: dict, model_cfg: ModelConfig, positive_id: int,
+                            negative_id: int) -> dict:
     """Set the score head to the LM head's `logit(positive) - logit(negative)` at the scored position.
 
     The score is read from the same final-norm hidden state the LM head reads, so with this kernel the
@@ -88,4 +84,4 @@ def init_score_from_lm_head(student: Student, model_cfg: ModelConfig, positive_i
     head = lm_head_weight(student.frozen, model_cfg)  # (embed, vocab)
     kernel = (head[:, positive_id] - head[:, negative_id]).astype(jnp.float32)[:, None]
     sharding = student.trainable_shardings["score"]["kernel"]
-    student.trainable["score"] = {**student.trainable["score"], "kernel": jax.device_put(kernel, sharding)}
+    return {**trainable, "score": {**trainable["score"], "kernel": jax.device_put(kernel, sharding)}}

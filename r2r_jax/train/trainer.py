@@ -21,20 +21,27 @@ import jax
 from r2r_jax.atomic import write_json
 from r2r_jax.checkpoint import BEST_METRIC, Checkpointer, CheckpointError
 from r2r_jax.config import ConfigError, DataConfig, TrainConfig, load_config, save_yaml
+from r2r_jax.config_help import config_help
+from r2r_jax.data.candidates import read_candidates
+from r2r_jax.data.features import BatchShapes, batch_spec
+from r2r_jax.data.pipeline import TeacherLoader
 from r2r_jax.data.records import RecordError, read_records
-from r2r_jax.parallel.batch import batch_sharding, global_batch
+from r2r_jax.data.templates import load_tokenizer
+from r2r_jax.eval.metrics import evaluate
+from r2r_jax.inference.score_step import make_score_step
+from r2r_jax.inference.scoring import rank_query, score_candidates
+from r2r_jax.parallel.batch import batch_sharding, data_parallel_size, global_batch
 from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
+from r2r_jax.retrieval.trec import read_qrels, write_run
 from r2r_jax.train.logging import MetricsLog, plot_losses
 from r2r_jax.train.run_folder import check_run_folder
 from r2r_jax.train.setup import Prepared, prepare, resolve_model_config
-from r2r_jax.train.step import jit_train_step, make_score_step, make_train_step, state_shardings
+from r2r_jax.train.step import jit_train_step, make_train_step, state_shardings
 
 
 def dev_candidates(data: DataConfig) -> list:
     """The dev queries and candidates the trainer evaluates on: `dev_max_queries` first queries, each cut to
     its first `dev_max_candidates` candidates."""
-    from r2r_jax.data.candidates import read_candidates
-
     items = read_candidates(data.dev_candidates)
     if data.dev_max_queries:
         items = items[: data.dev_max_queries]
@@ -48,22 +55,15 @@ class DevSet:
     """Dev candidates + qrels, scored with the student's current adapters."""
 
     def __init__(self, cfg: TrainConfig, tokenizer, mesh):
-        from r2r_jax.retrieval.trec import read_qrels
-
         self.items = dev_candidates(cfg.data)
         self.qrels = read_qrels(cfg.data.dev_qrels)
         self.cfg, self.tokenizer, self.mesh = cfg, tokenizer, mesh
-        data_devices = mesh.shape["data"] * mesh.shape["fsdp"]
+        data_devices = data_parallel_size(mesh)
         self.batch_size = max(data_devices, 32 // data_devices * data_devices)
 
     def evaluate(self, prepared: Prepared, score_fn, run_path: Path | None = None) -> dict[str, float]:
         """nDCG of the student's ranking of the dev candidates; with `run_path` (process 0) also its TREC run,
         so the first and last evaluations can be re-evaluated or compared without scoring again."""
-        from r2r_jax.eval.metrics import evaluate
-        from r2r_jax.rerank.job import rank_query
-        from r2r_jax.rerank.scoring import score_candidates
-        from r2r_jax.retrieval.trec import write_run
-
         scores = score_candidates(score_fn, prepared.student.variables(prepared.state.trainable), self.tokenizer,
                                   self.items, self.cfg.data.prompt_template, self.cfg.data.max_prompt_len,
                                   self.batch_size, self.mesh)
@@ -86,9 +86,6 @@ def train(cfg: TrainConfig) -> dict:
     mesh = make_mesh(cfg.mesh)
     out = Path(cfg.output_dir)
     is_main = jax.process_index() == 0
-    from r2r_jax.data.pipeline import TeacherLoader
-    from r2r_jax.data.templates import load_tokenizer
-
     if not cfg.data.tokenizer:
         raise ConfigError("data.tokenizer is required (a Hugging Face tokenizer folder)")
     # every check that can refuse the run comes before the first write into the output folder
@@ -130,7 +127,6 @@ def train(cfg: TrainConfig) -> dict:
 
     step_fn = make_train_step(prepared.student.model, cfg.loss, prepared.optimizer, prepared.schedule,
                               cfg.micro_batches, mesh)
-    from r2r_jax.data.features import BatchShapes, batch_spec
 
     local_spec = batch_spec(BatchShapes.from_config(cfg.data), cfg.batch_size)
     batch_sh = {k: batch_sharding(len(shape), mesh) for k, (shape, _) in local_spec.items()}
@@ -204,6 +200,10 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(config_help(TrainConfig, "r2r train", "Train a student from teacher records: LoRA adapters and a "
+                                                    "score head on a Llama base."), end="")
+        return 0
     try:
         cfg = load_config(TrainConfig, argv, prog="r2r train")
         report = train(cfg)

@@ -109,7 +109,7 @@ def _attention(cfg: ModelConfig, seqs: Sequences) -> tuple[float, bool]:
     dense = 4.0 * seqs.count * seqs.length**2 * cfg.num_attention_heads * cfg.head_dim * cfg.num_hidden_layers
     if cfg.attention != "splash":
         return dense, False
-    from r2r_jax.model.splash import block_size
+    from r2r_jax.model.splash import block_size  # imports Pallas' TPU kernels: only for splash configs
 
     block = block_size(seqs.length)
     if block is None:  # splash falls back to the XLA reference for this length

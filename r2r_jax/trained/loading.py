@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from jax.sharding import Mesh
 
 from r2r_jax.config import DataConfig
+from r2r_jax.data.templates import load_tokenizer
+from r2r_jax.inference.prefix import make_prefix_steps
+from r2r_jax.inference.score_step import make_score_step
+from r2r_jax.model.generate import make_generate
+from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config, weight_files
+from r2r_jax.model.hf_mapping import ConversionError
+from r2r_jax.model.llama import LlamaForRanking
+from r2r_jax.trained.restore import load_trained
 
-STUDENT_JSON = "r2r_student.json"  # prompt settings an export writes beside the weights
+STUDENT_FILE = "r2r_student.json"  # what an export writes beside the weights: prompt settings, provenance
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class PromptSettings:
 
 @dataclass
 class RerankStudent:
-    model: Any  # LlamaForRanking
+    model: LlamaForRanking
     variables: dict
     tokenizer: Any
     prompts: PromptSettings
@@ -52,16 +60,12 @@ class RerankStudent:
 
     def score_fn(self) -> Callable:
         """`scores(variables, ids, mask)`, jitted once per student."""
-        from r2r_jax.train.step import make_score_step
-
         if "score" not in self._jitted:
             self._jitted["score"] = make_score_step(self.model, mesh=self.mesh)
         return self._jitted["score"]
 
     def prefix_steps(self) -> tuple[Callable, Callable]:
-        """The shared-prefix scoring steps (`rerank.prefix`), jitted once per student."""
-        from r2r_jax.rerank.prefix import make_prefix_steps
-
+        """The shared-prefix scoring steps (`inference.prefix`), jitted once per student."""
         if "prefix" not in self._jitted:
             self._jitted["prefix"] = make_prefix_steps(self.model, self.mesh)
         return self._jitted["prefix"]
@@ -69,8 +73,6 @@ class RerankStudent:
     def generate_fn(self, max_new_tokens: int, stop_ids: Sequence[int], pad_id: int) -> Callable:
         """The KV-cache decoder for these settings, jitted once per student. A reason has at least one token
         (`min_new_tokens=1`): a student that would end at once still says something to judge."""
-        from r2r_jax.model.generate import make_generate
-
         key = ("generate", max_new_tokens, tuple(sorted(stop_ids)), pad_id)
         if key not in self._jitted:
             self._jitted[key] = make_generate(self.model, max_new_tokens, sorted(stop_ids), pad_id, self.mesh,
@@ -80,7 +82,7 @@ class RerankStudent:
 
 def read_student_json(folder: str | Path) -> dict[str, Any]:
     """The prompt settings an export wrote into `folder`, validated; {} when the file is absent."""
-    path = Path(folder) / STUDENT_JSON
+    path = Path(folder) / STUDENT_FILE
     if not path.is_file():
         return {}
     try:
@@ -89,8 +91,7 @@ def read_student_json(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    kinds = {"prompt_template": str, "comparison_template": str, "max_prompt_len": int, "max_target_len": int,
-             "max_comparison_prompt_len": int}
+    kinds = {f.name: {"str": str, "int": int}[f.type] for f in fields(PromptSettings)}
     out = {}
     for key, kind in kinds.items():
         if key in obj:
@@ -101,8 +102,6 @@ def read_student_json(folder: str | Path) -> dict[str, Any]:
 
 
 def _tokenizer(path: str | Path):
-    from r2r_jax.data.templates import load_tokenizer
-
     if not str(path) or not Path(path).exists():
         raise FileNotFoundError(f"tokenizer folder {str(path)!r} not found; pass --tokenizer")
     return load_tokenizer(path)
@@ -111,8 +110,6 @@ def _tokenizer(path: str | Path):
 def load_from_checkpoint(checkpoint: str | Path, mesh: Mesh, base_model: str | None = None,
                          tokenizer: str | None = None, **prompt_overrides: Any) -> RerankStudent:
     """LoRA + score head restored onto `mesh` over the base the checkpoint names (or `base_model`)."""
-    from r2r_jax.train.setup import load_trained
-
     prepared, step = load_trained(checkpoint, mesh, base_model=base_model)
     data = prepared.cfg.data
     prompts = PromptSettings.from_data_config(data).with_overrides(**prompt_overrides)
@@ -127,10 +124,6 @@ def load_from_hf(folder: str | Path, mesh: Mesh, dtype: str = "bfloat16", attent
 
     Scoring never reads the LM head, and a seq-cls export has none: such a folder is imported without it
     and marked unable to explain. `scan_layers=False` unrolls the layers (faster on CPU hosts)."""
-    from r2r_jax.convert.hf_import import import_hf_params, load_hf_model_config, weight_files
-    from r2r_jax.convert.mapping import ConversionError
-    from r2r_jax.model.llama import LlamaForRanking
-
     files = weight_files(folder)
     if "score.weight" not in files:
         raise ConversionError(f"{folder}: no score.weight: rerank needs a seq-cls export (or --checkpoint)")

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2r_jax.parallel.rules import MESH_AXES
+from r2r_jax.data.features import BatchShapes, batch_spec
+from r2r_jax.inference.score_step import make_score_step
+from r2r_jax.model.llama import LlamaForRanking, abstract_variables
+from r2r_jax.parallel.batch import batch_sharding
+from r2r_jax.parallel.rules import MESH_AXES, tree_shardings
+from r2r_jax.train.step import TrainState, jit_train_step, learning_rate_schedule, make_optimizer, make_train_step
+from r2r_jax.train.student import join_variables, split_variables
 
 GiB = 1024**3
 
@@ -105,10 +111,6 @@ def abstract_student(cfg, mesh):
     """(model, frozen, trainable) as sharded ShapeDtypeStructs, exactly as `build_student` would place them."""
     import flax.linen as nn
 
-    from r2r_jax.model.llama import LlamaForRanking
-    from r2r_jax.parallel.rules import tree_shardings
-    from r2r_jax.train.student import abstract_variables, split_variables
-
     model = LlamaForRanking(cfg.model, cfg.lora)
     boxed = abstract_variables(model)
     variables = _with_shardings(nn.meta.unbox(boxed), tree_shardings(boxed, mesh))
@@ -123,8 +125,6 @@ def abstract_state(cfg, trainable, mesh, optimizer):
     import optax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from r2r_jax.train.step import TrainState
-
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_abstract = jax.eval_shape(optimizer.init, trainable)
     opt_shardings = optax.tree_map_params(
@@ -137,16 +137,12 @@ def abstract_state(cfg, trainable, mesh, optimizer):
 
 def batch_shapes(cfg) -> dict[str, tuple[int, ...]]:
     """The train step's batch: exactly what `r2r train` feeds (`r2r_jax.data.features.batch_spec`)."""
-    from r2r_jax.data.features import BatchShapes, batch_spec
-
     return {k: shape for k, (shape, _) in batch_spec(BatchShapes.from_config(cfg.data), cfg.batch_size).items()}
 
 
 def abstract_batch(shapes: dict[str, tuple[int, ...]], mesh) -> dict:
     import jax
     import jax.numpy as jnp
-
-    from r2r_jax.parallel.batch import batch_sharding
 
     return {k: jax.ShapeDtypeStruct(s, jnp.int32, sharding=batch_sharding(len(s), mesh)) for k, s in shapes.items()}
 
@@ -158,8 +154,6 @@ def lower_train_step(cfg, mesh):
     """The real train step (`make_train_step` + `jit_train_step`), lowered on abstract sharded inputs."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
-
-    from r2r_jax.train.step import jit_train_step, learning_rate_schedule, make_optimizer, make_train_step
 
     model, frozen, trainable = abstract_student(cfg, mesh)
     optimizer = make_optimizer(cfg.optim, cfg.steps)
@@ -176,9 +170,6 @@ def lower_train_step(cfg, mesh):
 
 def lower_score_step(cfg, mesh, sequences: int, length: int, last_only: bool = True):
     """The scoring step (`make_score_step`: prompt-only forward, score at the last position)."""
-    from r2r_jax.train.step import make_score_step
-    from r2r_jax.train.student import join_variables
-
     model, frozen, trainable = abstract_student(cfg, mesh)
     batch = abstract_batch({"input_ids": (sequences, length), "attention_mask": (sequences, length)}, mesh)
     return make_score_step(model, last_only, mesh).lower(join_variables(frozen, trainable), batch["input_ids"],

@@ -20,10 +20,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from r2r_jax.data.features import left_pad
+from r2r_jax.inference.batches import length_sorted_batches
 from r2r_jax.model.generate import init_cache
 from r2r_jax.model.llama import LlamaForRanking, default_positions
+from r2r_jax.parallel.batch import data_parallel_size, place, to_host
 from r2r_jax.parallel.rules import traced_under
-from r2r_jax.rerank.scoring import data_shards, length_sorted_batches, place, to_host
 
 QUERIES_PER_GROUP = 64  # queries whose prefix caches are held at once
 
@@ -105,7 +106,7 @@ def score_with_shared_prefixes(steps: tuple[Callable, Callable], variables,
     multiple of `pad_multiple`), then the group's suffixes pooled in length-sorted batches."""
     encode, score = steps
     out = [np.zeros((len(ids),), np.float32) for ids, _ in prompts]
-    shards = data_shards(mesh)
+    shards = data_parallel_size(mesh)
     for group in query_groups(prompts):
         if not group.suffixes:
             continue

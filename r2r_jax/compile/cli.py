@@ -123,7 +123,7 @@ def _flops_report(analytic, measured: float | None, chips: int, chip, tokens: in
 
 def run(args: argparse.Namespace) -> int:
     _prepare_runtime(args.topology)
-    from r2r_jax.parallel import aot, flops
+    from r2r_jax.compile import aot, flops
     from r2r_jax.parallel.mesh import make_mesh
 
     cfg, notes = _load(args)
@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _logits_report(cfg, mesh, mem, compare: bool) -> dict:
     """What chunking the generation loss saves: float32 logits of every target token at once vs one chunk."""
-    from r2r_jax.parallel import aot
-    from r2r_jax.parallel.flops import logits_bytes
+    from r2r_jax.compile import aot
+    from r2r_jax.compile.flops import logits_bytes
 
     d = cfg.data
     seqs = cfg.batch_size * (d.rows_per_query + (d.comparisons_per_query if cfg.loss.gamma > 0 else 0))

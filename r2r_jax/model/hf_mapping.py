@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from r2r_jax.config import ModelConfig, RopeScalingConfig
+from r2r_jax.config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelConfig, RopeScalingConfig
 
 
 class ConversionError(ValueError):
@@ -28,8 +28,8 @@ class TensorMap:
 
 
 LAYER_LINEARS = {
-    "self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    "mlp": ("gate_proj", "up_proj", "down_proj"),
+    "self_attn": ATTENTION_PROJECTIONS,
+    "mlp": MLP_PROJECTIONS,
 }
 
 

@@ -18,7 +18,9 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from safetensors import safe_open
 
 from r2r_jax.config import ModelConfig
-from r2r_jax.convert.mapping import ConversionError, TensorMap, model_config_from_hf, tensor_maps
+from r2r_jax.model.hf_mapping import ConversionError, TensorMap, model_config_from_hf, tensor_maps
+from r2r_jax.model.layout import unstack_layers
+from r2r_jax.model.llama import LlamaForRanking, abstract_variables
 from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, tree_shardings
 
 
@@ -143,17 +145,13 @@ def import_hf_params(
     in `cfg.param_dtype` (the score head in float32). Layers come out stacked (scanned layout), or per layer
     (`layers_{i}`) for a model with `scan_layers=false`.
     `with_lm_head=False` reads a scoring-only folder (a seq-cls export has no `lm_head.weight`)."""
-    from r2r_jax.model.llama import LlamaForRanking  # heavy import kept local
-
     if not cfg.scan_layers:
         return _unrolled(folder, cfg, mesh, rules, with_score, with_lm_head)
     files = weight_files(folder)
     reader = _Reader(files)
     if with_score is None:
         with_score = "score.weight" in files
-    ids = jnp.zeros((1, 1), jnp.int32)
-    abstract = jax.eval_shape(lambda: LlamaForRanking(cfg).init(jax.random.key(0), ids, ids,
-                                                              method=LlamaForRanking.init_all))["params"]
+    abstract = abstract_variables(LlamaForRanking(cfg))["params"]
     shardings = (tree_shardings(abstract, mesh, rules) if mesh is not None else None)
     params: dict = {}
     try:
@@ -179,18 +177,13 @@ def _unrolled(folder, cfg: ModelConfig, mesh: Mesh | None, rules: LogicalRules, 
     as soon as it is sliced (peak: the model plus one stacked tensor)."""
     import dataclasses
 
-    from r2r_jax.model.layout import unstack_layers
-    from r2r_jax.model.llama import LlamaForRanking
-
     stacked = import_hf_params(folder, dataclasses.replace(cfg, scan_layers=True), mesh, rules, with_score,
                                with_lm_head)
     params = unstack_layers(stacked, cfg.num_hidden_layers, consume=True)
     del stacked
     if mesh is None:
         return params
-    ids = jnp.zeros((1, 1), jnp.int32)
-    abstract = jax.eval_shape(lambda: LlamaForRanking(cfg).init(jax.random.key(0), ids, ids,
-                                                              method=LlamaForRanking.init_all))["params"]
+    abstract = abstract_variables(LlamaForRanking(cfg))["params"]
     shardings = tree_shardings(abstract, mesh, rules)
     return jax.tree_util.tree_map_with_path(
         lambda path, x: jax.device_put(x, _nested_get(shardings, tuple(p.key for p in path))), params)
