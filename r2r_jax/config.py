@@ -155,11 +155,26 @@ class LossConfig:
     listwise: Literal["listnet", "listmle"] = "listnet"  # ListNet-KL on teacher gains, or ListMLE
     temperature: float = 1.0  # ListNet teacher softmax temperature
     gen_chunk: int = 128  # target tokens per LM-head chunk, bounds the float32 logits held at once
+    # which teacher reasons the generation loss learns: both, direct, comparison, or none (ranking losses only);
+    # the paper's ablation rows
+    reasons: Literal["both", "direct", "comparison", "none"] = "both"
+    # unset: comparison-reason tokens share one token mean with the direct ones, weighted by gamma; a number:
+    # comparison reasons get their own token mean with this weight, and gamma weighs the direct ones alone
+    gamma_comparison: float | None = None
+
+    def learns_direct(self) -> bool:
+        return self.gamma > 0 and self.reasons in ("both", "direct")
+
+    def learns_comparisons(self) -> bool:
+        weight = self.gamma if self.gamma_comparison is None else self.gamma_comparison
+        return weight > 0 and self.reasons in ("both", "comparison")
 
     def validate(self) -> None:
         for name in ("alpha", "beta", "gamma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.gamma_comparison is not None and self.gamma_comparison < 0:
+            raise ConfigError(f"loss.gamma_comparison must be >= 0, got {self.gamma_comparison}")
         if self.temperature <= 0:
             raise ConfigError(f"loss.temperature must be > 0, got {self.temperature}")
 

@@ -132,6 +132,7 @@ NUMBERS = [
     (["train", "--optim.learning_rate=-1", "--output_dir={o}"], "learning_rate"),
     (["train", "--data.random_negatives=-2", "--output_dir={o}"], "random_negatives"),
     (["train", "--batch_size=3", "--micro_batches=2", "--output_dir={o}"], "micro_batches"),
+    (["train", "--loss.gamma-comparison=-0.5", "--output-dir={o}"], "gamma_comparison"),
 ]
 
 

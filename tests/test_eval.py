@@ -127,3 +127,40 @@ def test_cli_reports_malformed_files(tmp_path, capsys):
     plot = tmp_path / "values.png"
     assert main(["evaluate", "--run", str(run), "--qrels", str(qrels), "--plot", str(plot)]) == 0
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_authors_query_filter_is_reported_beside_the_standard_means(tmp_path, capsys):
+    """--min-query-value T: the mean over the queries whose own value exceeds T, with the kept count, as an
+    extra, labelled table; the standard means (all queries) stay as they are."""
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 1}}
+    run = {"q1": [("a", 3.0), ("x", 2.0)],   # relevant first: nDCG@2 = 1
+           "q2": [("x", 3.0), ("b", 2.0)],   # relevant second: nDCG@2 = 1 / log2(3) = 0.6309
+           "q3": [("x", 3.0), ("y", 2.0)]}   # relevant not retrieved: 0
+    result = evaluate(run, qrels, parse_metrics("ndcg@2"))
+    want_all, want_kept = (1 + 1 / np.log2(3)) / 3, (1 + 1 / np.log2(3)) / 2
+    np.testing.assert_allclose(result.means["ndcg@2"], want_all, rtol=1e-6)
+    mean, kept = result.means_above(0.5)["ndcg@2"]
+    assert kept == 2 and np.isclose(mean, want_kept)
+    assert result.means_above(0.7)["ndcg@2"] == (1.0, 1)
+    (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q, ds in qrels.items() for d, g in ds.items()))
+    write_run(tmp_path / "run.trec", run)
+    assert main(["evaluate", "--run", str(tmp_path / "run.trec"), "--qrels", str(tmp_path / "qrels.txt"),
+                 "--metrics", "ndcg@2", "--min-query-value", "0.5", "--json", str(tmp_path / "out.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"{want_all:.4f}" in out and "NON-STANDARD" in out and f"{want_kept:.4f} (2)" in out
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["result"]["means"]["ndcg@2"] == pytest.approx(want_all)
+    assert saved["non_standard_means_above"]["runs"][0]["means"]["ndcg@2"] == {"mean": pytest.approx(want_kept),
+                                                                                "kept": 2}
+
+
+def test_rerank_ceiling_orders_only_the_top_depth_by_grade():
+    from benchmarks.rerank_ceiling import ceiling_run
+    from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
+
+    qc = QueryCandidates("q", "x", [ScoredPassage(d, d, 0.0) for d in ("a", "b", "c", "d")])
+    qrels = {"q": {"b": 1, "d": 3}}
+    assert [d for d, _ in ceiling_run([qc], qrels, 2)["q"]] == ["b", "a", "c", "d"]  # d is below the depth
+    assert [d for d, _ in ceiling_run([qc], qrels, 4)["q"]] == ["d", "b", "a", "c"]
+    best = evaluate(ceiling_run([qc], qrels, 4), qrels, "ndcg@4").means["ndcg@4"]
+    assert best == pytest.approx(1.0)

@@ -20,7 +20,7 @@ from r2r_jax.data.synthetic import FILLER, make_synthetic_dev, synthetic_data_co
 from r2r_jax.model.hf_mapping import hf_config_from_model
 from r2r_jax.parallel.mesh import make_mesh
 from r2r_jax.rerank.job import rank_query, rerank, validate_candidates, write_outputs
-from r2r_jax.retrieval.trec import read_run
+from r2r_jax.retrieval.trec import read_run, write_run
 from r2r_jax.trained.loading import STUDENT_FILE, load_from_hf
 
 
@@ -151,6 +151,23 @@ def test_known_scores_put_the_known_best_first(tmp_path):
         got = [end_of[d] for d, _ in run[qc.qid]]
         assert got[:3] == best and got == words[:18]
         np.testing.assert_allclose([s for _, s in run[qc.qid]], [expected(x) for x in got], atol=1e-4)
+    # --depth 6: the first-stage top 6 reranked by the student, then the other 12 in first-stage order below
+    assert r2r(["rerank", "--model", str(folder), "--dtype", "float32", "--candidates", str(tmp_path / "cands.jsonl"),
+                "--output", str(tmp_path / "top6.trec"), "--batch-size", "8", "--unroll-layers", "--depth", "6"]) == 0
+    run = read_run(tmp_path / "top6.trec")
+    for qc in items:
+        end_of = {c.docid: c.text.split()[-1] for c in qc.candidates}
+        top = sorted((c.docid for c in qc.candidates[:6]), key=lambda d: expected(end_of[d]), reverse=True)
+        assert [d for d, _ in run[qc.qid]] == top + [c.docid for c in qc.candidates[6:]]
+    # the same from a first-stage TREC run + corpus + queries: only the top 6 passages are needed
+    write_run(tmp_path / "bm25.trec", {qc.qid: [(c.docid, c.score) for c in qc.candidates] for qc in items})
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"id": c.docid, "contents": c.text}) + "\n"
+                                                   for qc in items for c in qc.candidates[:6]))
+    (tmp_path / "queries.tsv").write_text("".join(f"{qc.qid}\t{qc.query}\n" for qc in items))
+    assert r2r(["rerank", "--model", str(folder), "--dtype", "float32", "--run", str(tmp_path / "bm25.trec"),
+                "--corpus", str(tmp_path / "corpus.jsonl"), "--queries", str(tmp_path / "queries.tsv"),
+                "--output", str(tmp_path / "run6.trec"), "--batch-size", "8", "--unroll-layers", "--depth", "6"]) == 0
+    assert read_run(tmp_path / "run6.trec") == run
 
 
 @pytest.fixture(scope="module")

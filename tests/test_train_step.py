@@ -174,3 +174,36 @@ def test_head_learning_rate_multiplier_scales_only_the_score_head():
         steps[mult] = jax.tree.map(lambda u: float(jnp.abs(u).max()), updates)
     assert abs(steps[1.0]["score"]["kernel"] - 1e-3) < 1e-5 and abs(steps[1.0]["lora"]["a"] - 1e-3) < 1e-5
     assert abs(steps[10.0]["score"]["kernel"] - 1e-2) < 1e-4 and abs(steps[10.0]["lora"]["a"] - 1e-3) < 1e-5
+
+
+def test_reasons_switch_and_comparison_weight_change_only_the_generation_terms():
+    """The paper's ablations: `loss.reasons` drops direct or comparison reasons (or both) from the generation
+    loss, never touching the ranking terms; `loss.gamma_comparison` gives comparison reasons a mean and a
+    weight of their own instead of one token mean pooled with the ~5x more numerous direct-reason tokens."""
+    from r2r_jax.config import LossConfig
+    from r2r_jax.train import step as train_step
+
+    _, student, state, _ = setup_training(MeshConfig(data=-1), devices=jax.devices()[:1])
+    batch = {k: jnp.asarray(v) for k, v in random_batch(3, c=2).items()}
+    n_direct, n_cmp = int(batch["target_mask"].sum()), int(batch["cmp_target_mask"].sum())
+    assert n_direct > 0 and n_cmp > 0
+
+    def run(**kw):
+        cfg = LossConfig(**kw)
+        total, terms = train_step.batch_loss(student.model, cfg, state.trainable, student.frozen, batch,
+                                             train_step._denominators(batch, cfg), None)
+        return float(total), {k: float(v) for k, v in terms.items()}
+
+    (_, both), (_, direct), (_, cmp), (none_total, none) = (run(reasons=r) for r in ("both", "direct", "comparison",
+                                                                                     "none"))
+    split_total, split = run(gamma_comparison=0.3)
+    assert (both["tokens"], direct["tokens"], cmp["tokens"], none["tokens"]) == (n_direct + n_cmp, n_direct, n_cmp, 0)
+    for t in (direct, cmp, none, split):
+        assert (t["pair"], t["list"]) == (both["pair"], both["list"])
+    assert none["gen"] == 0.0 and np.isclose(none_total, 0.4 * both["pair"] + 0.4 * both["list"], rtol=1e-6)
+    pooled = (direct["gen"] * n_direct + cmp["gen"] * n_cmp) / (n_direct + n_cmp)
+    np.testing.assert_allclose(both["gen"], pooled, rtol=1e-5)
+    np.testing.assert_allclose((split["gen"], split["gen_cmp"]), (direct["gen"], cmp["gen"]), rtol=1e-5)
+    np.testing.assert_allclose(split_total, 0.4 * split["pair"] + 0.4 * split["list"] + 0.2 * split["gen"]
+                               + 0.3 * split["gen_cmp"], rtol=1e-6)
+    assert both["gen_cmp"] == 0.0  # pooled: no separate comparison term

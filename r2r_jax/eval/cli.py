@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from r2r_jax.cli_types import non_negative_int, positive_int
+from r2r_jax.cli_types import non_negative_float, non_negative_int
 from r2r_jax.data.records import RecordError
 from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_query
 from r2r_jax.eval.metrics import DEFAULT_METRICS, EvalError, EvalResult, evaluate, parse_metrics
@@ -24,12 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lowest grade counted relevant by binary measures (trec_eval -l; TREC DL uses 2)")
     parser.add_argument("--per-query", action="store_true", help="print per-query values too")
     parser.add_argument("--compare", metavar="RUN2", help="a second run: paired significance test RUN2 vs RUN")
-    parser.add_argument("--permutations", type=positive_int, default=10000,
+    parser.add_argument("--permutations", type=non_negative_int, default=10000,
                         help="resamples of the paired randomisation test with --compare (0: t-test only)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the randomisation test")
     parser.add_argument("--plot", metavar="PNG",
                         help="per-query bar chart: differences with --compare, else the run's values")
     parser.add_argument("--json", metavar="OUT", help="write means, per-query values and tests as JSON")
+    parser.add_argument("--min-query-value", type=non_negative_float, metavar="T",
+                        help="NON-STANDARD (the R2R authors' evaluation, which used 0.5): also report each metric's "
+                             "mean over only the queries whose value exceeds T, with how many were kept")
 
 
 def _evaluate_file(path: str, qrels, specs) -> EvalResult:
@@ -69,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
             rows.append([t.metric, f"{t.mean_a:.4f}", f"{t.mean_b:.4f}", f"{t.mean_diff:+.4f}",
                          f"{t.p_ttest:.4g}", perm])
     print(_table(rows))
+    filtered = []  # (run file, its means above the threshold)
+    if args.min_query_value is not None:
+        filtered = [(path, r.means_above(args.min_query_value)) for path, r in ((args.run, a), (args.compare, b)) if r]
+        print(f"\nNON-STANDARD: means over only the queries whose value exceeds {args.min_query_value} "
+              f"(the R2R authors' filter; the standard means are above)")
+        head = ["metric"] + [f"{n} (kept of {len(r.qids)})" for n, r in ((name_a, a), (name_b, b)) if r]
+        print(_table([head] + [[m] + [f"{f[m][0]:.4f} ({f[m][1]})" for _, f in filtered] for m in a.metrics]))
 
     if args.per_query:
         columns = [(m, a, "A") for m in a.metrics] + ([(m, b, "B") for m in b.metrics] if b else [])
@@ -90,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {"run": args.run, "qrels": args.qrels, "rel_level": args.rel_level, "result": a.to_dict(),
                "warnings": a.warnings()}
+        if filtered:
+            out["non_standard_means_above"] = {"threshold": args.min_query_value, "runs": [
+                {"run": path, "means": {m: {"mean": v, "kept": k} for m, (v, k) in f.items()}} for path, f in filtered]}
         if b is not None:
             out.update(compare=args.compare, compare_result=b.to_dict(), compare_warnings=b.warnings(),
                        tests=[t.to_dict() for t in tests])

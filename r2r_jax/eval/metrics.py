@@ -112,6 +112,16 @@ class EvalResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def means_above(self, threshold: float) -> dict[str, tuple[float, int]]:
+        """NON-STANDARD, the R2R authors' evaluation: per metric, the mean over only the queries whose own
+        value exceeds `threshold`, and how many those are. It drops exactly the queries a ranker does worst
+        on, so it is reported beside the standard means, never instead of them."""
+        out = {}
+        for metric in self.metrics:
+            kept = [v for v in self.per_query[metric].values() if v > threshold]
+            out[metric] = (sum(kept) / len(kept) if kept else float("nan"), len(kept))
+        return out
+
 
 def _scores(run: Mapping) -> dict[str, dict[str, float]]:
     out = {}

@@ -9,6 +9,7 @@ Inputs are read and checked before the model loads, so a bad file fails in secon
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inp.add_argument("--run", metavar="RUN", help="first-stage TREC run (with --corpus and --queries)")
     inp.add_argument("--corpus", metavar="FILE", help="passages: JSONL {id, contents} or TSV docid<TAB>text")
     inp.add_argument("--queries", metavar="FILE", help="queries: TSV qid<TAB>text, JSONL or TREC topics")
-    inp.add_argument("--depth", type=positive_int, help="with --run: rerank each query's top DEPTH hits (default all)")
+    inp.add_argument("--depth", type=positive_int,
+                     help="rerank each query's top DEPTH candidates; the rest follow in first-stage order, below "
+                          "them (rank_llm's convention; the R2R authors reranked the top 5). Default: all")
     inp.add_argument("--max-queries", type=positive_int, help="only the first N queries (a quick look)")
 
     out = parser.add_argument_group("output")
@@ -74,17 +77,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_inputs(args: argparse.Namespace):
-    """(candidate lists, a name for messages) from --candidates or --run/--corpus/--queries."""
+    """(candidate lists cut to --depth, the first-stage docids below the cut per query, a name for messages)
+    from --candidates or --run/--corpus/--queries."""
     from r2r_jax.data.candidates import read_candidates
-    from r2r_jax.retrieval.trec import read_run_candidates
+    from r2r_jax.retrieval.trec import read_run, read_run_candidates
 
     run_args = (args.run, args.corpus, args.queries)
     if args.candidates and any(run_args):
         raise ValueError("give either --candidates or --run/--corpus/--queries, not both")
+    tails: dict[str, list[str]] = {}
     if args.candidates:
         items, source = read_candidates(args.candidates), args.candidates
+        if args.depth is not None:
+            tails = {qc.qid: [c.docid for c in qc.candidates[args.depth:]] for qc in items}
+            items = [dataclasses.replace(qc, candidates=qc.candidates[: args.depth]) for qc in items]
     elif all(run_args):
         items, source = read_run_candidates(args.run, args.corpus, args.queries, depth=args.depth), args.run
+        if args.depth is not None:  # only the reranked hits' passages are read; the rest need only their docids
+            tails = {qid: [d for d, _ in hits[args.depth:]] for qid, hits in read_run(args.run).items()}
     elif any(run_args):
         raise ValueError("--run needs --corpus and --queries")
     else:
@@ -93,7 +103,7 @@ def read_inputs(args: argparse.Namespace):
         items = items[: max(args.max_queries, 0)]
     if not items:
         raise RecordError("no queries to rerank", path=source)
-    return items, source
+    return items, {qc.qid: tails.get(qc.qid, []) for qc in items}, source
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.checkpoint import CheckpointError
     from r2r_jax.config import MeshConfig
     from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
-    from r2r_jax.rerank.job import rerank, validate_candidates, write_outputs
+    from r2r_jax.rerank.job import rerank, validate_candidates, with_first_stage_tail, write_outputs
     from r2r_jax.trained.loading import load_from_checkpoint, load_from_hf
 
     def fail(e: BaseException, code: int) -> int:
@@ -112,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.base_model and not args.checkpoint:
             raise ValueError("--base-model goes with --checkpoint")
-        items, source = read_inputs(args)
+        items, tails, source = read_inputs(args)
         validate_candidates(items, source)
     except (RecordError, ValueError, OSError) as e:
         return fail(e, 2)
@@ -133,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         result = rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                         share_prefix=args.share_prefix)
+        result.run = with_first_stage_tail(result.run, tails)
         write_outputs(result, items, args.output, args.tag, explanations)
     except (RecordError, FileNotFoundError, CheckpointError) as e:  # a bad or torn checkpoint, bad records
         return fail(e, 2)

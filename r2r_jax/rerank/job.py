@@ -87,6 +87,17 @@ def validate_candidates(items: Sequence[QueryCandidates], source: str = "candida
             docids.add(c.docid)
 
 
+def with_first_stage_tail(run: Run, tails: dict[str, list[str]]) -> Run:
+    """Each query's reranked list followed by `tails[qid]` (the candidates below the rerank depth, in
+    first-stage order), scored below every reranked one so any sort by score keeps that order."""
+    out: Run = {}
+    for qid, hits in run.items():
+        tail = tails.get(qid, [])
+        floor = min((s for _, s in hits), default=0.0)
+        out[qid] = list(hits) + [(d, floor - 1.0 - i) for i, d in enumerate(tail)]
+    return out
+
+
 def _gather(payload: dict) -> list[dict]:
     """Every process's payload, in process order (JSON bytes all-gathered through JAX's collectives)."""
     if jax.process_count() == 1:

@@ -44,6 +44,9 @@ class MetricsLog:
             self._tb.close()
 
 
+LOSS_KEYS = ("loss", "loss_pair", "loss_list", "loss_gen", "loss_gen_cmp")  # the train step's loss metrics
+
+
 def plot_losses(metrics_path: Path, png: Path) -> Path | None:
     """Loss terms over steps (and dev nDCG on a second axis when present)."""
     if not metrics_path.is_file():
@@ -57,8 +60,8 @@ def plot_losses(metrics_path: Path, png: Path) -> Path | None:
     train = [r for r in rows if not r.get("eval")]
     evals = [r for r in rows if r.get("eval")]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "loss_pair", "loss_list", "loss_gen"):
-        if train:
+    for key in LOSS_KEYS:
+        if train and any(r.get(key) for r in train):  # loss_gen_cmp only when comparisons have their own weight
             ax.plot([r["step"] for r in train], [r[key] for r in train], label=key)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

@@ -114,41 +114,57 @@ def listwise_loss(scores: Array, ranks: Array, mask: Array, kind: str = "listnet
 
 
 class LossDenominators(NamedTuple):
-    """Counts that turn term sums into means: valid pairs, ranked groups, target tokens."""
+    """Counts that turn term sums into means: valid pairs, ranked groups, target tokens of the generation
+    term and of the separately weighted comparison term."""
 
     pairs: Array
     groups: Array
     tokens: Array
+    cmp_tokens: Array
 
 
-def loss_denominators(ranks: Array, mask: Array, target_masks: tuple[Array, ...] = ()) -> LossDenominators:
+def _token_count(masks: tuple[Array, ...]) -> Array:
+    return sum((jnp.sum(m.astype(bool), dtype=jnp.int32) for m in masks), jnp.zeros((), jnp.int32))
+
+
+def loss_denominators(ranks: Array, mask: Array, target_masks: tuple[Array, ...] = (),
+                      cmp_target_masks: tuple[Array, ...] = ()) -> LossDenominators:
     """The whole batch's counts; pass them to every micro-batch's `r2r_loss` for exact accumulation."""
-    tokens = sum((jnp.sum(m.astype(bool), dtype=jnp.int32) for m in target_masks), jnp.zeros((), jnp.int32))
     return LossDenominators(jnp.sum(valid_pairs(ranks, mask), dtype=jnp.int32),
-                            jnp.sum(_list_groups(mask.astype(bool)), dtype=jnp.int32), tokens)
+                            jnp.sum(_list_groups(mask.astype(bool)), dtype=jnp.int32), _token_count(target_masks),
+                            _token_count(cmp_target_masks))
+
+
+NO_TOKENS = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
 
 
 def r2r_loss(cfg: LossConfig, scores: Array, ranks: Array, mask: Array,
              gen: tuple[Array, Array] | None = None,
-             denominators: LossDenominators | None = None) -> tuple[Array, dict[str, Array]]:
-    """L = α·L_pair + β·L_list + γ·L_gen; returns (L, {"loss", "pair", "list", "gen", counts...}).
+             denominators: LossDenominators | None = None,
+             gen_cmp: tuple[Array, Array] | None = None) -> tuple[Array, dict[str, Array]]:
+    """L = α·L_pair + β·L_list + γ·L_gen (+ γ_cmp·L_gen_cmp); returns (L, {"loss", "pair", "list", "gen",
+    "gen_cmp", counts...}).
 
-    `gen` is the (sum, count) of token cross-entropy over all reason targets of the batch (add the pairs of
-    several `token_ce_sum` calls, e.g. direct and comparison reasons). Without `denominators` each term is a
-    mean over this call's own counts. A zero weight drops its term from L (it is still reported).
+    `gen` is the (sum, count) of token cross-entropy over the reason targets the generation term averages
+    (add the pairs of several `token_ce_sum` calls, e.g. direct and comparison reasons); `gen_cmp` the same for
+    comparison reasons when `cfg.gamma_comparison` gives them a weight of their own. Without `denominators`
+    each term is a mean over this call's own counts. A zero weight drops its term from L (it is still reported).
     """
     pair_sum, pairs = ranknet_sum(scores, ranks, mask)
     list_sum, groups = listwise_sum(scores, ranks, mask, cfg.listwise, cfg.temperature)
-    gen_sum, tokens = gen if gen is not None else (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+    gen_sum, tokens = gen if gen is not None else NO_TOKENS
+    cmp_sum, cmp_tokens = gen_cmp if gen_cmp is not None else NO_TOKENS
     if denominators is None:
-        denominators = LossDenominators(pairs, groups, tokens)
+        denominators = LossDenominators(pairs, groups, tokens, cmp_tokens)
     terms = {
         "pair": _safe_div(pair_sum, denominators.pairs),
         "list": _safe_div(list_sum, denominators.groups),
         "gen": _safe_div(gen_sum.astype(jnp.float32), denominators.tokens),
+        "gen_cmp": _safe_div(cmp_sum.astype(jnp.float32), denominators.cmp_tokens),
     }
     total = jnp.zeros((), jnp.float32)
-    for weight, name in ((cfg.alpha, "pair"), (cfg.beta, "list"), (cfg.gamma, "gen")):
+    for weight, name in ((cfg.alpha, "pair"), (cfg.beta, "list"), (cfg.gamma, "gen"),
+                         (cfg.gamma_comparison or 0.0, "gen_cmp")):
         if weight:
             total = total + weight * terms[name]
-    return total, {"loss": total, **terms, "pairs": pairs, "groups": groups, "tokens": tokens}
+    return total, {"loss": total, **terms, "pairs": pairs, "groups": groups, "tokens": tokens + cmp_tokens}

@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from r2r_jax.config import LossConfig, OptimConfig
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.rules import constrain, traced_under
-from r2r_jax.train.losses import LossDenominators, loss_denominators, r2r_loss
+from r2r_jax.train.losses import NO_TOKENS, LossDenominators, loss_denominators, r2r_loss
 from r2r_jax.train.student import join_variables
 from r2r_jax.train.token_ce import token_ce_sum
 
@@ -84,33 +84,41 @@ def batch_loss(model: LlamaForRanking, loss_cfg: LossConfig, trainable, frozen, 
     def flat(x):  # (B, G, ...) -> (B·G, ...), still split over the data-parallel axes
         return constrain(x.reshape((b * g,) + x.shape[2:]), ("batch",) + (None,) * (x.ndim - 2))
 
-    last, (ce_sum, ce_count) = _sequence_ce(
+    last, direct = _sequence_ce(
         model, variables, flat(batch["input_ids"]), flat(batch["attention_mask"]),
         flat(batch["target_ids"]), flat(batch["target_mask"]), loss_cfg, rngs)
-    if loss_cfg.gamma == 0:  # reasons are not learned: skip the LM head entirely
-        ce_sum, ce_count = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+    if not loss_cfg.learns_direct():  # the CE is unused, so XLA drops the LM head from the step
+        direct = NO_TOKENS
     scores = model.apply(variables, last, method=LlamaForRanking.scores).reshape(b, g)
-    if loss_cfg.gamma > 0 and "cmp_input_ids" in batch and batch["cmp_input_ids"].shape[1] > 0:
+    comparison = NO_TOKENS
+    if _has_comparisons(batch, loss_cfg):
         c = batch["cmp_input_ids"].shape[1]
 
         def cflat(x):
             return constrain(x.reshape((b * c,) + x.shape[2:]), ("batch",) + (None,) * (x.ndim - 2))
 
-        _, (cs, cc) = _sequence_ce(
+        _, comparison = _sequence_ce(
             model, variables, cflat(batch["cmp_input_ids"]), cflat(batch["cmp_attention_mask"]),
             cflat(batch["cmp_target_ids"]), cflat(batch["cmp_target_mask"]), loss_cfg, rngs)
-        ce_sum, ce_count = ce_sum + cs, ce_count + cc
+    if loss_cfg.gamma_comparison is None:  # one token mean over both kinds
+        gen, gen_cmp = (direct[0] + comparison[0], direct[1] + comparison[1]), None
+    else:
+        gen, gen_cmp = direct, comparison
     return r2r_loss(loss_cfg, scores, batch["teacher_rank"], batch["candidate_mask"].astype(bool),
-                    (ce_sum, ce_count), denominators)
+                    gen, denominators, gen_cmp)
+
+
+def _has_comparisons(batch: dict, loss_cfg: LossConfig) -> bool:
+    return loss_cfg.learns_comparisons() and "cmp_input_ids" in batch and batch["cmp_input_ids"].shape[1] > 0
 
 
 def _denominators(batch: dict, loss_cfg: LossConfig) -> LossDenominators:
-    masks = (batch["target_mask"],)
-    if loss_cfg.gamma > 0 and "cmp_target_mask" in batch:
-        masks = masks + (batch["cmp_target_mask"],)
-    if loss_cfg.gamma == 0:
-        masks = ()
-    return loss_denominators(batch["teacher_rank"], batch["candidate_mask"].astype(bool), masks)
+    """The whole batch's counts, for exactly the reason tokens `batch_loss` learns from."""
+    direct = (batch["target_mask"],) if loss_cfg.learns_direct() else ()
+    comparison = (batch["cmp_target_mask"],) if _has_comparisons(batch, loss_cfg) else ()
+    if loss_cfg.gamma_comparison is None:
+        direct, comparison = direct + comparison, ()
+    return loss_denominators(batch["teacher_rank"], batch["candidate_mask"].astype(bool), direct, comparison)
 
 
 def make_train_step(model: LlamaForRanking, loss_cfg: LossConfig, optimizer: optax.GradientTransformation,
@@ -144,6 +152,7 @@ def make_train_step(model: LlamaForRanking, loss_cfg: LossConfig, optimizer: opt
         trainable = optax.apply_updates(state.trainable, updates)
         metrics = {
             "loss": terms["loss"], "loss_pair": terms["pair"], "loss_list": terms["list"], "loss_gen": terms["gen"],
+            "loss_gen_cmp": terms["gen_cmp"],
             "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
             "target_tokens": terms["tokens"],
         }

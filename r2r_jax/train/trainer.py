@@ -33,7 +33,7 @@ from r2r_jax.inference.scoring import rank_query, score_candidates
 from r2r_jax.parallel.batch import batch_sharding, data_parallel_size, global_batch
 from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
 from r2r_jax.retrieval.trec import read_qrels, write_run
-from r2r_jax.train.logging import MetricsLog, plot_losses
+from r2r_jax.train.logging import LOSS_KEYS, MetricsLog, plot_losses
 from r2r_jax.train.run_folder import check_run_folder
 from r2r_jax.train.setup import Prepared, prepare, resolve_model_config
 from r2r_jax.train.step import jit_train_step, make_train_step, state_shardings
@@ -154,7 +154,7 @@ def train(cfg: TrainConfig) -> dict:
             window_tokens += int(local["attention_mask"].sum() + local["cmp_attention_mask"].sum())
             new_state, metrics = jitted(prepared.state, prepared.student.frozen, global_batch(local, mesh), rng)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not all(math.isfinite(metrics[k]) for k in ("loss", "loss_pair", "loss_list", "loss_gen")):
+            if not all(math.isfinite(metrics[k]) for k in LOSS_KEYS):
                 print(f"\nnon-finite loss at step {step + 1}: {metrics}; stopping. The last good checkpoint "
                       f"({ckpt.latest_step()}) in {ckpt.directory} is intact.", file=sys.stderr)
                 exit_code = 1
