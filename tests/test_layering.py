@@ -46,7 +46,7 @@ class Edge:
     target: str
     line: int
     local: bool  # inside a function body
-    commented: bool  # the import line carries a comment
+    commented: bool  # a line of the import statement carries a comment
 
 
 def _resolve(source: str, node: ast.ImportFrom | ast.Import, is_package: bool) -> list[str]:
@@ -84,7 +84,7 @@ def import_edges() -> list[Edge]:
                 for target in _resolve(name, node, path.name == "__init__.py"):
                     if target != name:
                         edges.append(Edge(name, target, node.lineno, id(node) in in_function,
-                                          "#" in lines[node.end_lineno - 1]))
+                                          any("#" in ln for ln in lines[node.lineno - 1:node.end_lineno])))
     return edges
 
 

@@ -59,9 +59,9 @@ def test_release_every_row_imported_or_reported(shared_data, release):
     for entry in first["reason"]["ranked_passages"]:
         docid = f"{rec.qid}-{entry['identifier']}"
         assert rec.direct_reasons[docid] == entry["direct_reason"].strip()
-        cmp = next(c for c in rec.comparisons if c.docids[0] == docid)
+        cmp = next(c for c in rec.comparisons if c.about == docid)
         assert cmp.reason == entry["listwise_reason"].strip()
-        assert cmp.preferred == rec.ranking[0] and sorted(cmp.docids) == sorted(rec.ranking)
+        assert cmp.docids == [c.docid for c in rec.candidates] and cmp.preferred is None  # the window's order
     assert sum(rec.teacher["source_labels"].values()) == sum(int(s) for s in first["scores"])
     for r in records:  # every written record passes the schema after a JSON round trip
         record_from_dict(json.loads(json.dumps(r.to_dict())))
@@ -150,6 +150,7 @@ def test_malformed_teacher_line_names_file_and_line(tmp_path, release):
     (lambda o: o["candidates"][1].update(text=3), "'candidates[1].text'"),
     (lambda o: o.pop("query"), "'query'"),
     (lambda o: o["comparisons"][0].update(preferred="nope"), "'comparisons[0].preferred'"),
+    (lambda o: o["comparisons"][0].update(about="nope"), "'comparisons[0].about'"),
     (lambda o: o["direct_reasons"].update(unknown="x"), "'direct_reasons'"),
 ])
 def test_schema_errors_name_the_field(change, field, release):
@@ -158,3 +159,33 @@ def test_schema_errors_name_the_field(change, field, release):
     change(obj)
     with pytest.raises(RecordError, match="^" + re.escape(f"f.jsonl:3: field {field}: ")):
         record_from_dict(obj, "f.jsonl", 3)
+
+
+CITATION = re.compile(r"\b[Pp]assages?\s+((?:\[?\d+\]?(?:\s*(?:,|and|&|or)\s*)?)+)|\[(\d+)\]")
+
+
+def test_release_comparison_targets_cite_passages_as_their_prompts_number_them(shared_data, release):
+    """A listwise reason cites other passages by the numbers the teacher saw (1..5, the release's
+    `unsorted_docs` order). Every number a target cites must name, in the student's comparison prompt, the
+    passage the teacher saw under that number; and the prompt must say which passage the reason explains."""
+    from r2r_jax.config import DataConfig
+    from r2r_jax.data.templates import render_comparison
+
+    records, _ = release
+    rows = {json.loads(line)["qid"]: json.loads(line) for line in open(shared_data / RELEASE)}
+    template, citing = DataConfig().comparison_template, 0
+    for rec in records:
+        shown = [d.strip() for d in rows[rec.qid]["unsorted_docs"]]  # identifier k is shown[k - 1]
+        text = {c.docid: c.text for c in rec.candidates}
+        for cmp in rec.comparisons:
+            cited = [int(n) for m in CITATION.finditer(cmp.reason)
+                     for n in re.findall(r"\d+", m.group(1) or m.group(2))]
+            citing += bool(cited)
+            prompt = render_comparison(template, rec.query, [text[d] for d in cmp.docids],
+                                       cmp.docids.index(cmp.about) + 1)
+            for k in set(cited):
+                assert 1 <= k <= len(cmp.docids), (rec.qid, cmp.reason)
+                assert f"[{k}] {shown[k - 1]}" in prompt  # [k] in the prompt is the teacher's passage k
+            k = cmp.docids.index(cmp.about) + 1
+            assert shown[k - 1] == text[cmp.about] and f"Explain passage [{k}] against the others." in prompt
+    assert citing > 1000  # 1,166 of the 2,500 reasons cite passage numbers

@@ -35,6 +35,7 @@ import numpy as np
 from r2r_jax.config import ConfigError, DataConfig
 from r2r_jax.data.records import TeacherRecord
 from r2r_jax.data.templates import (
+    Render,
     TruncationStats,
     check_template,
     encode_targets,
@@ -101,12 +102,13 @@ class TokenizedRecord:
     negatives: list[np.ndarray] = dataclasses.field(default_factory=list)  # other records' passages, this query
 
 
-def _fit_all(tokenizer, args: list[tuple[str, list[str]]], render, max_len: int,
+def _fit_all(tokenizer, args: list[tuple[str, list[str]]], render: Render | Sequence[Render], max_len: int,
              stats: TruncationStats | None = None) -> list[np.ndarray]:
-    """Prompts for (query, passages) pairs: rendered once, tokenized in one batch call, and refitted
-    (batched) only where too long."""
-    ids = fit_prompts(tokenizer, render, args, max_len, ids=encode_texts(tokenizer, [render(*a) for a in args]),
-                      stats=stats)
+    """Prompts for (query, passages) pairs (`render`: one function, or one per pair): rendered once,
+    tokenized in one batch call, and refitted (batched) only where too long."""
+    renders = list(render) if isinstance(render, Sequence) else [render] * len(args)
+    texts = [r(*a) for r, a in zip(renders, args, strict=True)]
+    ids = fit_prompts(tokenizer, renders, args, max_len, ids=encode_texts(tokenizer, texts), stats=stats)
     return [np.asarray(i, DTYPE) for i in ids]
 
 
@@ -121,28 +123,29 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
     def render(q, ps):
         return render_prompt(cfg.prompt_template, q, ps[0])
 
-    def render_cmp(q, ps):
-        return render_comparison(cfg.comparison_template, q, ps)
+    def render_cmp(about: int | None):
+        return lambda q, ps: render_comparison(cfg.comparison_template, q, ps, about)
 
     pools = negative_pools(records, NEGATIVE_POOL * shapes.negatives, cfg.seed)
-    candidates, comparisons, negatives = [], [], []  # (owner record, (query, passages), reason)
+    candidates, comparisons, negatives = [], [], []  # (owner record, (query, passages), reason, render)
     for r, (rec, pool) in enumerate(zip(records, pools, strict=True)):
         text_of = {c.docid: c.text for c in rec.candidates}
-        candidates += [(r, (rec.query, [c.text]), rec.direct_reasons.get(c.docid)) for c in rec.candidates]
+        candidates += [(r, (rec.query, [c.text]), rec.direct_reasons.get(c.docid), render) for c in rec.candidates]
         if shapes.comparisons:  # C = 0: no comparison rows at all
-            comparisons += [(r, (rec.query, [text_of[d] for d in cmp.docids]), cmp.reason) for cmp in rec.comparisons]
-        negatives += [(r, (rec.query, [text]), None) for text in pool]
+            comparisons += [(r, (rec.query, [text_of[d] for d in cmp.docids]), cmp.reason,
+                             render_cmp(about_index(cmp.docids, cmp.about))) for cmp in rec.comparisons]
+        negatives += [(r, (rec.query, [text]), None, render) for text in pool]
 
     out = [TokenizedRecord(rec.qid, [], [], np.asarray([rec.rank_of()[c.docid] for c in rec.candidates], DTYPE),
                            [], []) for rec in records]
-    kinds = ((candidates, render, shapes.prompt_len, "prompts", "targets"),
-             (comparisons, render_cmp, shapes.comparison_prompt_len, "cmp_prompts", "cmp_targets"),
-             (negatives, render, shapes.prompt_len, "negatives", None))
-    for items, render_kind, max_len, prompt_field, target_field in kinds:
-        prompts = _fit_all(tokenizer, [args for _, args, _ in items], render_kind, max_len)
-        targets = (encode_targets(tokenizer, [reason for _, _, reason in items], shapes.target_len, eot)
+    kinds = ((candidates, shapes.prompt_len, "prompts", "targets"),
+             (comparisons, shapes.comparison_prompt_len, "cmp_prompts", "cmp_targets"),
+             (negatives, shapes.prompt_len, "negatives", None))
+    for items, max_len, prompt_field, target_field in kinds:
+        prompts = _fit_all(tokenizer, [args for _, args, _, _ in items], [r for *_, r in items], max_len)
+        targets = (encode_targets(tokenizer, [reason for _, _, reason, _ in items], shapes.target_len, eot)
                    if target_field else [None] * len(items))
-        for (owner, _, _), prompt, target in zip(items, prompts, targets, strict=True):
+        for (owner, *_), prompt, target in zip(items, prompts, targets, strict=True):
             getattr(out[owner], prompt_field).append(prompt)
             if target_field:
                 getattr(out[owner], target_field).append(np.asarray(target, DTYPE))
@@ -255,6 +258,11 @@ def build_batch(tokenized: Sequence[TokenizedRecord], items: Sequence[tuple[int,
     return batch
 
 
+def about_index(docids: Sequence[str], about: str | None) -> int | None:
+    """1-based position of the passage a listwise reason explains, as its comparison prompt numbers it."""
+    return None if about is None else list(docids).index(about) + 1
+
+
 def left_pad(rows: Sequence[Sequence[int]], max_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, mask) [len(rows), max_len]: each row right-aligned after `pad_id`s (scoring prompts' layout)."""
     ids = np.full((len(rows), max_len), pad_id, DTYPE)
@@ -279,13 +287,14 @@ def encode_prompts(tokenizer, query: str, passages: Sequence[str], template: str
 
 
 def encode_comparison_prompts(tokenizer, query: str, passage_groups: Sequence[Sequence[str]], template: str,
-                              max_len: int) -> tuple[np.ndarray, np.ndarray]:
+                              max_len: int, about: Sequence[int | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Comparison prompts for explanation decoding (e.g. adjacent pairs of the final top-k), left-padded to
-    `max_len`; decoding continues at index max_len."""
+    `max_len`; decoding continues at index max_len. `about[i]` names the passage group i's reason explains."""
     check_template(template, ("query", "passages"), tokenizer)
+    about = list(about) if about is not None else [None] * len(passage_groups)
 
-    def render(q, ps):
-        return render_comparison(template, q, ps)
+    def render(k: int | None):
+        return lambda q, ps: render_comparison(template, q, ps, k)
 
-    rows = _fit_all(tokenizer, [(query, list(g)) for g in passage_groups], render, max_len)
+    rows = _fit_all(tokenizer, [(query, list(g)) for g in passage_groups], [render(k) for k in about], max_len)
     return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)

@@ -187,10 +187,11 @@ def convert_r2r(obj: Any, row: _Row, teacher_model: str = "gpt-4") -> TeacherRec
             lacking = [i for i in order if docid[i] not in got]
             if lacking:
                 row.repair(f"reason.ranked_passages[].{key}", f"none for identifiers {lacking}")
-    comparisons = [
-        Comparison([d] + [o for o in ranking if o != d], ranking[0], listwise[d])
-        for d in ranking if d in listwise and len(ranking) > 1
-    ]
+    # each listwise reason is about one passage of the window, citing the others by the window's numbers:
+    # the comparison keeps the window's order, so "passage 3" in the reason is [3] in the student's prompt
+    window = [docid[i] for i in sorted(texts)]
+    comparisons = [Comparison(window, None, listwise[d], about=d)
+                   for d in ranking if d in listwise and len(window) > 1]
 
     teacher: dict[str, Any] = {"model": teacher_model, "prompt_version": "r2r-release", "source": "r2r"}
     labels = obj.get("scores")

@@ -39,9 +39,13 @@ class Candidate:
 
 @dataclass
 class Comparison:
+    """A comparison reason over `docids`, shown to the student as passages [1], [2], ... in this order — the
+    order the teacher saw them in, so passage numbers the reason cites mean the same passages."""
+
     docids: list[str]
-    preferred: str | None
+    preferred: str | None  # the passage the teacher judged best among `docids`, when the reason says
     reason: str
+    about: str | None = None  # a listwise reason explains this one passage against the others
 
 
 @dataclass
@@ -136,7 +140,11 @@ def record_from_dict(obj: Any, path: str | None = None, line: int | None = None)
             raise RecordError(f"{preferred!r} is not among docids", path=path, line=line,
                               field_name=pre + "preferred")
         reason = _require(c, "reason", str, path, line, pre)
-        comparisons.append(Comparison(cd, None if preferred is None else str(preferred), reason))
+        about = c.get("about")
+        if about is not None and str(about) not in cd:
+            raise RecordError(f"{about!r} is not among docids", path=path, line=line, field_name=pre + "about")
+        comparisons.append(Comparison(cd, None if preferred is None else str(preferred), reason,
+                                      None if about is None else str(about)))
     teacher = obj.get("teacher", {}) or {}
     if not isinstance(teacher, dict):
         raise RecordError("expected an object", path=path, line=line, field_name="teacher")

@@ -81,9 +81,12 @@ def render_prompt(template: str, query: str, passage: str) -> str:
     return template.format(query=query, passage=passage)
 
 
-def render_comparison(template: str, query: str, passages: Sequence[str]) -> str:
-    """The comparison prompt lists the compared passages as "[1] text", "[2] text", ..."""
+def render_comparison(template: str, query: str, passages: Sequence[str], about: int | None = None) -> str:
+    """The comparison prompt lists the compared passages as "[1] text", "[2] text", ...; for a reason about
+    one of them (1-based `about`), a last line of the block names it."""
     block = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
+    if about is not None:
+        block += f"\nExplain passage [{about}] against the others."
     return template.format(query=query, passages=block)
 
 
@@ -194,19 +197,24 @@ class TruncationStats:
         return f"{self.truncated} of {self.prompts} prompts ({share:.1f}%) cut to {max_len} tokens{queries}"
 
 
-def fit_prompts(tokenizer, render: Callable[[str, list[str]], str], items: Sequence[tuple[str, Sequence[str]]],
+Render = Callable[[str, list[str]], str]
+
+
+def fit_prompts(tokenizer, render: Render | Sequence[Render], items: Sequence[tuple[str, Sequence[str]]],
                 max_len: int, ids: Sequence[list[int]] | None = None,
                 stats: TruncationStats | None = None) -> list[list[int]]:
     """Token ids of `render(query, passages)` for each (query, passages) item, each at most `max_len`:
     a query longer than QUERY_SHARE of `max_len` is cut to it, then passages are shortened (longest first);
     a template and query that leave a non-empty passage no tokens at all are an error, not a silent tie.
 
-    `ids` may pass the tokenizations of the full prompts when they are already known.
+    `render` is one function for all items or one per item; `ids` may pass the tokenizations of the full
+    prompts when they are already known.
     """
+    renders = list(render) if isinstance(render, Sequence) else [render] * len(items)
     queries = [q for q, _ in items]
     passages = [list(ps) for _, ps in items]
     if ids is None:
-        ids = encode_texts(tokenizer, [render(q, ps) for q, ps in zip(queries, passages, strict=True)])
+        ids = encode_texts(tokenizer, [r(q, ps) for r, q, ps in zip(renders, queries, passages, strict=True)])
     ids = list(ids)
     over = [k for k in range(len(ids)) if len(ids[k]) > max_len]
     if not over:
@@ -219,14 +227,14 @@ def fit_prompts(tokenizer, render: Callable[[str, list[str]], str], items: Seque
     for k in long_query:
         queries[k] = queries[k][: query_ends[queries[k]][query_cap - 1]] if query_cap else ""
     if long_query:
-        for k, new in zip(long_query, encode_texts(tokenizer, [render(queries[k], passages[k]) for k in long_query]),
-                          strict=True):
+        for k, new in zip(long_query, encode_texts(tokenizer, [renders[k](queries[k], passages[k])
+                                                               for k in long_query]), strict=True):
             ids[k] = new
-    got, cut = _shrink(tokenizer, [lambda ps, q=queries[k]: render(q, ps) for k in over],
+    got, cut = _shrink(tokenizer, [lambda ps, q=queries[k], r=renders[k]: r(q, ps) for k in over],
                        [passages[k] for k in over], [ids[k] for k in over], max_len)
     still = [j for j, g in enumerate(got) if len(g) > max_len]
     if still:  # passages are empty and the prompt is still too long: cut the query too
-        got_q, _ = _shrink(tokenizer, [lambda qs, ps=cut[j]: render(qs[0], ps) for j in still],
+        got_q, _ = _shrink(tokenizer, [lambda qs, ps=cut[j], r=renders[over[j]]: r(qs[0], ps) for j in still],
                            [[queries[over[j]]] for j in still], [got[j] for j in still], max_len)
         for j, g in zip(still, got_q, strict=True):
             if len(g) > max_len:

@@ -49,6 +49,7 @@ class ReasonItem:
     preferred: str | None  # comparison: the teacher's choice (None for direct or no preference)
     reference: str
     generated: str = ""
+    about: str | None = None  # comparison: the passage a listwise reason explains
 
 
 def collect_reasons(records: Sequence[TeacherRecord], kinds: Sequence[str] = KINDS,
@@ -68,7 +69,7 @@ def collect_reasons(records: Sequence[TeacherRecord], kinds: Sequence[str] = KIN
             items += [ReasonItem(rec.qid, "direct", (c.docid,), None, rec.direct_reasons[c.docid])
                       for c in rec.candidates if rec.direct_reasons.get(c.docid, "").strip()]
         if "comparison" in kinds:
-            items += [ReasonItem(rec.qid, "comparison", tuple(cmp.docids), cmp.preferred, cmp.reason)
+            items += [ReasonItem(rec.qid, "comparison", tuple(cmp.docids), cmp.preferred, cmp.reason, about=cmp.about)
                       for cmp in rec.comparisons if cmp.reason.strip()]
     return items
 
@@ -76,7 +77,11 @@ def collect_reasons(records: Sequence[TeacherRecord], kinds: Sequence[str] = KIN
 def _prompts(student: RerankStudent, records: Sequence[TeacherRecord], items: Sequence[ReasonItem],
              kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Left-padded prompts [len(items of kind), L] in item order, encoded query by query."""
-    from r2r_jax.data.features import encode_comparison_prompts, encode_prompts  # jax: only once decoding starts
+    from r2r_jax.data.features import (  # jax: only once decoding starts
+        about_index,
+        encode_comparison_prompts,
+        encode_prompts,
+    )
 
     tok, pr = student.tokenizer, student.prompts
     by_qid = {rec.qid: rec for rec in records}
@@ -88,8 +93,9 @@ def _prompts(student: RerankStudent, records: Sequence[TeacherRecord], items: Se
             i, m = encode_prompts(tok, rec.query, [text[it.docids[0]] for it in mine], pr.prompt_template,
                                   pr.max_prompt_len)
         else:
+            about = [about_index(it.docids, it.about) for it in mine]
             i, m = encode_comparison_prompts(tok, rec.query, [[text[d] for d in it.docids] for it in mine],
-                                             pr.comparison_template, pr.max_comparison_prompt_len)
+                                             pr.comparison_template, pr.max_comparison_prompt_len, about)
         ids.append(i)
         mask.append(m)
     return np.concatenate(ids), np.concatenate(mask)
