@@ -107,7 +107,7 @@ class FakeOpenAI:
     def parse(body: dict) -> tuple[str, str, list[tuple[int, str]]]:
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         fmt = (body.get("response_format") or {}).get("json_schema", {}).get("name")
-        stage = {"ranking": "rank", "comparison": "compare"}.get(fmt) or (
+        stage = {"ranking": "rank", "ranking_with_listwise_reasons": "rank", "comparison": "compare"}.get(fmt) or (
             "rank" if "ranked_passages" in user else "compare")
         query = _QUERY.search(user).group(1)
         return query, stage, [(int(i), t) for i, t in _PASSAGE.findall(user)]
@@ -117,7 +117,13 @@ class FakeOpenAI:
         grade = {i: int(m.group(1)) if (m := _GRADE.search(t)) else 0 for i, t in passages}
         ranked = sorted(grade, key=lambda i: (-grade[i], i))
         finish = "stop"
-        if stage == "rank":
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        if stage == "rank" and "listwise_reason" in user:  # the authors' protocol: both reasons per passage
+            items = [{"identifier": i, "direct_reason": f"passage {i} has grade {grade[i]} for '{query}'",
+                      "listwise_reason": f"ranked {r} of {len(ranked)}; the best is passage {ranked[0]}"}
+                     for r, i in enumerate(ranked, start=1)]
+            content = json.dumps({"ranked_passages": items})
+        elif stage == "rank":
             items = [{"id": i, "reason": f"passage {i} has grade {grade[i]} for '{query}'"} for i in ranked]
             if fault == "bad_ids" and len(items) >= 3:
                 items = [items[0], items[0], {"id": 99, "reason": "no such passage"}] + items[1:-1]

@@ -274,3 +274,26 @@ def test_batch_interrupted_while_polling_is_resumed_not_resubmitted(candidates, 
         later_inputs = [server.files[b["input_file_id"]].decode() for b in list(server.batches.values())[1:]]
         assert all(first_round not in text for text in later_inputs)  # the first batch was never resubmitted
     assert out.read_bytes() == reference_output(candidates, tmp_path)
+
+
+def test_the_authors_preset_asks_once_per_query_and_keeps_listwise_reasons(candidates, tmp_path):
+    """--preset r2r-authors: one call over each query's top 5 (no pairwise stage), a direct and a listwise
+    reason per passage; each listwise reason becomes a comparison over the window in the order the teacher saw
+    it, about its passage, so a passage number the reason cites names the same passage in the record."""
+    out = tmp_path / "teacher.jsonl"
+    with FakeOpenAI(KEY) as server:
+        assert cli.main(teach_args(candidates, out, server.url, "--preset", "r2r-authors")) == 0
+        assert sum(server.answered.values()) == 6  # one ranking call per query, nothing else
+    records = list(read_records(out))
+    assert len(records) == 6
+    for rec in records:
+        grade = {c.docid: int(c.text.split("grade=")[1].rstrip(".")) for c in rec.candidates}
+        window = [c.docid for c in rec.candidates]
+        assert len(window) == 5 and set(rec.direct_reasons) == set(window)
+        assert [grade[d] for d in rec.ranking] == sorted(grade.values(), reverse=True)
+        assert sorted(c.about for c in rec.comparisons) == sorted(window)
+        for cmp in rec.comparisons:
+            assert cmp.docids == window and cmp.preferred is None
+            cited = int(cmp.reason.rsplit("passage ", 1)[1])  # "... the best is passage k"
+            assert cmp.docids[cited - 1] == rec.ranking[0]
+        assert rec.teacher["prompt_version"] == "r2r" and rec.teacher["usage"]["calls"] == 1

@@ -9,6 +9,7 @@ reuses the cache: answers already paid for are never asked again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -59,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     tg.add_argument("--num-pairs", type=non_negative_int, default=5, help="sampled pairs per query (--pairs sampled)")
     tg.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pair sampling")
     tg.add_argument("--prompt-version", default="v1", help="prompts/rank_<v>.txt and compare_<v>.txt")
+    tg.add_argument("--preset", choices=tuple(PRESETS),
+                    help="r2r-authors: the R2R authors' teacher protocol — one call over each query's first-stage "
+                         "top 5, a direct and a listwise reason per passage, no pairwise stage (sets "
+                         "--prompt-version, --top-k, --window, --step and --top-m)")
     tg.add_argument("--max-words", type=positive_int, default=300, help="words of a passage shown to the teacher")
     tg.add_argument("--temperature", type=non_negative_float, default=0.0)
     tg.add_argument("--max-tokens", type=positive_int, default=4096, help="max_completion_tokens per call")
@@ -78,12 +83,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log retries and batch progress")
 
 
+# teaching protocols by name: the settings each one fixes
+PRESETS = {"r2r-authors": {"prompt_version": "r2r", "top_k": 5, "window": 5, "step": 5, "top_m": 0}}
+
+
 def _settings(args: argparse.Namespace) -> TeachSettings:
-    return TeachSettings(
+    settings = TeachSettings(
         model=args.model, prompt_version=args.prompt_version, top_k=args.top_k, window=args.window,
         step=args.step, top_m=args.top_m, pairs=args.pairs, num_pairs=args.num_pairs, seed=args.seed,
         max_words=args.max_words, temperature=args.temperature, max_tokens=args.max_tokens,
         response_format=args.response_format, max_reasks=args.max_reasks)
+    return dataclasses.replace(settings, **PRESETS[args.preset]) if args.preset else settings
 
 
 def _write_json(path: str, obj: dict) -> None:

@@ -97,7 +97,8 @@ class Teacher:
         settings.check()
         self.settings, self.stats = settings, stats
         self.rank_prompt = load_prompt("rank", settings.prompt_version)
-        self.compare_prompt = load_prompt("compare", settings.prompt_version)
+        # the pairwise stage only when it runs: a version may have no compare prompt (the authors' preset)
+        self.compare_prompt = load_prompt("compare", settings.prompt_version) if settings.top_m > 1 else None
         self.rank_prompt.response_format(settings.response_format)  # fail early on an unknown format
 
     def request(self, prompt: Prompt, messages: list[dict[str, str]], qid: str, stage: str) -> ChatRequest:
@@ -160,6 +161,7 @@ class Teacher:
         repairs: Counter = Counter()
         order = list(range(len(cands)))
         reasons: dict[int, str] = {}
+        comparisons = []
         for start, end in windows(len(cands), s.window, s.step):
             shown = order[start:end]
             conv = self.rank_messages(qc.query, [cands[i].text for i in shown])
@@ -169,6 +171,10 @@ class Teacher:
             repairs.update(answer.repairs)
             order[start:end] = [shown[p] for p in answer.order]
             reasons.update({shown[p]: r for p, r in answer.reasons.items()})
+            # listwise reasons judge a passage against the window as the teacher saw it (its [1]..[n])
+            window_docids = [cands[i].docid for i in shown]
+            comparisons += [Comparison(window_docids, None, r, about=cands[shown[p]].docid)
+                            for p, r in sorted(answer.listwise.items()) if n > 1]
         for kind, n in repairs.items():
             self.stats.add(f"repair.{kind}", n)
 
@@ -176,7 +182,6 @@ class Teacher:
         convs = [self.compare_messages(qc.query, cands[order[i]].text, cands[order[j]].text) for i, j in pairs]
         verdicts = (yield from self._ask(self.compare_prompt, convs, parse_comparison, qc.qid, "compare", trace)
                     ) if convs else []
-        comparisons = []
         for (i, j), (preferred, reason) in zip(pairs, verdicts, strict=True):
             a, b = cands[order[i]].docid, cands[order[j]].docid
             comparisons.append(Comparison([a, b], {1: a, 2: b}.get(preferred), reason))

@@ -31,6 +31,7 @@ class RankAnswer:
     order: list[int]  # 0-based window positions, most relevant first; a permutation of range(n)
     reasons: dict[int, str]  # window position -> direct reason
     repairs: Counter = field(default_factory=Counter)  # duplicate / unknown / missing / missing_reason
+    listwise: dict[int, str] = field(default_factory=dict)  # window position -> listwise reason, when asked for
 
 
 def message_of(response: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -96,6 +97,7 @@ def parse_ranking(content: str | None, finish_reason: str | None, n: int) -> Ran
     order: list[int] = []
     seen: set[int] = set()
     reasons: dict[int, str] = {}
+    listwise: dict[int, str] = {}
     for item in items:
         raw_id = item.get("id", item.get("identifier")) if isinstance(item, dict) else item
         ident = _identifier(raw_id)
@@ -111,13 +113,16 @@ def parse_ranking(content: str | None, finish_reason: str | None, n: int) -> Ran
         reason = item.get("reason", item.get("direct_reason")) if isinstance(item, dict) else None
         if isinstance(reason, str) and reason.strip():
             reasons[pos] = reason.strip()
+        listwise_reason = item.get("listwise_reason") if isinstance(item, dict) else None
+        if isinstance(listwise_reason, str) and listwise_reason.strip():
+            listwise[pos] = listwise_reason.strip()
     if not order:
         raise Unusable("no_known_ids", f"the ranking named none of the identifiers 1 to {n}")
     missing = [p for p in range(n) if p not in seen]
     repairs["missing"] += len(missing)
     order.extend(missing)
     repairs["missing_reason"] += n - len(reasons)
-    return RankAnswer(order, reasons, +repairs)
+    return RankAnswer(order, reasons, +repairs, listwise)
 
 
 def parse_comparison(content: str | None, finish_reason: str | None) -> tuple[int, str]:
