@@ -297,3 +297,28 @@ def test_the_authors_preset_asks_once_per_query_and_keeps_listwise_reasons(candi
             cited = int(cmp.reason.rsplit("passage ", 1)[1])  # "... the best is passage k"
             assert cmp.docids[cited - 1] == rec.ranking[0]
         assert rec.teacher["prompt_version"] == "r2r" and rec.teacher["usage"]["calls"] == 1
+
+
+def test_compared_pairs_are_shown_in_first_stage_order(candidates, tmp_path):
+    """A pair of the final top-m is shown as [1], [2] in first-stage order, so the prompt's order does not
+    reveal the teacher's ranking; `preferred` names the passage the teacher chose. `--pair-order ranking`
+    shows the better-ranked passage first, as outputs made before the option did."""
+    runs = {}
+    for order in ("first-stage", "ranking"):
+        out = tmp_path / order / "teacher.jsonl"
+        with FakeOpenAI(KEY) as server:
+            assert cli.main(teach_args(candidates, out, server.url, "--pair-order", order)) == 0
+        runs[order] = list(read_records(out))
+    flipped = 0
+    for rec, old in zip(runs["first-stage"], runs["ranking"], strict=True):
+        position = {c.docid: i for i, c in enumerate(rec.candidates)}
+        grade = {c.docid: int(c.text.split("grade=")[1].rstrip(".")) for c in rec.candidates}
+        assert rec.teacher["pair_order"] == "first-stage" and old.teacher["pair_order"] == "ranking"
+        for new_cmp, old_cmp in zip(rec.comparisons, old.comparisons, strict=True):
+            a, b = new_cmp.docids
+            assert position[a] < position[b] and sorted(new_cmp.docids) == sorted(old_cmp.docids)
+            assert rec.ranking.index(old_cmp.docids[0]) < rec.ranking.index(old_cmp.docids[1])
+            if grade[a] != grade[b]:  # the fake teacher prefers the higher grade, whichever slot it is in
+                assert new_cmp.preferred == max((a, b), key=grade.get)
+            flipped += new_cmp.docids != old_cmp.docids
+    assert flipped > 0  # some pairs' first-stage order differs from their ranking order

@@ -156,9 +156,10 @@ def test_prices_and_budget_reservations():
     assert meter.spent <= 1000.0 and meter.spent + r1 > 1000.0
 
 
-def _record(qid, model="m"):
+def _record(qid, model="m", **teacher):
     return TeacherRecord(qid, f"query {qid}", [Candidate("d1", "t1"), Candidate("d2", "t2")], ["d2", "d1"],
-                         teacher={"model": model, "prompt_version": "v1", "top_k": 20, "window": 20, "step": 10})
+                         teacher={"model": model, "prompt_version": "v1", "top_k": 20, "window": 20, "step": 10,
+                                  "pair_order": "first-stage", **teacher})
 
 
 def test_output_appends_in_order_resumes_and_refuses_mixed_settings(tmp_path):
@@ -182,3 +183,15 @@ def test_output_appends_in_order_resumes_and_refuses_mixed_settings(tmp_path):
     assert [json.loads(line)["qid"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
     with pytest.raises(RecordError, match=r"teacher\.jsonl:1: field 'teacher\.model': made with model='m'"):
         read_done(path, TeachSettings(model="other"))
+
+
+def test_an_output_started_before_pair_order_existed_resumes_only_in_ranking_order(tmp_path):
+    """Records without `pair_order` showed pairs in the ranking's order: resuming them under the new default
+    is refused (nothing is called), and `--pair-order ranking` continues them."""
+    path = tmp_path / "teacher.jsonl"
+    old = _record("a").to_dict()
+    del old["teacher"]["pair_order"]
+    path.write_text(json.dumps(old) + "\n")
+    with pytest.raises(RecordError, match=r"field 'teacher\.pair_order': made with pair_order='ranking'"):
+        read_done(path, TeachSettings(model="m"))
+    assert [r.qid for r in read_done(path, TeachSettings(model="m", pair_order="ranking"))] == ["a"]

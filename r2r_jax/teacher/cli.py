@@ -19,7 +19,7 @@ from r2r_jax.atomic import write_json
 from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.records import RecordError
-from r2r_jax.teacher.generate import Teacher, TeachSettings
+from r2r_jax.teacher.generate import PAIR_ORDERS, Teacher, TeachSettings
 from r2r_jax.teacher.prompts import RESPONSE_FORMATS, PromptError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="comparison reasons among the final top-m (0: none)")
     tg.add_argument("--pairs", choices=("adjacent", "sampled"), default="adjacent",
                     help="adjacent pairs of the top-m, or --num-pairs pairs sampled from it")
+    tg.add_argument("--pair-order", choices=PAIR_ORDERS, default="first-stage",
+                    help="how a compared pair is shown: first-stage order (default; [1] does not reveal the ranking) "
+                         "or ranking order (outputs started before this option existed)")
     tg.add_argument("--num-pairs", type=non_negative_int, default=5, help="sampled pairs per query (--pairs sampled)")
     tg.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pair sampling")
     tg.add_argument("--prompt-version", default="v1", help="prompts/rank_<v>.txt and compare_<v>.txt")
@@ -91,6 +94,7 @@ def _settings(args: argparse.Namespace) -> TeachSettings:
     settings = TeachSettings(
         model=args.model, prompt_version=args.prompt_version, top_k=args.top_k, window=args.window,
         step=args.step, top_m=args.top_m, pairs=args.pairs, num_pairs=args.num_pairs, seed=args.seed,
+        pair_order=args.pair_order,
         max_words=args.max_words, temperature=args.temperature, max_tokens=args.max_tokens,
         response_format=args.response_format, max_reasks=args.max_reasks)
     return dataclasses.replace(settings, **PRESETS[args.preset]) if args.preset else settings

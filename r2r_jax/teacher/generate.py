@@ -27,6 +27,8 @@ from r2r_jax.teacher.parse import Unusable, message_of, parse_comparison, parse_
 from r2r_jax.teacher.prompts import Prompt, format_passage, load_prompt
 from r2r_jax.teacher.summary import Stats
 
+PAIR_ORDERS = ("first-stage", "ranking")
+
 
 @dataclass(frozen=True)
 class TeachSettings:
@@ -37,6 +39,9 @@ class TeachSettings:
     step: int = 10
     top_m: int = 5
     pairs: str = "adjacent"  # or "sampled"
+    # how a compared pair is shown: in first-stage order, so [1] says nothing about the teacher's ranking, or
+    # (records before this setting existed) in the ranking's order, the better-ranked passage as [1]
+    pair_order: str = "first-stage"
     num_pairs: int = 5  # sampled pairs per query
     seed: int = 0
     max_words: int = 300
@@ -52,6 +57,8 @@ class TeachSettings:
             raise ValueError("need --top-m >= 0, --max-reasks >= 0 and --max-tokens >= 1")
         if self.pairs not in ("adjacent", "sampled"):
             raise ValueError(f"--pairs must be adjacent or sampled, not {self.pairs!r}")
+        if self.pair_order not in PAIR_ORDERS:
+            raise ValueError(f"--pair-order must be one of {', '.join(PAIR_ORDERS)}, not {self.pair_order!r}")
 
 
 @dataclass(frozen=True)
@@ -178,16 +185,18 @@ class Teacher:
         for kind, n in repairs.items():
             self.stats.add(f"repair.{kind}", n)
 
-        pairs = comparison_pairs(len(order), s, qc.qid)
-        convs = [self.compare_messages(qc.query, cands[order[i]].text, cands[order[j]].text) for i, j in pairs]
+        shown_pairs = [(order[i], order[j]) if s.pair_order == "ranking" else tuple(sorted((order[i], order[j])))
+                       for i, j in comparison_pairs(len(order), s, qc.qid)]  # candidate indices, as shown
+        convs = [self.compare_messages(qc.query, cands[a].text, cands[b].text) for a, b in shown_pairs]
         verdicts = (yield from self._ask(self.compare_prompt, convs, parse_comparison, qc.qid, "compare", trace)
                     ) if convs else []
-        for (i, j), (preferred, reason) in zip(pairs, verdicts, strict=True):
-            a, b = cands[order[i]].docid, cands[order[j]].docid
+        for (first, second), (preferred, reason) in zip(shown_pairs, verdicts, strict=True):
+            a, b = cands[first].docid, cands[second].docid
             comparisons.append(Comparison([a, b], {1: a, 2: b}.get(preferred), reason))
 
         teacher = {"model": s.model, "prompt_version": s.prompt_version, "top_k": s.top_k, "window": s.window,
-                   "step": s.step, "usage": {k: trace[k] for k in ("calls", "prompt_tokens", "completion_tokens")}}
+                   "step": s.step, "pair_order": s.pair_order,
+                   "usage": {k: trace[k] for k in ("calls", "prompt_tokens", "completion_tokens")}}
         if repairs:
             teacher["repairs"] = dict(sorted(repairs.items()))
         if trace["reasks"]:

@@ -20,7 +20,8 @@ from r2r_jax.data.records import RecordError, TeacherRecord, append_record, reco
 from r2r_jax.teacher.generate import TeachSettings
 
 log = logging.getLogger("r2r_jax.teacher")
-_CHECKED = ("model", "prompt_version", "top_k", "window", "step")
+_CHECKED = ("model", "prompt_version", "top_k", "window", "step", "pair_order")
+_BEFORE = {"pair_order": "ranking"}  # what records written before a setting existed did
 
 
 @dataclass
@@ -53,7 +54,7 @@ def read_done(path: str | Path, settings: TeachSettings, repair: bool = False) -
             raise RecordError(f"invalid JSON ({e.msg} at column {e.colno})", path=str(path), line=lineno) from None
         rec = record_from_dict(obj, str(path), lineno)
         for name in _CHECKED:
-            have, want = rec.teacher.get(name), getattr(settings, name)
+            have, want = rec.teacher.get(name, _BEFORE.get(name)), getattr(settings, name)
             if have != want:
                 raise RecordError(f"made with {name}={have!r} but this run uses {want!r}; use another --output "
                                   "or the same settings", path=str(path), line=lineno, field_name=f"teacher.{name}")
