@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,6 +96,23 @@ def check_output_folder(output: str | Path, *, flag: str, inputs: Iterable[str |
     if marker is not None and not (out.is_dir() and (out / marker).is_file()):
         raise OutputRefused(f"{flag} {output} was not written by {writer} (it has no {marker}); --overwrite "
                             "replaces only such a folder, so choose another " + flag)
+
+
+def check_output_files(args: Any, outputs: Sequence[str], inputs: Sequence[str]) -> None:
+    """Refuse, before any work, an output file that is also one of the command's inputs (writing it would
+    destroy the input) or another of its outputs. `outputs` and `inputs` name argparse destinations."""
+    def flag(dest: str) -> str:
+        return "--" + dest.replace("_", "-")
+
+    named = [(d, getattr(args, d, None)) for d in outputs]
+    sources = [(d, getattr(args, d, None)) for d in inputs]
+    for i, (out, target) in enumerate(named):
+        if not target:
+            continue
+        for other, path in sources + named[i + 1:]:
+            if path and Path(target).resolve() == Path(path).resolve():
+                raise OutputRefused(f"{flag(out)} {target} is also {flag(other)}; writing it would destroy that "
+                                    "file: choose another path")
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from r2r_jax.atomic import check_output_files  # the standard library only: --help stays fast
+
 # name -> (module, one-line help). Modules with `main(argv)` parse their own arguments.
 COMMANDS: dict[str, tuple[str, str]] = {
     "base": ("r2r_jax.convert.base_cli", "a Llama-architecture GGUF (default SmolLM2-135M) as an HF base folder"),
@@ -81,6 +83,7 @@ def _keep_tpu_runtime_quiet(name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Whatever it raises ends as one line `r2r <command>: error: ...` (exit 2 for bad input,
     1 otherwise; Ctrl-C 130); `--debug` or R2R_DEBUG=1 shows the traceback instead."""
+    as_program = argv is None  # the `r2r` executable, not a caller in this process
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("R2R_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
@@ -106,11 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(rest)
         except SystemExit as e:  # --help (0) or a usage error already printed on one line (2): a return code
             return int(e.code or 0)
+        check_output_files(args, *getattr(module, "FILE_ARGUMENTS", ((), ())))
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         if debug:
             raise
         print(f"\nr2r {name}: interrupted", file=sys.stderr)
+        if as_program:  # leave now: XLA's compiler threads can crash interpreter teardown (SIGSEGV) when a
+            sys.stdout.flush()  # compile was cut short; every output was already cleaned up while unwinding
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except Exception as e:
         if debug:

@@ -182,3 +182,63 @@ def test_a_torn_checkpoint_is_named_with_its_step(good, tmp_path, capsys):
         assert str(run / "checkpoints" / "2") in err
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
     assert not (tmp_path / "run.trec").exists() and not (tmp_path / "export").exists()
+
+
+# folder and model-file inputs: a missing path, a plain file where a folder is expected (or the reverse), an
+# empty folder, a file of the wrong kind
+FOLDER_INPUTS = [
+    (["check-parity", "--hf", "{missing}"], "no config.json"),
+    (["check-parity", "--hf", "{file}"], "no config.json"),
+    (["check-parity", "--hf", "{empty}"], "no config.json"),
+    (["export", "--checkpoint", "{missing}", "--format", "peft", "--output", "{out}"], "no such checkpoint"),
+    (["export", "--checkpoint", "{file}", "--format", "peft", "--output", "{out}"], "no such checkpoint"),
+    (["export", "--checkpoint", "{empty}", "--format", "peft", "--output", "{out}"], "holds no finished checkpoint"),
+    (["base", "{missing}.gguf", "--output", "{out}"], "no such file"),
+    (["base", "{file}", "--output", "{out}"], "nor a .gguf file"),
+    (["base", "{empty}", "--output", "{out}"], "nor a .gguf file"),
+    (["base", "{garbage}", "--output", "{out}"], "not a readable GGUF file"),
+    (["compile", "--config", "{missing}", "--topology", "v5p:2x2x1"], "no such file"),
+    (["compile", "--config", "{empty}", "--topology", "v5p:2x2x1"], "is a directory"),
+    (["compile", "--config", "{file}", "--topology", "v5p:2x2x1"], "expected a mapping"),
+]
+
+
+@pytest.mark.parametrize("argv,message", FOLDER_INPUTS, ids=[f"{a[0]} {a[2]} {m}" for a, m in FOLDER_INPUTS])
+def test_folder_and_model_inputs_fail_in_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "plain.txt").write_text("x\n")
+    (tmp_path / "garbage.gguf").write_bytes(b"\xff\xfe")
+    names = {"missing": tmp_path / "missing", "file": tmp_path / "plain.txt", "empty": tmp_path / "empty",
+             "garbage": tmp_path / "garbage.gguf", "out": tmp_path / "out"}
+    code, err = run_cli([a.format(**names) for a in argv], capsys)
+    assert_one_line_error(code, err, argv[0], (message,))
+    assert not (tmp_path / "out").exists()
+
+
+OUTPUT_IS_INPUT = [
+    (["rerank", "--candidates", "{f}", "--checkpoint", "{o}", "--output", "{f}"], ("--output", "--candidates")),
+    (["rerank", "--candidates", "{f}", "--checkpoint", "{o}", "--output", "{t}", "--explanations", "{t}"],
+     ("--output", "--explanations")),
+    (["import-teacher", "--input", "{f}", "--format", "r2r", "--output", "{f}"], ("--output", "--input")),
+    (["import-teacher", "--input", "{f}", "--format", "r2r", "--output", "{t}", "--report", "{f}"],
+     ("--report", "--input")),
+    (["retrieve", "--queries", "{f}", "--corpus", "{t}", "--output", "{f}"], ("--output", "--queries")),
+    (["evaluate", "--run", "{f}", "--qrels", "{t}", "--json", "{f}"], ("--json", "--run")),
+    (["evaluate-reasons", "--teacher", "{f}", "--checkpoint", "{o}", "--output", "{f}"], ("--output", "--teacher")),
+    (["teach", "--candidates", "{f}", "--output", "{f}", "--model", "m", "--dry-run"], ("--output", "--candidates")),
+    (["teach", "--candidates", "{t}", "--output", "{f}", "--cache", "{f}", "--model", "m", "--dry-run"],
+     ("--output", "--cache")),
+    (["compile", "--config", "{f}", "--topology", "v5p:2x2x1", "--json", "{f}"], ("--json", "--config")),
+]
+
+
+@pytest.mark.parametrize("argv,flags", OUTPUT_IS_INPUT, ids=[f"{a[0]} {' '.join(f)}" for a, f in OUTPUT_IS_INPUT])
+def test_an_output_that_is_an_input_is_refused_before_anything_runs(argv, flags, tmp_path, capsys):
+    """Writing a command's output over one of its inputs (or over another output) would destroy it: one line
+    naming both flags, exit 2, the file untouched."""
+    keep = tmp_path / "keep.txt"
+    keep.write_text("keep me\n")
+    names = {"f": keep, "t": tmp_path / "other.txt", "o": tmp_path / "no_run"}
+    code, err = run_cli([a.format(**names) for a in argv], capsys)
+    assert_one_line_error(code, err, argv[0], ("is also",))
+    assert all(f in err for f in flags) and keep.read_text() == "keep me\n"

@@ -328,3 +328,33 @@ def test_shared_prefix_length_leaves_every_suffix_a_token():
     assert shared_prefix_length([np.asarray([1, 5, 6])]) == 2  # one prompt: all but its last token
     assert shared_prefix_length([np.asarray([1, 5, 6]), np.asarray([1, 5, 6])]) == 2
     assert shared_prefix_length([np.asarray([2, 5]), np.asarray([1, 5])]) == 0
+
+
+def test_ctrl_c_mid_rerank_exits_130_with_one_line_and_writes_nothing(checkpoint, tmp_path):
+    """SIGINT while the job loads, compiles or scores: exit 130, `r2r rerank: interrupted`, no traceback, no
+    crash, and no run or explanations file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir, _, _ = checkpoint
+    dev, _ = make_synthetic_dev(3000, seed=1, n_candidates=20)  # minutes of scoring: always interrupted
+    write_candidates(tmp_path / "cands.jsonl", dev)
+    out = tmp_path / "run.trec"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    for delay in (2.0, 8.0):
+        proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", "rerank", "--checkpoint", str(run_dir),
+                                 "--candidates", str(tmp_path / "cands.jsonl"), "--output", str(out),
+                                 "--explain-top", "2", "--batch-size", "4", "--no-share-prefix"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        time.sleep(delay)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        lines = [ln for ln in err.replace("\r", "\n").splitlines()
+                 if ln.strip() and not ln.startswith(("score", "explain"))]  # progress bars aside
+        assert proc.returncode == 130 and lines == ["r2r rerank: interrupted"], (proc.returncode, lines[-20:])
+        assert not out.exists() and not list(tmp_path.glob("*.explanations.jsonl"))

@@ -19,6 +19,10 @@ from r2r_jax.cli_types import non_negative_int
 TOLERANCE = 0.15  # compiler vs analytic FLOPs
 
 
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("json",), ("config",))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="a TrainConfig YAML file")
     parser.add_argument("--topology", required=True,

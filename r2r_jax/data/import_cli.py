@@ -11,6 +11,9 @@ from r2r_jax.cli_types import non_negative_int
 from r2r_jax.data.importers import FORMATS, import_file
 from r2r_jax.data.records import write_records
 
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("output", "report"), ("input",))
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS,

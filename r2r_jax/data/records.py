@@ -61,6 +61,9 @@ class TeacherRecord:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        for cmp in out["comparisons"]:  # `about` only where it is set: pairwise records keep their old bytes
+            if cmp["about"] is None:
+                del cmp["about"]
         return {"schema": out.pop("schema"), **out}
 
     def rank_of(self) -> dict[str, int]:

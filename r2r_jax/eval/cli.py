@@ -13,6 +13,9 @@ from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_que
 from r2r_jax.eval.metrics import DEFAULT_METRICS, EvalError, EvalResult, evaluate, parse_metrics
 from r2r_jax.retrieval.trec import read_qrels, read_run
 
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("json", "plot"), ("run", "qrels", "compare"))
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")

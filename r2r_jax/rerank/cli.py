@@ -16,6 +16,9 @@ from pathlib import Path
 from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int
 from r2r_jax.data.records import RecordError
 
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("output", "explanations"), ("candidates", "run", "corpus", "queries"))
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("student (one of)")

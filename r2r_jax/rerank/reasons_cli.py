@@ -25,6 +25,10 @@ from r2r_jax.rerank.reasons import KINDS, ReasonItem, collect_reasons, parse_kin
 PROG = "r2r evaluate-reasons"
 
 
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("output",), ("teacher",))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="RUN",
                         help="training checkpoint: run dir, its checkpoints/ (latest step) or checkpoints/<step>")

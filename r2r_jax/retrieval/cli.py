@@ -12,6 +12,9 @@ from r2r_jax.data.records import RecordError
 from r2r_jax.retrieval.bm25 import Bm25Params, open_bm25s
 from r2r_jax.retrieval.inputs import RetrievalError, read_queries
 
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("output",), ("queries", "corpus"))
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", required=True,

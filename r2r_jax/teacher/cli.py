@@ -25,6 +25,10 @@ from r2r_jax.teacher.prompts import RESPONSE_FORMATS, PromptError
 EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("output", "cache", "failures", "summary_json"), ("candidates",))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("input and output")
     io.add_argument("--candidates", required=True, help="rank_llm candidates JSONL (or RankGPT hits JSON)")

@@ -135,7 +135,10 @@ def loss_denominators(ranks: Array, mask: Array, target_masks: tuple[Array, ...]
                             _token_count(cmp_target_masks))
 
 
-NO_TOKENS = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+def no_tokens() -> tuple[Array, Array]:
+    """(sum, count) of a generation term that learns from nothing. A function, not a constant: creating arrays
+    at import time would start the XLA backend before a multi-host job calls jax.distributed.initialize."""
+    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
 
 
 def r2r_loss(cfg: LossConfig, scores: Array, ranks: Array, mask: Array,
@@ -152,8 +155,8 @@ def r2r_loss(cfg: LossConfig, scores: Array, ranks: Array, mask: Array,
     """
     pair_sum, pairs = ranknet_sum(scores, ranks, mask)
     list_sum, groups = listwise_sum(scores, ranks, mask, cfg.listwise, cfg.temperature)
-    gen_sum, tokens = gen if gen is not None else NO_TOKENS
-    cmp_sum, cmp_tokens = gen_cmp if gen_cmp is not None else NO_TOKENS
+    gen_sum, tokens = gen if gen is not None else no_tokens()
+    cmp_sum, cmp_tokens = gen_cmp if gen_cmp is not None else no_tokens()
     if denominators is None:
         denominators = LossDenominators(pairs, groups, tokens, cmp_tokens)
     terms = {

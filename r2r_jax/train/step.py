@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from r2r_jax.config import LossConfig, OptimConfig
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.rules import constrain, traced_under
-from r2r_jax.train.losses import NO_TOKENS, LossDenominators, loss_denominators, r2r_loss
+from r2r_jax.train.losses import LossDenominators, loss_denominators, no_tokens, r2r_loss
 from r2r_jax.train.student import join_variables
 from r2r_jax.train.token_ce import token_ce_sum
 
@@ -88,9 +88,9 @@ def batch_loss(model: LlamaForRanking, loss_cfg: LossConfig, trainable, frozen, 
         model, variables, flat(batch["input_ids"]), flat(batch["attention_mask"]),
         flat(batch["target_ids"]), flat(batch["target_mask"]), loss_cfg, rngs)
     if not loss_cfg.learns_direct():  # the CE is unused, so XLA drops the LM head from the step
-        direct = NO_TOKENS
+        direct = no_tokens()
     scores = model.apply(variables, last, method=LlamaForRanking.scores).reshape(b, g)
-    comparison = NO_TOKENS
+    comparison = no_tokens()
     if _has_comparisons(batch, loss_cfg):
         c = batch["cmp_input_ids"].shape[1]
 
