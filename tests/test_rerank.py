@@ -330,6 +330,8 @@ def test_shared_prefix_length_leaves_every_suffix_a_token():
     assert shared_prefix_length([np.asarray([2, 5]), np.asarray([1, 5])]) == 0
 
 
+@pytest.mark.skipif("PYTEST_XDIST_WORKER" in __import__("os").environ,
+                    reason="signal timing is unreliable beside a parallel suite's other worker; run it alone")
 def test_ctrl_c_mid_rerank_exits_130_with_one_line_and_writes_nothing(checkpoint, tmp_path):
     """SIGINT while the job loads, compiles or scores: exit 130, `r2r rerank: interrupted`, no traceback, no
     crash, and no run or explanations file."""
