@@ -110,7 +110,7 @@ def check_output_files(args: Any, outputs: Sequence[str], inputs: Sequence[str])
         if not target:
             continue
         for other, path in sources + named[i + 1:]:
-            if path and Path(target).resolve() == Path(path).resolve():
+            if path and overlaps(target, path):
                 raise OutputRefused(f"{flag(out)} {target} is also {flag(other)}; writing it would destroy that "
                                     "file: choose another path")
 

@@ -294,14 +294,12 @@ def load_config(cls: type, argv: list[str], prog: str = "r2r"):
     """Parse `--config FILE` and dotted overrides into `cls`; validate when it has `validate()`."""
     path, rest = _split_config_flag(argv)
     rest = [canonical_flag(arg) for arg in rest]  # --output-dir and --output_dir are one flag
-    fields = None
-    if path is not None:
-        fields = _resolve_includes(path, ())
-        if not fields:
-            raise ConfigError(f"--config {path}: the file is empty (leave --config out to use the defaults)")
+    fields, included = ({}, False) if path is None else _resolve_includes(path, ())
+    if path is not None and not fields:
+        raise ConfigError(f"--config {path}: the file is empty (leave --config out to use the defaults)")
     with tempfile.TemporaryDirectory() as tmp:
         parsed_path = path
-        if fields is not None and _read_yaml_mapping(path).get(INCLUDE_KEY) is not None:
+        if included:
             parsed_path = str(Path(tmp) / Path(path).name)  # the merged file draccus reads
             Path(parsed_path).write_text(yaml.safe_dump(fields, sort_keys=False))
         try:
@@ -321,20 +319,21 @@ def _merged(base: dict, over: dict) -> dict:
     return out
 
 
-def _resolve_includes(path: str, seen: tuple[str, ...]) -> dict:
-    """The file's fields laid over those of the file its `include:` names (relative to it), recursively: a
-    platform config states only what differs from the base it includes, so the two cannot drift apart."""
+def _resolve_includes(path: str, seen: tuple[str, ...]) -> tuple[dict, bool]:
+    """(the file's fields laid over those of the file its `include:` names (relative to it), recursively;
+    whether it includes one): a platform config states only what differs from the base it includes, so the
+    two cannot drift apart."""
     fields = dict(_read_yaml_mapping(path) or {})
     base = fields.pop(INCLUDE_KEY, None)
     if base is None:
-        return fields
+        return fields, False
     if not isinstance(base, str) or not base:
         raise ConfigError(f"--config {path}: {INCLUDE_KEY}: expected the path of a config file")
     base_path = str(Path(path).parent / base)
     chain = (*seen, str(Path(path).resolve()))
     if str(Path(base_path).resolve()) in chain:
         raise ConfigError(f"--config {path}: {INCLUDE_KEY}: {base} includes itself")
-    return _merged(_resolve_includes(base_path, chain), fields)
+    return _merged(_resolve_includes(base_path, chain)[0], fields), True
 
 
 def _read_yaml_mapping(path: str) -> dict | None:

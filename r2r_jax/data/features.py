@@ -39,7 +39,6 @@ from r2r_jax.data.templates import (
     TruncationStats,
     check_template,
     encode_targets,
-    encode_texts,
     fit_prompts,
     render_comparison,
     render_prompt,
@@ -105,11 +104,8 @@ class TokenizedRecord:
 def _fit_all(tokenizer, args: list[tuple[str, list[str]]], render: Render | Sequence[Render], max_len: int,
              stats: TruncationStats | None = None) -> list[np.ndarray]:
     """Prompts for (query, passages) pairs (`render`: one function, or one per pair): rendered once,
-    tokenized in one batch call, and refitted (batched) only where too long."""
-    renders = list(render) if isinstance(render, Sequence) else [render] * len(args)
-    texts = [r(*a) for r, a in zip(renders, args, strict=True)]
-    ids = fit_prompts(tokenizer, renders, args, max_len, ids=encode_texts(tokenizer, texts), stats=stats)
-    return [np.asarray(i, DTYPE) for i in ids]
+    tokenized in one batch call, and refitted (batched) only where too long (`fit_prompts`)."""
+    return [np.asarray(i, DTYPE) for i in fit_prompts(tokenizer, render, args, max_len, stats=stats)]
 
 
 def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfig) -> list[TokenizedRecord]:
