@@ -70,10 +70,16 @@ def test_multi_host_topology_compiles_from_one_process_and_reports_figures(small
         assert 0 < memory["total"] < memory["hbm"] == 16 * 1024**3
         assert memory["arguments"] > 0
         assert figures[f"{step}_flops"]["agrees"], figures[f"{step}_flops"]
-        assert 0 < figures[f"{step}_flops"]["mfu_bound"] <= 1
+        flop_figures = figures[f"{step}_flops"]
+        assert 0 < flop_figures["mfu_bound"] <= 1
+        # the bound is the larger of compute and memory traffic, and says which
+        assert flop_figures["bytes_per_chip"] > 0
+        bounds = {"compute": flop_figures["flop_seconds_bound"], "memory": flop_figures["memory_seconds_bound"]}
+        assert flop_figures["step_seconds_bound"] == max(bounds.values())
+        assert flop_figures["bound_by"] == max(bounds, key=bounds.get)
     assert figures["train_memory"]["aliased"] > 0 and figures["train_memory"]["temporaries"] > 0  # donated state
     for text in ("arguments", "temporaries", "of 16.00 GiB HBM", "compiler, XLA ops", "MFU <=", "step time >=",
-                 "generation loss: float32 logits", "4 host(s)"):
+                 "HBM traffic per chip", "generation loss: float32 logits", "4 host(s)"):
         assert text in out
 
 
@@ -95,6 +101,7 @@ def test_splash_attention_compiles_for_tpu(tmp_path):
     """The Pallas kernel lowers to Mosaic and compiles inside the sharded train step (mask: causal + segments)."""
     from r2r_jax.compile import aot
     from r2r_jax.parallel.mesh import make_mesh
+    from r2r_jax.train import lowering
 
     path = tmp_path / "splash.yaml"
     path.write_text(SMALL.replace("attention: xla", "attention: splash").replace("max_prompt_len: 96",
@@ -102,9 +109,9 @@ def test_splash_attention_compiles_for_tpu(tmp_path):
     cfg = load_config(TrainConfig, ["--config", str(path), "--data.comparisons_per_query=0"])
     target = aot.resolve_target("v5e:2x2")
     mesh = make_mesh(cfg.mesh, target.devices)
-    lowered = aot.lower_train_step(cfg, mesh)
+    lowered = lowering.lower_train_step(cfg, mesh)
     assert lowered.as_text().count("tpu_custom_call") >= 2  # forward and fused backward kernels
-    memory = aot.memory_of(aot.compile_lowered(lowered))
+    memory = lowering.memory_of(lowering.compile_lowered(lowered))
     assert 0 < memory.total < target.chip.hbm_bytes
 
 
@@ -136,3 +143,61 @@ def test_8b_configs_meet_the_brief(name):
     _, chips = EIGHT_B[name]
     assert cfg.mesh.shape(chips)  # the mesh uses exactly the slice's chips
     assert cfg.batch_size % (chips // cfg.mesh.shape(chips)[2]) == 0  # the batch splits evenly over the chips
+
+
+@pytest.fixture(scope="module")
+def small_on_v5e(small_config):
+    from r2r_jax.compile import aot
+    from r2r_jax.parallel.mesh import make_mesh
+
+    cfg = load_config(TrainConfig, ["--config", str(small_config)])
+    target = aot.resolve_target("v5e:2x2")
+    return cfg, make_mesh(cfg.mesh, target.devices), target
+
+
+def test_remat_policies_recompute_what_the_analytic_count_says(small_on_v5e):
+    """The compiler's FLOPs fall from full to mlp_attention_out to none by what flops._recomputed says."""
+    from r2r_jax.compile import aot
+    from r2r_jax.train.remat_choice import with_policy
+
+    cfg, mesh, target = small_on_v5e
+    measured, analytic = {}, {}
+    for policy in ("full", "mlp_attention_out", "none"):
+        variant = with_policy(cfg, policy, 1)
+        measured[policy] = aot.measured_costs(variant, dict(mesh.shape), target.devices[0]).flops
+        analytic[policy] = flops.train_step_flops(variant).visible_to_xla
+    for more, less in (("full", "mlp_attention_out"), ("mlp_attention_out", "none")):
+        saved = measured[more] - measured[less]
+        assert saved > 0
+        assert saved == pytest.approx(analytic[more] - analytic[less], rel=0.12)
+
+
+def test_remat_auto_takes_the_least_recomputation_that_fits(small_on_v5e):
+    from r2r_jax.train.remat_choice import AUTO_ORDER, HEADROOM, choose_remat
+
+    cfg, mesh, _ = small_on_v5e
+    roomy = choose_remat(cfg, mesh, 2**40)
+    assert (roomy.policy, roomy.micro_batches, len(roomy.attempts)) == ("none", 1, 1)
+    assert roomy.compiled is not None
+    # nothing fits: every policy is tried, and the answer is the least memory (full, most micro-batches)
+    cramped = choose_remat(cfg, mesh, 1024)
+    assert [a.policy for a in cramped.attempts] == list(AUTO_ORDER) and not any(a.fits for a in cramped.attempts)
+    assert cramped.policy == "full" and cramped.compiled is None
+    # room for `full` at one micro-batch: the choice fits, and every policy before it was over budget
+    full_total = cramped.attempts[-1].total
+    choice = choose_remat(cfg, mesh, int(full_total / (1 - HEADROOM)) + 1)
+    chosen = choice.attempts[-1]
+    assert chosen.fits and chosen.total <= choice.budget and (chosen.policy, chosen.micro_batches) == (
+        choice.policy, choice.micro_batches)
+    assert AUTO_ORDER.index(choice.policy) <= AUTO_ORDER.index("full")
+    assert all(not a.fits and a.total > choice.budget for a in choice.attempts[:-1])
+
+
+def test_compile_reports_the_auto_choice(small_config, tmp_path, capsys):
+    report = tmp_path / "figures.json"
+    code, out, err = _compile(capsys, "--config", str(small_config), "--topology", "v5e:2x2", "--skip-flops",
+                              "--skip-score", "--set", "model.remat_policy=auto", "--json", str(report))
+    assert code == 0, err
+    remat = json.loads(report.read_text())["remat"]
+    assert (remat["policy"], remat["micro_batches"]) == ("none", 1) and remat["attempts"][0]["fits"]
+    assert "chosen: remat none, micro_batches 1" in out

@@ -5,29 +5,25 @@ of a multi-host slice in one process); GPU targets are stood in for by fake CPU 
 are estimates. Inputs are `jax.ShapeDtypeStruct`s with the shardings the trainer uses: no weight is ever
 allocated, an 8B model compiles on a laptop.
 
-XLA's cost analysis counts the body of a while loop once, whatever its trip count, so the FLOPs of the
-scanned layers (and of the chunked loss and the micro-batch loop) cannot be read off the real program.
-`measured_flops` compiles the same step unrolled with one and two layers, one loss chunk, one micro-batch
-and one query on one chip, extrapolates linearly in the number of layers (the layers are identical) and
-scales linearly to the whole batch.
+XLA's cost analysis counts the body of a while loop once, whatever its trip count, so the FLOPs and bytes
+of the scanned layers (and of the chunked loss and the micro-batch loop) cannot be read off the real
+program. `measured_costs` compiles the same step unrolled with one and two layers, one loss chunk, one
+micro-batch and one data shard's queries on one chip, and extrapolates linearly in the number of layers
+(the layers are identical).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from r2r_jax.data.features import BatchShapes, batch_spec
 from r2r_jax.inference.score_step import make_score_step
-from r2r_jax.model.llama import LlamaForRanking, abstract_variables
-from r2r_jax.parallel.batch import batch_sharding
-from r2r_jax.parallel.rules import MESH_AXES, tree_shardings
-from r2r_jax.train.step import TrainState, jit_train_step, learning_rate_schedule, make_optimizer, make_train_step
-from r2r_jax.train.student import join_variables, split_variables
+from r2r_jax.parallel.rules import MESH_AXES
+from r2r_jax.train.lowering import abstract_batch, abstract_student, lower_train_step
+from r2r_jax.train.student import join_variables
 
 GiB = 1024**3
 
@@ -37,13 +33,14 @@ class Chip:
     name: str
     hbm_bytes: int
     peak_flops: float  # dense bf16 FLOP/s
+    hbm_bandwidth: float  # bytes/s
 
 
-CHIPS = {
-    "v5p": Chip("TPU v5p", 95 * GiB, 459e12),
-    "v5e": Chip("TPU v5e", 16 * GiB, 197e12),
-    "v6e": Chip("TPU v6e", 32 * GiB, 918e12),
-    "h100": Chip("NVIDIA H100", 80 * GiB, 989e12),
+CHIPS = {  # the vendors' published figures
+    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, 2765e9),
+    "v5e": Chip("TPU v5e", 16 * GiB, 197e12, 819e9),
+    "v6e": Chip("TPU v6e", 32 * GiB, 918e12, 1640e9),
+    "h100": Chip("NVIDIA H100", 80 * GiB, 989e12, 3350e9),
 }
 
 
@@ -98,74 +95,7 @@ def resolve_target(topology: str) -> Target:
     return Target(topology, CHIPS[kind], list(desc.devices), estimate=False)
 
 
-# ---------------------------------------------------------------- abstract inputs
-
-
-def _with_shardings(abstract, shardings):
-    import jax
-
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-
-
-def abstract_student(cfg, mesh):
-    """(model, frozen, trainable) as sharded ShapeDtypeStructs, exactly as `build_student` would place them."""
-    import flax.linen as nn
-
-    model = LlamaForRanking(cfg.model, cfg.lora)
-    boxed = abstract_variables(model)
-    variables = _with_shardings(nn.meta.unbox(boxed), tree_shardings(boxed, mesh))
-    frozen, trainable = split_variables(variables)
-    return model, frozen, trainable
-
-
-def abstract_state(cfg, trainable, mesh, optimizer):
-    """TrainState of ShapeDtypeStructs: moments shard like their parameters, scalars are replicated."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    replicated = NamedSharding(mesh, PartitionSpec())
-    opt_abstract = jax.eval_shape(optimizer.init, trainable)
-    opt_shardings = optax.tree_map_params(
-        optimizer, lambda _, p: p.sharding, opt_abstract, trainable,
-        transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
-    opt_state = _with_shardings(opt_abstract, opt_shardings)
-    step = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
-    return TrainState(step, trainable, opt_state)
-
-
-def batch_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """The train step's batch: exactly what `r2r train` feeds (`r2r_jax.data.features.batch_spec`)."""
-    return {k: shape for k, (shape, _) in batch_spec(BatchShapes.from_config(cfg.data), cfg.batch_size).items()}
-
-
-def abstract_batch(shapes: dict[str, tuple[int, ...]], mesh) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    return {k: jax.ShapeDtypeStruct(s, jnp.int32, sharding=batch_sharding(len(s), mesh)) for k, s in shapes.items()}
-
-
 # ---------------------------------------------------------------- lowering
-
-
-def lower_train_step(cfg, mesh):
-    """The real train step (`make_train_step` + `jit_train_step`), lowered on abstract sharded inputs."""
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    model, frozen, trainable = abstract_student(cfg, mesh)
-    optimizer = make_optimizer(cfg.optim, cfg.steps)
-    state = abstract_state(cfg, trainable, mesh, optimizer)
-    batch = abstract_batch(batch_shapes(cfg), mesh)
-    key = jax.eval_shape(lambda: jax.random.key(0))
-    rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, PartitionSpec()))
-    step = make_train_step(model, cfg.loss, optimizer, learning_rate_schedule(cfg.optim, cfg.steps),
-                           cfg.micro_batches, mesh)  # traced under the mesh's rules, as `r2r train` does
-    jitted = jit_train_step(step, jax.tree.map(lambda x: x.sharding, state), jax.tree.map(lambda x: x.sharding, frozen),
-                            {k: v.sharding for k, v in batch.items()})
-    return jitted.lower(state, frozen, batch, rng)
 
 
 def lower_score_step(cfg, mesh, sequences: int, length: int, last_only: bool = True):
@@ -176,79 +106,32 @@ def lower_score_step(cfg, mesh, sequences: int, length: int, last_only: bool = T
                                                          batch["attention_mask"])
 
 
-# ---------------------------------------------------------------- compiling and reading the figures
+# ---------------------------------------------------------------- reading the figures
 
 
-class DoesNotFit(Exception):
-    """The compiler refused the program for lack of device memory."""
+@dataclass(frozen=True)
+class Costs:
+    """What XLA's cost analysis reports for one compiled program (per chip for a sharded one)."""
 
-    def __init__(self, message: str, needed: int | None = None, available: int | None = None,
-                 short: int | None = None):
-        super().__init__(message)
-        self.needed, self.available = needed, available
-        self.short = short if short is not None else (needed - available if needed and available else None)
+    flops: float
+    bytes_accessed: float
 
+    def __add__(self, other: Costs) -> Costs:
+        return Costs(self.flops + other.flops, self.bytes_accessed + other.bytes_accessed)
 
-_SIZE = r"([0-9.]+)\s*([KMGT]?)i?B?"
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-# the TPU compiler's wordings: (needed, available) or the shortfall alone
-_NEEDED_AVAILABLE = (
-    re.compile(r"\(" + _SIZE + r"\) exceeds available HBM \(" + _SIZE + r"\)"),
-    re.compile(r"Used " + _SIZE + r" of " + _SIZE + r" hbm"),
-)
-_SHORT = re.compile(r"Exceeded hbm capacity by " + _SIZE)
+    def __sub__(self, other: Costs) -> Costs:
+        return Costs(self.flops - other.flops, self.bytes_accessed - other.bytes_accessed)
+
+    def __mul__(self, k: float) -> Costs:
+        return Costs(self.flops * k, self.bytes_accessed * k)
 
 
-def _bytes(number: str, unit: str) -> int:
-    return int(float(number) * _UNITS[unit])
-
-
-def compile_lowered(lowered):
-    """`lowered.compile()`, turning the TPU compiler's out-of-memory error into `DoesNotFit`."""
-    try:
-        return lowered.compile()
-    except Exception as e:  # JaxRuntimeError
-        text = str(e)
-        if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
-            raise
-        needed = available = None
-        for pattern in _NEEDED_AVAILABLE:
-            match = pattern.search(text)
-            if match:
-                needed, available = _bytes(*match.group(1, 2)), _bytes(*match.group(3, 4))
-                break
-        short = _SHORT.search(text)
-        raise DoesNotFit(text.splitlines()[0][:400], needed, available,
-                         _bytes(*short.group(1, 2)) if short else None) from None
-
-
-@dataclass
-class Memory:
-    """Per-chip bytes from `compiled.memory_analysis()`."""
-
-    arguments: int
-    outputs: int
-    aliased: int  # outputs that reuse donated argument buffers (the train state)
-    temporaries: int
-    code: int
-
-    @property
-    def total(self) -> int:
-        return self.arguments + self.outputs - self.aliased + self.temporaries + self.code
-
-
-def memory_of(compiled) -> Memory:
-    m = compiled.memory_analysis()
-    return Memory(m.argument_size_in_bytes, m.output_size_in_bytes, m.alias_size_in_bytes, m.temp_size_in_bytes,
-                  m.generated_code_size_in_bytes)
-
-
-def cost_flops(compiled) -> float:
-    """Per-chip FLOPs from XLA's cost analysis (loop bodies counted once; Pallas kernels not at all)."""
+def cost_of(compiled) -> Costs:
+    """FLOPs and bytes accessed from XLA's cost analysis (loop bodies counted once; Pallas kernels not at all)."""
     analysis = compiled.cost_analysis()
     if isinstance(analysis, list | tuple):
         analysis = analysis[0]
-    return float(analysis.get("flops", 0.0))
+    return Costs(float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0)))
 
 
 def _counting_variant(cfg, layers: int, queries: int):
@@ -257,26 +140,36 @@ def _counting_variant(cfg, layers: int, queries: int):
     return dataclasses.replace(cfg, model=model, loss=loss, micro_batches=1, batch_size=queries)
 
 
-def measured_flops(cfg, device, step: str = "train", sequences: int = 0, length: int = 0) -> float:
-    """Global FLOPs of one step by XLA's cost analysis, loops accounted for (see the module docstring).
+@dataclass(frozen=True)
+class MeasuredCosts:
+    flops: float  # global, one step
+    bytes_per_chip: float  # HBM traffic of one chip's share of the step
 
-    The counting compiles run on one chip of the target with one query (or prompt), and the count is scaled
-    to the whole batch: every FLOP of the step is per sequence except the adapters' optimizer update (~10 per
-    trainable parameter, a few GFLOP against the step's PFLOP). One chip, because partitioning adds only
-    communication, while the TPU compiler's collective matmuls put sharded dots inside loops that cost
-    analysis counts once; one query, because small programs compile in a fraction of the time."""
+
+def measured_costs(cfg, mesh_shape: dict[str, int], device, step: str = "train", sequences: int = 0,
+                   length: int = 0) -> MeasuredCosts:
+    """Global FLOPs and per-chip bytes accessed of one step by XLA's cost analysis, loops accounted for.
+
+    The step is compiled unrolled with one and two layers, one loss chunk and one micro-batch, on one chip
+    holding one data shard's queries (or prompts), and extrapolated linearly in the number of layers (the
+    layers are identical). One chip, because partitioning adds only communication, while the TPU compiler's
+    collective matmuls put sharded dots inside loops that cost analysis counts once. FLOPs scale to the
+    whole batch by the data-parallel degree. Bytes are that one chip's traffic with whole (gathered)
+    weights, split over the `tensor` axis: a lower bound on a chip's HBM traffic, as the step-time bound
+    built on it must be. Remat recomputation is in both figures (the real step's policy is compiled)."""
     from jax.sharding import Mesh
 
     mesh = Mesh(np.asarray([device]).reshape(1, 1, 1), MESH_AXES)
+    shards = max(mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1), 1)
+    per_shard = max(-(-(cfg.batch_size if step == "train" else sequences) // shards), 1)
     counts = []
     for layers in (1, 2):
         if step == "train":
-            lowered = lower_train_step(_counting_variant(cfg, layers, 1), mesh)
+            lowered = lower_train_step(_counting_variant(cfg, layers, per_shard), mesh)
         else:
-            # the counting variants unroll their layers; a scanned model's final layer computes every position
-            lowered = lower_score_step(_counting_variant(cfg, layers, cfg.batch_size), mesh, 1, length,
-                                       last_only=not cfg.model.scan_layers)
-        counts.append(cost_flops(lowered.compile()))
+            lowered = lower_score_step(_counting_variant(cfg, layers, cfg.batch_size), mesh, per_shard, length)
+        counts.append(cost_of(lowered.compile()))
     one, two = counts
-    per_query = one + (cfg.model.num_hidden_layers - 1) * (two - one)
-    return per_query * (cfg.batch_size if step == "train" else sequences)
+    shard = one + (two - one) * (cfg.model.num_hidden_layers - 1)
+    total = cfg.batch_size if step == "train" else sequences
+    return MeasuredCosts(shard.flops * total / per_shard, shard.bytes_accessed / max(mesh_shape.get("tensor", 1), 1))

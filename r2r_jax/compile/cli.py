@@ -97,8 +97,13 @@ def _memory_report(name: str, mem, chip, estimate: bool) -> dict:
     return {**dataclasses.asdict(mem), "total": mem.total, "hbm": chip.hbm_bytes}
 
 
-def _flops_report(analytic, measured: float | None, chips: int, chip, tokens: int) -> dict:
-    """Compiler vs analytic FLOPs, with the Pallas kernels' share added analytically (XLA cannot see it)."""
+def _bytes_rate(n: float) -> str:
+    return f"{n / 1e9:,.0f} GB/s"
+
+
+def _flops_report(analytic, measured, chips: int, chip, tokens: int) -> dict:
+    """Compiler vs analytic FLOPs, with the Pallas kernels' share added analytically (XLA cannot see it), and
+    the step-time lower bound: the larger of compute (FLOPs / peak) and memory traffic (bytes / bandwidth)."""
     kernel = analytic.in_kernels
     parts = ", ".join(f"{k} {_flop(v)}" for k, v in analytic.executed.items() if v)
     print(f"  analytic, executed   {_flop(analytic.total):>14}  ({parts})")
@@ -106,22 +111,33 @@ def _flops_report(analytic, measured: float | None, chips: int, chip, tokens: in
            "analytic_terms": analytic.executed}
     executed = analytic.total
     if measured is not None:
-        ratio = measured / analytic.visible_to_xla
+        ratio = measured.flops / analytic.visible_to_xla
         ok = abs(ratio - 1) <= TOLERANCE
-        print(f"  compiler, XLA ops    {_flop(measured):>14}  vs analytic {_flop(analytic.visible_to_xla)} outside "
-              f"Pallas kernels: ratio {ratio:.3f} ({'within' if ok else 'OUTSIDE'} {TOLERANCE:.0%})")
-        executed = measured + kernel
-        out.update(compiler=measured, ratio=ratio, agrees=ok)
+        print(f"  compiler, XLA ops    {_flop(measured.flops):>14}  vs analytic {_flop(analytic.visible_to_xla)} "
+              f"outside Pallas kernels: ratio {ratio:.3f} ({'within' if ok else 'OUTSIDE'} {TOLERANCE:.0%})")
+        executed = measured.flops + kernel
+        out.update(compiler=measured.flops, ratio=ratio, agrees=ok)
     if kernel:
         print(f"  Pallas kernels       {_flop(kernel):>14}  not counted by XLA: added from the analytic count of the "
               "tiles the kernels visit")
     per_chip = executed / chips
     seconds = per_chip / chip.peak_flops
-    mfu = analytic.model_total / executed
-    print(f"  per chip             {_flop(per_chip):>14}  -> step time >= {_time(seconds)} at "
-          f"{chip.peak_flops / 1e12:.0f} TFLOP/s bf16 peak, <= {tokens / seconds:,.0f} tokens/s")
+    print(f"  per chip             {_flop(per_chip):>14}  -> compute: step time >= {_time(seconds)} at "
+          f"{chip.peak_flops / 1e12:.0f} TFLOP/s bf16 peak")
+    out.update(executed=executed, flop_seconds_bound=seconds)
+    bound, bound_by = seconds, "compute"
+    if measured is not None:
+        traffic = measured.bytes_per_chip / chip.hbm_bandwidth
+        print(f"  HBM traffic per chip {_size(measured.bytes_per_chip):>14}  -> memory: step time >= "
+              f"{_time(traffic)} at {_bytes_rate(chip.hbm_bandwidth)} (compiler's bytes accessed, Pallas kernels' "
+              "own not counted)")
+        out.update(bytes_per_chip=measured.bytes_per_chip, memory_seconds_bound=traffic)
+        if traffic > seconds:
+            bound, bound_by = traffic, "memory"
+    mfu = analytic.model_total / (chips * chip.peak_flops * bound)  # model / executed when compute-bound
+    print(f"  step time bound      {_time(bound):>14}  ({bound_by}-bound) -> <= {tokens / bound:,.0f} tokens/s")
     print(f"  model FLOPs          {_flop(analytic.model_total):>14}  (no recomputation) -> MFU <= {mfu:.0%}")
-    out.update(executed=executed, step_seconds_bound=seconds, mfu_bound=mfu)
+    out.update(step_seconds_bound=bound, bound_by=bound_by, mfu_bound=mfu)
     return out
 
 
@@ -129,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     _prepare_runtime(args.topology)
     from r2r_jax.compile import aot, flops
     from r2r_jax.parallel.mesh import make_mesh
+    from r2r_jax.train import lowering
 
     cfg, notes = _load(args)
     target = aot.resolve_target(args.topology)
@@ -150,30 +167,34 @@ def run(args: argparse.Namespace) -> int:
     report: dict = {"topology": args.topology, "chips": mesh.size, "hosts": target.hosts, "estimate": target.estimate,
                     "mesh": dict(mesh.shape), "tokens": tokens}
     fits = True
+    compiled = None
+    if m.remat_policy == "auto":
+        cfg, compiled, report["remat"] = _choose_remat(cfg, mesh, chip)
+        m = cfg.model
     try:
-        compiled = aot.compile_lowered(aot.lower_train_step(cfg, mesh))
-    except aot.DoesNotFit as e:
+        compiled = compiled or lowering.compile_lowered(lowering.lower_train_step(cfg, mesh))
+    except lowering.DoesNotFit as e:
         return _refused("train", e, chip, report, args)
-    mem = aot.memory_of(compiled)
+    mem = lowering.memory_of(compiled)
     report["train_memory"] = _memory_report("train", mem, chip, target.estimate)
     fits &= mem.total <= chip.hbm_bytes
     report["logits"] = _logits_report(cfg, mesh, mem, args.compare_unchunked)
     print("\ntrain step FLOPs (global, one optimizer step):")
-    measured = None if args.skip_flops else aot.measured_flops(cfg, target.devices[0])
+    measured = None if args.skip_flops else aot.measured_costs(cfg, dict(mesh.shape), target.devices[0])
     report["train_flops"] = _flops_report(flops.train_step_flops(cfg), measured, mesh.size, chip, tokens)
     if not args.skip_score:
         n = args.score_batch or n_seq
         try:
-            scored = aot.compile_lowered(aot.lower_score_step(cfg, mesh, n, d.max_prompt_len))
-        except aot.DoesNotFit as e:
+            scored = lowering.compile_lowered(aot.lower_score_step(cfg, mesh, n, d.max_prompt_len))
+        except lowering.DoesNotFit as e:
             return _refused("score", e, chip, report, args)
-        smem = aot.memory_of(scored)
+        smem = lowering.memory_of(scored)
         print(f"\nscoring step: {n} prompts of {d.max_prompt_len} tokens")
         report["score_memory"] = _memory_report("score", smem, chip, target.estimate)
         fits &= smem.total <= chip.hbm_bytes
         print("\nscoring step FLOPs:")
-        smeasured = None if args.skip_flops else aot.measured_flops(cfg, target.devices[0], "score", n,
-                                                                      d.max_prompt_len)
+        smeasured = None if args.skip_flops else aot.measured_costs(cfg, dict(mesh.shape), target.devices[0],
+                                                                      "score", n, d.max_prompt_len)
         report["score_flops"] = _flops_report(flops.score_step_flops(m, cfg.lora, n, d.max_prompt_len), smeasured,
                                               mesh.size, chip, n * d.max_prompt_len)
     report["fits"] = bool(fits)
@@ -187,10 +208,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _choose_remat(cfg, mesh, chip):
+    """`model.remat_policy: auto`: the least recomputation that fits (train/remat_choice.py), printed."""
+    from r2r_jax.train.remat_choice import HEADROOM, choose_remat, with_policy
+
+    print(f"\nremat auto: least recomputation whose train step fits {chip.name}'s {_size(chip.hbm_bytes)} less "
+          f"{HEADROOM:.0%} headroom")
+    choice = choose_remat(cfg, mesh, chip.hbm_bytes, report=lambda line: print(f"  {line}"))
+    print(f"  chosen: remat {choice.policy}, micro_batches {choice.micro_batches}"
+          + ("" if choice.compiled is not None else " (nothing fits: the least memory, compiled below)"))
+    return with_policy(cfg, choice.policy, choice.micro_batches), choice.compiled, choice.to_dict()
+
+
 def _logits_report(cfg, mesh, mem, compare: bool) -> dict:
     """What chunking the generation loss saves: float32 logits of every target token at once vs one chunk."""
-    from r2r_jax.compile import aot
     from r2r_jax.compile.flops import logits_bytes
+    from r2r_jax.train import lowering
 
     d = cfg.data
     seqs = cfg.batch_size * (d.rows_per_query + (d.comparisons_per_query if cfg.loss.gamma > 0 else 0))
@@ -206,12 +239,12 @@ def _logits_report(cfg, mesh, mem, compare: bool) -> dict:
     if compare and chunk < d.max_target_len:
         variant = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, gen_chunk=d.max_target_len))
         try:
-            unchunked = aot.memory_of(aot.compile_lowered(aot.lower_train_step(variant, mesh)))
+            unchunked = lowering.memory_of(lowering.compile_lowered(lowering.lower_train_step(variant, mesh)))
             saved = unchunked.total - mem.total
             print(f"  compiled with gen_chunk={d.max_target_len}: total {_size(unchunked.total)} per chip, "
                   f"{_size(saved)} more than with chunks of {chunk}")
             out.update(unchunked_total=unchunked.total, measured_saving=saved)
-        except aot.DoesNotFit as e:
+        except lowering.DoesNotFit as e:
             print(f"  compiled with gen_chunk={d.max_target_len}: does not fit ({e})")
             out.update(unchunked_total=e.needed)
     return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from r2r_jax.config import LoraConfig, ModelConfig, TrainConfig
+from r2r_jax.config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, LoraConfig, ModelConfig, TrainConfig
 
 # A frozen linear map's backward needs its input, never its output. down_proj's output only joins the residual
 # stream that leaves the layer (the next layer restarts from its saved input), so "full" remat never
@@ -126,23 +126,36 @@ def _forward(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences) -> dict
     }
 
 
+# what each named remat policy recomputes in the backward pass (model/llama.py names what it keeps)
+_RECOMPUTED_PROJECTIONS = {
+    "full": tuple(p for p in (*ATTENTION_PROJECTIONS, *MLP_PROJECTIONS) if p not in RESIDUAL_OUTPUTS),
+    "mlp": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mlp_attention_out": ("q_proj", "k_proj", "v_proj"),
+    "projections": (),
+}
+
+
 def _recomputed(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences, attn: float, kernel: bool) -> dict:
     """Forward FLOPs the remat policy recomputes in the backward pass: only what the backward needs.
 
-    full: every product but down_proj's, attention included. dots / dots_no_batch keep the projections'
-    outputs; dots_no_batch recomputes the (batched) attention logits (for the softmax gradient) and, when
-    o_proj is adapted, P·V (its adapter's A gradient needs the attention output). A Pallas kernel is no dot
-    and reruns its whole forward under every policy."""
+    full: every product but down_proj's, attention included. mlp keeps gate/up: the attention block reruns
+    (q, k, v, o and attention). mlp_attention_out also keeps the MLP input and attention output: q, k, v
+    and the attention rerun. projections also keeps q, k, v: the attention alone (XLA's count shows its
+    whole forward rerun, P·V included, under both). dots / dots_no_batch keep the projections' outputs; dots_no_batch
+    recomputes the (batched) attention logits and, when o_proj is adapted, P·V (its adapter's A gradient
+    needs the attention output). A Pallas kernel is no dot and reruns its whole forward under every policy."""
     policy = cfg.remat_policy
     layers_tokens = cfg.num_hidden_layers * seqs.count * seqs.length
     # the CPU loop checkpoints each sequence's attention block: its forward reruns once more under any policy
     out = {"base": 0.0, "lora": 0.0, "attention": attn if cfg.attention == "loop" else 0.0}
     if policy == "none":
         return out
-    if policy == "full":
-        out["base"] = 2.0 * layer_weights(cfg, RESIDUAL_OUTPUTS) * layers_tokens
-        out["lora"] = float(lora_forward_per_token(cfg, lora, RESIDUAL_OUTPUTS) * layers_tokens)
-    if kernel or policy == "full":
+    if policy in _RECOMPUTED_PROJECTIONS:
+        # a kept projection's adapter still reruns its A product (B's gradient needs it), not its B product
+        kept = tuple(p for p in projections(cfg) if p not in _RECOMPUTED_PROJECTIONS[policy])
+        out["base"] = 2.0 * layer_weights(cfg, kept) * layers_tokens
+        out["lora"] = float(lora_forward_per_token(cfg, lora, skip_up=kept) * layers_tokens)
+    if kernel or policy in _RECOMPUTED_PROJECTIONS:
         out["attention"] += attn
     elif policy == "dots_no_batch":
         out["attention"] += attn * (1.0 if "o_proj" in _adapted(lora) else 0.5)
@@ -177,15 +190,16 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
     return count
 
 
-def score_step_flops(cfg: ModelConfig, lora: LoraConfig | None, sequences: int, length: int) -> FlopCount:
+def score_step_flops(cfg: ModelConfig, lora: LoraConfig | None, sequences: int, length: int,
+                     last_only: bool = True) -> FlopCount:
     """FLOPs of the prompt-only scoring forward (`make_score_step`) over `sequences` prompts.
 
-    With unrolled layers the final layer runs its queries, attention output and MLP at the last position
-    only (`last_only`); scanned layers compute every position of it."""
+    With `last_only` (what scoring runs, scanned or unrolled) the final layer runs its queries, attention
+    output and MLP at the last position only."""
     s = Sequences(sequences, length)
     fwd = _forward(cfg, lora, s)
     attn, kernel = _attention(cfg, s)
-    if not cfg.scan_layers:  # the final layer: keys and values everywhere, the rest at one position
+    if last_only:  # the final layer: keys and values everywhere, the rest at one position
         n, kv = cfg.num_hidden_layers, ("k_proj", "v_proj")
         skipped = sequences * (length - 1)
         fwd["base"] -= 2.0 * layer_weights(cfg, kv) * skipped
@@ -196,7 +210,7 @@ def score_step_flops(cfg: ModelConfig, lora: LoraConfig | None, sequences: int, 
     count.add("base", fwd["base"], fwd["base"])
     count.add("lora", fwd["lora"], fwd["lora"])
     count.add("attention", attn, attn, kernel)
-    if not cfg.scan_layers:
+    if last_only:
         count.add("attention_last_position", last_row, last_row)
     count.add("score_head", 2.0 * cfg.hidden_size * sequences, 2.0 * cfg.hidden_size * sequences)
     return count

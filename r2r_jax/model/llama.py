@@ -16,14 +16,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
-from r2r_jax.config import LoraConfig, ModelConfig
+from r2r_jax.config import ConfigError, LoraConfig, ModelConfig
 from r2r_jax.model.attention import dot_product_attention
 from r2r_jax.model.lora import LoraDense
 from r2r_jax.parallel.rules import constrain
 
+# Activations a policy may keep for the backward pass, named with `checkpoint_name` inside each layer:
+# q/k after RoPE and v ("query", "key", "value"), the attention output (o_proj's input, which its adapter's
+# gradient needs), the MLP's normed input, and gate/up (the largest: 2 x intermediate per token).
+ATTENTION_QKV, ATTENTION_OUT, MLP_IN, MLP_GATE_UP = ("query", "key", "value"), ("attention_out",), ("mlp_in",), (
+    "mlp_gate", "mlp_up")
+_save = jax.checkpoint_policies.save_only_these_names
+# Least memory first; `none` keeps everything. The named policies keep only the frozen projections' sums
+# (not LoRA's own products, which dots_no_batch keeps too), so they cost about half of dots_no_batch's memory.
 REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,  # only each layer's input (the scan's carry)
+    "mlp": _save(*MLP_GATE_UP),  # recomputes the attention block (q, k, v, o and attention)
+    "mlp_attention_out": _save(*MLP_GATE_UP, *MLP_IN, *ATTENTION_OUT),  # recomputes q, k, v and attention
+    "projections": _save(*MLP_GATE_UP, *MLP_IN, *ATTENTION_OUT, *ATTENTION_QKV),  # recomputes attention only
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
@@ -98,8 +110,9 @@ class Attention(nn.Module):
         kk = _dense(cfg, self.lora, "k_proj", k * d, ("embed", "kv_heads"))(x).reshape(b, t, k, d)
         v = _dense(cfg, self.lora, "v_proj", k * d, ("embed", "kv_heads"))(x).reshape(b, t, k, d)
         inv_freq = rope_inv_freq(cfg)
-        q = apply_rope(q, q_positions, inv_freq)
-        kk = apply_rope(kk, positions, inv_freq)
+        q = checkpoint_name(apply_rope(q, q_positions, inv_freq), "query")
+        kk = checkpoint_name(apply_rope(kk, positions, inv_freq), "key")
+        v = checkpoint_name(v, "value")
         q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))
         q_offset = t - 1 if last_only else 0
         if cache is not None:
@@ -111,7 +124,7 @@ class Attention(nn.Module):
         # one query row: the reference's (B, H, 1, S) scores are tiny on every backend
         impl = "xla" if last_only else cfg.attention
         out = dot_product_attention(q, kk, v, kv_valid, q_offset, impl=impl)
-        out = out.reshape(b, tq, h * d)
+        out = checkpoint_name(out.reshape(b, tq, h * d), "attention_out")
         return _dense(cfg, self.lora, "o_proj", cfg.hidden_size, ("heads", "embed"))(out), cache
 
 
@@ -122,8 +135,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.cfg
-        gate = _dense(cfg, self.lora, "gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
-        up = _dense(cfg, self.lora, "up_proj", cfg.intermediate_size, ("embed", "mlp"))(x)
+        gate = checkpoint_name(_dense(cfg, self.lora, "gate_proj", cfg.intermediate_size, ("embed", "mlp"))(x),
+                               "mlp_gate")
+        up = checkpoint_name(_dense(cfg, self.lora, "up_proj", cfg.intermediate_size, ("embed", "mlp"))(x), "mlp_up")
         hidden = constrain(nn.silu(gate) * up, ("batch", "seq", "act_mlp"))
         return _dense(cfg, self.lora, "down_proj", cfg.hidden_size, ("mlp", "embed"))(hidden)
 
@@ -140,7 +154,7 @@ class DecoderLayer(nn.Module):
         attn, cache = Attention(cfg, self.lora, name="self_attn")(normed, positions, kv_valid, cache, cache_index,
                                                                   last_only)
         x = (x[:, -1:] if last_only else x) + attn
-        normed = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="post_attention_layernorm")(x)
+        normed = checkpoint_name(RMSNorm(cfg.rms_norm_eps, dt, pdt, name="post_attention_layernorm")(x), "mlp_in")
         x = x + MLP(cfg, self.lora, name="mlp")(normed)
         return constrain(x, ("batch", "seq", "act_embed")), cache
 
@@ -157,6 +171,9 @@ class LlamaModel(nn.Module):
             cfg.vocab_size, cfg.hidden_size, dtype=dt, param_dtype=pdt,
             embedding_init=nn.with_logical_partitioning(init, ("vocab", "embed")))
         layer_cls = DecoderLayer
+        if cfg.remat_policy == "auto":
+            raise ConfigError("model.remat_policy=auto is resolved before the model is built (r2r train, r2r "
+                              "compile); build the model with the policy it chose")
         if cfg.remat_policy != "none":
             static = () if cfg.scan_layers else (6,)  # `last_only` (self is 0) is a Python bool
             layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
@@ -180,11 +197,13 @@ class LlamaModel(nn.Module):
         `last_only`: the final layer computes its keys and values for every position (into the cache, if
         one is given) but its queries, attention output and MLP for the last one only, the position a
         score is read at; that saves about 1/L of a scoring forward. Scanned layers share one body, so they
-        compute every position and slice at the end (same values)."""
+        score is read at; that saves about 1/L of a scoring forward. Scanned layers split the scan: the
+        first L-1 layers over the stacked weights, then the last layer alone on its slice."""
         x = constrain(self.embed_tokens(input_ids), ("batch", "seq", "act_embed"))
-        if self.cfg.scan_layers:
+        if self.cfg.scan_layers and last_only:
+            x, cache = self._scan_then_last(x, cache, positions, kv_valid, cache_index)
+        elif self.cfg.scan_layers:
             x, cache = self.layers(x, cache, positions, kv_valid, cache_index)
-            x = x[:, -1:] if last_only else x
         else:
             new_cache = []
             last = len(self.layer_list) - 1
@@ -195,6 +214,28 @@ class LlamaModel(nn.Module):
             if cache is not None:
                 cache = (jnp.stack([c[0] for c in new_cache]), jnp.stack([c[1] for c in new_cache]))
         return self.norm(x), cache
+
+    def _scan_then_last(self, x, cache, positions, kv_valid, cache_index):
+        """Scanned layers with `last_only`: one scan body cannot change the sequence length, so the stacked
+        weights are split (layers 0..L-2 scanned, layer L-1 applied alone). Inference only: no dropout or
+        remat; the parameter tree is the scan's own, so checkpoints and imports are unchanged."""
+        stacked = nn.meta.unbox(self.layers.variables)
+        layer = DecoderLayer(self.cfg, self.lora, parent=None)  # applied functionally on weight slices
+        first = jax.tree.map(lambda a: a[:-1], stacked)
+        last = jax.tree.map(lambda a: a[-1], stacked)
+        first_cache = None if cache is None else (cache[0][:-1], cache[1][:-1])
+
+        def body(h, per_layer):
+            layer_vars, layer_cache = per_layer
+            return layer.apply(layer_vars, h, layer_cache, positions, kv_valid, cache_index)
+
+        x, first_cache = jax.lax.scan(body, x, (first, first_cache))
+        last_cache = None if cache is None else (cache[0][-1], cache[1][-1])
+        x, last_cache = layer.apply(last, x, last_cache, positions, kv_valid, cache_index, True)
+        if cache is not None:
+            pairs = zip(first_cache, last_cache, strict=True)
+            cache = tuple(jnp.concatenate([head, tail[None]]) for head, tail in pairs)
+        return x, cache
 
     def attend(self, hidden):
         """Tied LM head: logits against the embedding matrix."""

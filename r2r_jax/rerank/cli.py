@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--attention", default="xla", choices=("xla", "loop", "cudnn", "splash"),
                      help="with --model (loop: CPU hosts)")
     src.add_argument("--unroll-layers", action="store_true",
-                     help="with --model: unrolled decoder layers (CPU hosts; the final layer then runs at the "
-                          "scored position only). Default: scanned, which compiles faster on accelerators")
+                     help="with --model: unrolled decoder layers (faster on CPU hosts). Default: scanned, which "
+                          "compiles faster on accelerators; both run the final layer at the scored position only")
 
     inp = parser.add_argument_group("candidates (one of)")
     inp.add_argument("--candidates", metavar="FILE", help="rank_llm request JSONL or RankGPT hits JSON")

@@ -34,6 +34,7 @@ from r2r_jax.parallel.batch import batch_sharding, data_parallel_size, global_ba
 from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
 from r2r_jax.retrieval.trec import read_qrels, write_run
 from r2r_jax.train.logging import LOSS_KEYS, MetricsLog, plot_losses
+from r2r_jax.train.remat_choice import resolve_auto
 from r2r_jax.train.run_folder import check_run_folder
 from r2r_jax.train.setup import Prepared, prepare, resolve_model_config
 from r2r_jax.train.step import jit_train_step, make_train_step, state_shardings
@@ -93,6 +94,9 @@ def train(cfg: TrainConfig) -> dict:
     if not records:
         raise RecordError("holds no records (the file is empty)", path=cfg.data.train_path)
     model_cfg = resolve_model_config(cfg)
+    if cfg.model.remat_policy == "auto":
+        cfg = resolve_auto(cfg, mesh, model_cfg, report=lambda line: print(line) if is_main else None)
+        model_cfg = resolve_model_config(cfg)
     resume_step = check_run_folder(cfg, model_cfg)
     if resume_step is not None and resume_step >= cfg.steps:
         print(f"r2r train: {out} already holds step {resume_step} of steps={cfg.steps}; nothing to train "

@@ -1,0 +1,57 @@
+"""Remat policies change what the backward pass recomputes, never the numbers it produces."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from r2r_jax.config import LoraConfig, ModelConfig
+from r2r_jax.model.llama import REMAT_POLICIES, LlamaForRanking
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_every_policy_gives_the_same_loss_and_adapter_gradients(scan_layers):
+    base = dict(dtype="float32", param_dtype="float32", num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, scan_layers=scan_layers)
+    lora = LoraConfig(rank=4, alpha=8.0)
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(3, 1000, (2, 9)), jnp.int32)
+    mask = jnp.asarray(np.r_[[[0, 0] + [1] * 7], [[1] * 9]], jnp.int32)
+    reference = LlamaForRanking(ModelConfig(**base, remat_policy="none"), lora)
+    variables = dict(reference.init(jax.random.key(0), ids, mask, method=LlamaForRanking.init_all))
+    # adapters start at B = 0; give them weight so every adapted product matters
+    variables["lora"] = jax.tree.map(lambda x: jax.random.normal(jax.random.key(1), x.shape) * 0.05,
+                                     variables["lora"])
+
+    def loss_and_grads(policy):
+        model = LlamaForRanking(ModelConfig(**base, remat_policy=policy), lora)
+
+        def loss(adapters):
+            hidden, _ = model.apply({**variables, "lora": adapters}, ids, mask)
+            logits = model.apply(variables, hidden, method=LlamaForRanking.lm_logits)
+            return jnp.mean(jax.nn.log_softmax(logits)[..., 7]) + jnp.mean(hidden**2)
+
+        return jax.value_and_grad(loss)(variables["lora"])
+
+    want_loss, want_grads = loss_and_grads("none")
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(want_grads))
+    for policy in REMAT_POLICIES:
+        got_loss, got_grads = loss_and_grads(policy)
+        np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got_grads, want_grads)
+
+
+def test_auto_is_resolved_before_the_model_is_built():
+    from r2r_jax.config import ConfigError, TrainConfig
+    from r2r_jax.parallel.mesh import make_mesh
+    from r2r_jax.train.remat_choice import resolve_auto
+
+    cfg = TrainConfig(model=ModelConfig(num_hidden_layers=2, remat_policy="auto"), micro_batches=2, batch_size=4)
+    ids = jnp.ones((1, 4), jnp.int32)
+    with pytest.raises(ConfigError, match="remat_policy=auto"):
+        LlamaForRanking(cfg.model).init(jax.random.key(0), ids, ids)
+    # a CPU host reports no memory limit: nothing to fit, so nothing is recomputed
+    lines = []
+    resolved = resolve_auto(cfg, make_mesh(cfg.mesh, jax.devices()[:1]), cfg.model, lines.append)
+    assert (resolved.model.remat_policy, resolved.micro_batches) == ("none", 2)
+    assert "no memory limit" in lines[0]
