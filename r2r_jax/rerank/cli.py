@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="rerank each query's top DEPTH candidates; the rest follow in first-stage order, below "
                           "them (rank_llm's convention; the R2R authors reranked the top 5). Default: all")
     inp.add_argument("--max-queries", type=positive_int, help="only the first N queries (a quick look)")
+    inp.add_argument("--shard-size", type=positive_int, default=1000, metavar="N",
+                     help="queries per shard (default 1000): each finished shard is kept in <output>.shards/, "
+                          "so a killed job run again with the same arguments resumes after the last one")
 
     out = parser.add_argument_group("output")
     out.add_argument("--output", required=True, metavar="RUN", help="reranked TREC run to write")
@@ -80,33 +83,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_inputs(args: argparse.Namespace):
-    """(candidate lists cut to --depth, the first-stage docids below the cut per query, a name for messages)
-    from --candidates or --run/--corpus/--queries."""
-    from r2r_jax.data.candidates import read_candidates
+    """(a function that streams (candidates cut to --depth, the first-stage docids below the cut) per query,
+    a name for messages, the input files) from --candidates or --run/--corpus/--queries. A rank_llm JSONL
+    file is streamed; a run needs its corpus passages in memory and is read whole."""
+    from itertools import islice
+
+    from r2r_jax.data.candidates import iter_candidates
     from r2r_jax.retrieval.trec import read_run, read_run_candidates
 
     run_args = (args.run, args.corpus, args.queries)
     if args.candidates and any(run_args):
         raise ValueError("give either --candidates or --run/--corpus/--queries, not both")
-    tails: dict[str, list[str]] = {}
     if args.candidates:
-        items, source = read_candidates(args.candidates), args.candidates
-        if args.depth is not None:
-            tails = {qc.qid: [c.docid for c in qc.candidates[args.depth:]] for qc in items}
-            items = [dataclasses.replace(qc, candidates=qc.candidates[: args.depth]) for qc in items]
-    elif all(run_args):
-        items, source = read_run_candidates(args.run, args.corpus, args.queries, depth=args.depth), args.run
-        if args.depth is not None:  # only the reranked hits' passages are read; the rest need only their docids
-            tails = {qid: [d for d, _ in hits[args.depth:]] for qid, hits in read_run(args.run).items()}
-    elif any(run_args):
-        raise ValueError("--run needs --corpus and --queries")
-    else:
+        source, files = args.candidates, [args.candidates]
+
+        def stream():
+            for qc in islice(iter_candidates(args.candidates), args.max_queries):
+                if args.depth is None:
+                    yield qc, []
+                else:
+                    yield (dataclasses.replace(qc, candidates=qc.candidates[: args.depth]),
+                           [c.docid for c in qc.candidates[args.depth:]])
+        return stream, source, files
+    if not all(run_args):
+        if any(run_args):
+            raise ValueError("--run needs --corpus and --queries")
         raise ValueError("no candidates: give --candidates FILE, or --run RUN --corpus FILE --queries FILE")
-    if args.max_queries is not None:
-        items = items[: max(args.max_queries, 0)]
-    if not items:
-        raise RecordError("no queries to rerank", path=source)
-    return items, {qc.qid: tails.get(qc.qid, []) for qc in items}, source
+    items = read_run_candidates(args.run, args.corpus, args.queries, depth=args.depth)[: args.max_queries]
+    tails: dict[str, list[str]] = {}
+    if args.depth is not None:  # only the reranked hits' passages are read; the rest need only their docids
+        tails = {qid: [d for d, _ in hits[args.depth:]] for qid, hits in read_run(args.run).items()}
+    return (lambda: ((qc, tails.get(qc.qid, [])) for qc in items)), args.run, list(run_args)
+
+
+def job_settings(args: argparse.Namespace, files: list[str], student, explanations: str | None) -> dict:
+    """What a finished shard's results depend on: a resumed job must match it (rerank/shards.py)."""
+    from r2r_jax.rerank.shards import file_identity
+
+    return {"inputs": [file_identity(f) for f in files], "student": student.source,
+            "prompts": dataclasses.asdict(student.prompts), "depth": args.depth, "max_queries": args.max_queries,
+            "shard_size": args.shard_size, "tag": args.tag, "explain_top": args.explain_top,
+            "explanations": str(Path(explanations).absolute()) if explanations else None,
+            "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.checkpoint import CheckpointError
     from r2r_jax.config import MeshConfig
     from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
-    from r2r_jax.rerank.job import rerank, validate_candidates, with_first_stage_tail, write_outputs
+    from r2r_jax.rerank.job import rerank, validate_candidates
+    from r2r_jax.rerank.shards import ShardMismatch, run_sharded
     from r2r_jax.trained.loading import load_from_checkpoint, load_from_hf
 
     def fail(e: BaseException, code: int) -> int:
@@ -125,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.base_model and not args.checkpoint:
             raise ValueError("--base-model goes with --checkpoint")
-        items, tails, source = read_inputs(args)
-        validate_candidates(items, source)
+        stream, source, files = read_inputs(args)
+        if not validate_candidates((qc for qc, _ in stream()), source):  # one streaming pass, before any model
+            raise RecordError("no queries to rerank", path=source)
     except (RecordError, ValueError, OSError) as e:
         return fail(e, 2)
     explanations = args.explanations
@@ -143,22 +163,28 @@ def run(args: argparse.Namespace) -> int:
         else:
             student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer,
                                    scan_layers=not args.unroll_layers, **prompts)
-        result = rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                        share_prefix=args.share_prefix)
-        result.run = with_first_stage_tail(result.run, tails)
-        write_outputs(result, items, args.output, args.tag, explanations)
-    except (RecordError, FileNotFoundError, CheckpointError) as e:  # a bad or torn checkpoint, bad records
+
+        def rerank_shard(items):
+            return rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
+                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                          share_prefix=args.share_prefix)
+
+        outcome = run_sharded(rerank_shard, stream(), args.output, job=job_settings(args, files, student,
+                                                                                     explanations),
+                              shard_size=args.shard_size, tag=args.tag, explanations=explanations)
+    except (RecordError, FileNotFoundError, CheckpointError, ShardMismatch) as e:  # bad checkpoint or records
         return fail(e, 2)
     except (ValueError, OSError, FloatingPointError) as e:
         return fail(e, 1)
     if jax.process_index() == 0:
         devices = f"{jax.device_count()} device(s), {jax.process_count()} process(es)"
-        print(f"reranked {len(items)} queries, {result.docs} passages with {student.source} in "
-              f"{result.score_seconds:.1f} s: {result.docs_per_second:.1f} docs/s on {devices}; "
-              f"{result.truncation.line(student.prompts.max_prompt_len)}")
+        resumed = (f" ({outcome.queries - outcome.reranked} more from {outcome.resumed_shards} finished shard(s) "
+                   "of an earlier run)" if outcome.resumed_shards else "")
+        print(f"reranked {outcome.reranked} queries{resumed}, {outcome.docs} passages with {student.source} in "
+              f"{outcome.score_seconds:.1f} s: {outcome.docs_per_second:.1f} docs/s on {devices}; "
+              f"{outcome.truncation.line(student.prompts.max_prompt_len)}")
         if args.explain_top:
-            n = sum(len(e.direct) + len(e.comparisons) for e in result.explanations.values())
-            print(f"explained the top {args.explain_top}: {n} reasons in {result.explain_seconds:.1f} s")
+            print(f"explained the top {args.explain_top}: {outcome.explained} reasons in "
+                  f"{outcome.explain_seconds:.1f} s")
         print(f"wrote {args.output}" + (f" and {explanations}" if explanations else ""))
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +59,9 @@ def _jsonl_line(source: str, index: int) -> int | None:
         return None
 
 
-def validate_candidates(items: Sequence[QueryCandidates], source: str = "candidates") -> None:
+def validate_candidates(items: Iterable[QueryCandidates], source: str = "candidates") -> int:
     """What a TREC run cannot hold or a rerank cannot keep a permutation of, reported before any model loads:
-    file, line (for JSONL) and field."""
+    file, line (for JSONL) and field. One pass over a stream, holding only the qids; returns their count."""
     seen: set[str] = set()
 
     def fail(i: int, qc: QueryCandidates, field: str, message: str):
@@ -85,6 +85,7 @@ def validate_candidates(items: Sequence[QueryCandidates], source: str = "candida
             if c.docid in docids:
                 fail(i, qc, f".candidates[{j}].docid", f"docid {c.docid!r} appears twice")
             docids.add(c.docid)
+    return len(seen)
 
 
 def with_first_stage_tail(run: Run, tails: dict[str, list[str]]) -> Run:
@@ -98,7 +99,7 @@ def with_first_stage_tail(run: Run, tails: dict[str, list[str]]) -> Run:
     return out
 
 
-def _gather(payload: dict) -> list[dict]:
+def gather_from_all(payload: dict) -> list[dict]:
     """Every process's payload, in process order (JSON bytes all-gathered through JAX's collectives)."""
     if jax.process_count() == 1:
         return [payload]
@@ -154,7 +155,7 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
                                   prefix_steps=student.prefix_steps() if share_prefix else None,
                                   truncation=truncation)
     local_run = {qc.qid: rank_query(qc, scores[qc.qid]) for qc in share}
-    gathered = _gather({"run": local_run, "truncation": dataclasses.astuple(truncation)})
+    gathered = gather_from_all({"run": local_run, "truncation": dataclasses.astuple(truncation)})
     total = TruncationStats()
     for part in gathered:
         total.record(*part["truncation"])
@@ -168,7 +169,7 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
         with _bar(rows, "explain", "reason", show) as bar:
             expl = explain_rankings(student, ranked, explain_top, max_new_tokens or pr.max_target_len, batch_size,
                                     mesh, temperature, seed, progress=bar.update)
-        for part in _gather({"explanations": {qid: e.to_dict() for qid, e in expl.items()}}):
+        for part in gather_from_all({"explanations": {qid: e.to_dict() for qid, e in expl.items()}}):
             all_expl.update(part["explanations"])
         explain_seconds = time.perf_counter() - start
 
