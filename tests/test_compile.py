@@ -172,32 +172,13 @@ def test_remat_policies_recompute_what_the_analytic_count_says(small_on_v5e):
         assert saved == pytest.approx(analytic[more] - analytic[less], rel=0.12)
 
 
-def test_remat_auto_takes_the_least_recomputation_that_fits(small_on_v5e):
-    from r2r_jax.train.remat_choice import AUTO_ORDER, HEADROOM, choose_remat
-
-    cfg, mesh, _ = small_on_v5e
-    roomy = choose_remat(cfg, mesh, 2**40)
-    assert (roomy.policy, roomy.micro_batches, len(roomy.attempts)) == ("none", 1, 1)
-    assert roomy.compiled is not None
-    # nothing fits: every policy is tried, and the answer is the least memory (full, most micro-batches)
-    cramped = choose_remat(cfg, mesh, 1024)
-    assert [a.policy for a in cramped.attempts] == list(AUTO_ORDER) and not any(a.fits for a in cramped.attempts)
-    assert cramped.policy == "full" and cramped.compiled is None
-    # room for `full` at one micro-batch: the choice fits, and every policy before it was over budget
-    full_total = cramped.attempts[-1].total
-    choice = choose_remat(cfg, mesh, int(full_total / (1 - HEADROOM)) + 1)
-    chosen = choice.attempts[-1]
-    assert chosen.fits and chosen.total <= choice.budget and (chosen.policy, chosen.micro_batches) == (
-        choice.policy, choice.micro_batches)
-    assert AUTO_ORDER.index(choice.policy) <= AUTO_ORDER.index("full")
-    assert all(not a.fits and a.total > choice.budget for a in choice.attempts[:-1])
-
-
 def test_compile_reports_the_auto_choice(small_config, tmp_path, capsys):
     report = tmp_path / "figures.json"
     code, out, err = _compile(capsys, "--config", str(small_config), "--topology", "v5e:2x2", "--skip-flops",
                               "--skip-score", "--set", "model.remat_policy=auto", "--json", str(report))
     assert code == 0, err
     remat = json.loads(report.read_text())["remat"]
-    assert (remat["policy"], remat["micro_batches"]) == ("none", 1) and remat["attempts"][0]["fits"]
+    # the first policy fits the chip: one compile, chosen, and the program compiled for it is the one reported
+    assert (remat["policy"], remat["micro_batches"]) == ("none", 1) and len(remat["attempts"]) == 1
+    assert remat["attempts"][0]["fits"] and remat["attempts"][0]["total"] <= remat["budget"]
     assert "chosen: remat none, micro_batches 1" in out

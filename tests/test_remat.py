@@ -55,3 +55,40 @@ def test_auto_is_resolved_before_the_model_is_built():
     resolved = resolve_auto(cfg, make_mesh(cfg.mesh, jax.devices()[:1]), cfg.model, lines.append)
     assert (resolved.model.remat_policy, resolved.micro_batches) == ("none", 2)
     assert "no memory limit" in lines[0]
+
+
+def test_auto_search_takes_the_least_recomputation_that_fits(monkeypatch):
+    """The search over (policy, micro-batches) against planned memory: a policy that misses is retried with
+    the micro-batch count its scaled temporaries predict to fit, before a policy that recomputes more."""
+    from r2r_jax.config import TrainConfig
+    from r2r_jax.train import remat_choice
+    from r2r_jax.train.remat_choice import AUTO_ORDER, HEADROOM, Attempt, choose_remat
+
+    fixed = 10
+    temporaries = {"none": 400, "projections": 160, "mlp_attention_out": 120, "mlp": 100, "full": 30}
+    compiled = []
+
+    def planned(cfg, mesh, budget, policy, micro_batches):  # what the compiler would plan, per chip
+        compiled.append((policy, micro_batches))
+        temps = temporaries[policy] // micro_batches
+        return Attempt(policy, micro_batches, fixed + temps, temps, fixed + temps <= budget), object()
+
+    monkeypatch.setattr(remat_choice, "_try", planned)
+    mesh = type("Mesh", (), {"shape": {"data": 1, "fsdp": 2, "tensor": 1}})()
+    cfg = TrainConfig(batch_size=8)  # 8 queries over 2 shards: 1, 2 or 4 micro-batches
+
+    def choose(budget):
+        compiled.clear()
+        return choose_remat(cfg, mesh, int(budget / (1 - HEADROOM)) + 1)
+
+    assert (choose(1000).policy, compiled) == ("none", [("none", 1)])
+    # none needs 4 micro-batches (10 + 100); projections fits at 2 (10 + 80): fewer recomputed FLOPs win
+    choice = choose(110)
+    assert (choice.policy, choice.micro_batches) == ("none", 4) and compiled == [("none", 1), ("none", 4)]
+    choice = choose(95)
+    assert (choice.policy, choice.micro_batches) == ("projections", 2)
+    assert compiled == [("none", 1), ("projections", 1), ("projections", 2)]  # none at 4 (110) cannot fit
+    # nothing fits: every policy once, and the least memory comes back uncompiled
+    choice = choose(5)
+    assert [p for p, _ in compiled] == list(AUTO_ORDER) and choice.compiled is None
+    assert (choice.policy, choice.micro_batches) == ("full", 4)
