@@ -93,7 +93,12 @@ def choose_remat(cfg: TrainConfig, mesh, memory_bytes: int,
         while m is not None:
             attempt, compiled = _try(cfg, mesh, budget, policy, m)
             attempts.append(attempt)
-            planned = "refused by the compiler" if attempt.total is None else f"{attempt.total / 2**30:.2f} GiB"
+            if attempt.total is not None:
+                planned = f"{attempt.total / 2**30:.2f} GiB"
+            elif attempt.temporaries is not None:
+                planned = f"refused by the compiler ({attempt.temporaries / 2**30:.2f} GiB of temporaries)"
+            else:
+                planned = "refused by the compiler"
             report(f"remat {policy}, micro_batches {m}: {planned} per chip of a {budget / 2**30:.2f} GiB budget"
                    f" -> {'fits' if attempt.fits else 'over'}")
             if attempt.fits:
