@@ -158,6 +158,9 @@ class LossConfig:
     listwise: Literal["listnet", "listmle"] = "listnet"  # ListNet-KL on teacher gains, or ListMLE
     temperature: float = 1.0  # ListNet teacher softmax temperature
     gen_chunk: int = 128  # target tokens per LM-head chunk, bounds the float32 logits held at once
+    # below 1: the LM head runs on this fraction of each data shard's target positions, real tokens gathered
+    # first (padding skipped); a step whose real tokens do not fit runs padded; exact either way
+    gen_capacity: float = 1.0
     # which teacher reasons the generation loss learns: both, direct, comparison, or none (ranking losses only);
     # the paper's ablation rows
     reasons: Literal["both", "direct", "comparison", "none"] = "both"
@@ -176,6 +179,8 @@ class LossConfig:
         for name in ("alpha", "beta", "gamma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.gen_capacity > 0:
+            raise ConfigError(f"loss.gen_capacity must be > 0, got {self.gen_capacity}")
         if self.gamma_comparison is not None and self.gamma_comparison < 0:
             raise ConfigError(f"loss.gamma_comparison must be >= 0, got {self.gamma_comparison}")
         if self.temperature <= 0:

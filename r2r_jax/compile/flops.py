@@ -10,6 +10,8 @@ and 8·L²·H·D backward when done densely by XLA; splash attention visits only
 backward kernel recomputes the logits (10 tile products instead of 8). The LM head (E×V) runs on the T
 target positions of every sequence: the logits, and (when the layers learn) the activation gradient, which
 the fused loss (`train/token_ce.py`) takes in the same pass over each chunk instead of recomputing it.
+With `loss.gen_capacity` below 1 the head runs on that fraction of the target positions (the compacted
+path, `train/target_compaction.py`); model FLOPs still count every target position of the batch shape.
 
 "model" FLOPs (for MFU) leave out every recomputation: forward + the backward the maths needs.
 All figures are global (the whole batch, every chip), per optimizer step.
@@ -184,7 +186,8 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
         count.add("attention", attn * (1 + (2.5 if kernel else 2.0) * bwd) + redo["attention"],
                   attn * (1 + 2 * bwd), kernel)
         if learns_text:  # the logits; with learning layers the activation gradient in the same chunk pass
-            count.add("lm_head", fwd["lm_head"] * (1 + bwd), fwd["lm_head"] * (1 + bwd))
+            head = fwd["lm_head"] * (1 + bwd)
+            count.add("lm_head", head * min(cfg.loss.gen_capacity, 1.0), head)
     n_groups = cfg.batch_size * d.rows_per_query
     count.add("score_head", 2.0 * m.hidden_size * n_groups * 3, 2.0 * m.hidden_size * n_groups * 3)
     return count

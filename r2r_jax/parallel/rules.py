@@ -125,3 +125,16 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
         return x
     spec = logical_to_mesh_spec(names, rules, x.shape, mesh)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def shards_of(names: Sequence[str | None], shape: Sequence[int]) -> int:
+    """How many pieces `constrain(x, names)` cuts an array of `shape` into (1 outside `activation_sharding`)."""
+    active = current()
+    if active is None:
+        return 1
+    mesh, rules = active
+    count = 1
+    for entry in logical_to_mesh_spec(names, rules, shape, mesh):
+        for axis in (entry,) if isinstance(entry, str) else entry or ():
+            count *= mesh.shape[axis]
+    return count

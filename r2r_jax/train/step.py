@@ -22,7 +22,7 @@ from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.rules import constrain, traced_under
 from r2r_jax.train.losses import LossDenominators, loss_denominators, no_tokens, r2r_loss
 from r2r_jax.train.student import join_variables
-from r2r_jax.train.token_ce import token_ce_sum
+from r2r_jax.train.target_compaction import compacted_token_ce_sum
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -69,8 +69,9 @@ def _sequence_ce(model, variables, ids, mask, target_ids, target_mask, loss_cfg:
     head_is_embedding = model.cfg.tie_word_embeddings
     params = variables["params"]
     head = params["model"]["embed_tokens"]["embedding"] if head_is_embedding else params["lm_head"]["kernel"]
-    ce = token_ce_sum(hidden[:, p - 1: p - 1 + t], head, target_ids, target_mask, loss_cfg.gen_chunk,
-                      head_is_embedding=head_is_embedding, head_grad=False)  # the LM head is frozen
+    ce = compacted_token_ce_sum(hidden[:, p - 1: p - 1 + t], head, target_ids, target_mask, loss_cfg.gen_chunk,
+                                loss_cfg.gen_capacity, head_is_embedding=head_is_embedding,
+                                head_grad=False)  # the LM head is frozen
     return hidden[:, p - 1], ce
 
 
