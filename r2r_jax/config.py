@@ -209,7 +209,10 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    train_path: str = ""  # teacher.jsonl (the project's schema; see r2r import-teacher)
+    # teacher records (the project's schema; see r2r import-teacher): JSONL, Parquet or a datasets save_to_disk folder
+    train_path: str = ""
+    # where tokenized records are cached as memory-mapped Arrow (default: $R2R_CACHE_DIR or ~/.cache/r2r_jax)
+    cache_dir: str = ""
     tokenizer: str = ""  # a Hugging Face tokenizer folder
     group_size: int = 8  # G candidates per query
     max_prompt_len: int = 256  # P: scoring prompt tokens (passages are truncated, never the template's end)

@@ -32,3 +32,11 @@ def smollm2_base(tmp_path_factory) -> Path:
     except ConversionError as e:
         pytest.skip(str(e))
     return convert_gguf(DEFAULT_BASE, tmp_path_factory.mktemp("bases") / DEFAULT_BASE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def record_cache(tmp_path_factory) -> Path:
+    """Tokenized record stores (`r2r train`'s cache) go under the session's temporary folder, subprocesses too."""
+    folder = tmp_path_factory.mktemp("r2r_cache")
+    os.environ["R2R_CACHE_DIR"] = str(folder)
+    return folder

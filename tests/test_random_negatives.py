@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from r2r_jax.config import DataConfig
-from r2r_jax.data.features import BatchShapes, batch_spec, build_batch, negative_pools, tokenize_records
+from r2r_jax.data.features import BatchShapes, batch_spec, build_batch, tokenize_records
+from r2r_jax.data.negatives import negative_pools
 from r2r_jax.data.records import Candidate, TeacherRecord
 from r2r_jax.data.templates import load_tokenizer, special_ids
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2r_jax.config import ConfigError, DataConfig
+from r2r_jax.config import DataConfig
+from r2r_jax.data.negatives import NEGATIVE_POOL, ListPassages, PassageTable, negative_pool
 from r2r_jax.data.records import TeacherRecord
 from r2r_jax.data.templates import (
     Render,
@@ -108,9 +109,13 @@ def _fit_all(tokenizer, args: list[tuple[str, list[str]]], render: Render | Sequ
     return [np.asarray(i, DTYPE) for i in fit_prompts(tokenizer, render, args, max_len, stats=stats)]
 
 
-def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfig) -> list[TokenizedRecord]:
+def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfig, *,
+                     passages: PassageTable | None = None, start: int = 0) -> list[TokenizedRecord]:
     """Tokenize every prompt and target once, up front: one list of (record, prompt, target) items per kind,
-    tokenized in a batch and handed back to the record that owns each item."""
+    tokenized in a batch and handed back to the record that owns each item.
+
+    `records` may be a slice of a larger record set (`record_store` streams them in chunks): `start` is the
+    index of its first record and `passages` the whole set's passages, which random negatives draw from."""
     shapes = BatchShapes.from_config(cfg)
     check_template(cfg.prompt_template, ("query", "passage"), tokenizer)
     check_template(cfg.comparison_template, ("query", "passages"), tokenizer)
@@ -122,7 +127,10 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
     def render_cmp(about: int | None):
         return lambda q, ps: render_comparison(cfg.comparison_template, q, ps, about)
 
-    pools = negative_pools(records, NEGATIVE_POOL * shapes.negatives, cfg.seed)
+    size = NEGATIVE_POOL * shapes.negatives
+    if size and passages is None:
+        passages = ListPassages(records)
+    pools = [negative_pool(rec, start + r, passages, size, cfg.seed) for r, rec in enumerate(records)]
     candidates, comparisons, negatives = [], [], []  # (owner record, (query, passages), reason, render)
     for r, (rec, pool) in enumerate(zip(records, pools, strict=True)):
         text_of = {c.docid: c.text for c in rec.candidates}
@@ -148,46 +156,27 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
     return out
 
 
-# each record keeps NEGATIVE_POOL x N other records' passages; a step draws N of them, so epochs vary
-NEGATIVE_POOL = 4
+class Fingerprint:
+    """Hash of every token id and rank, fed record by record: a resumed loader checks it sees the same data."""
 
+    def __init__(self):
+        self._hash = hashlib.sha256()
 
-def negative_pools(records: Sequence[TeacherRecord], size: int, seed: int) -> list[list[str]]:
-    """For each record, `size` passage texts drawn (seeded per record) from the other records' candidates,
-    none equal to one of its own passages."""
-    if size == 0:
-        return [[] for _ in records]
-    owner = [(r, c.text) for r, rec in enumerate(records) for c in rec.candidates]
-    pools = []
-    for r, rec in enumerate(records):
-        own = {c.text for c in rec.candidates}
-        eligible = sum(1 for o, t in owner if o != r and t not in own)
-        if eligible < size:
-            raise ConfigError(f"data.random_negatives needs {size} passages from other records for record {rec.qid}, "
-                             f"only {eligible} exist; lower data.random_negatives")
-        rng = np.random.default_rng([seed, r, NEGATIVE_STREAM])
-        pool: list[str] = []
-        for idx in rng.permutation(len(owner)):
-            o, text = owner[idx]
-            if o != r and text not in own and text not in pool:
-                pool.append(text)
-                if len(pool) == size:
-                    break
-        pools.append(pool)
-    return pools
+    def update(self, rec: TokenizedRecord) -> None:
+        self._hash.update(rec.qid.encode() + b"\0")
+        for arr in (*rec.prompts, *rec.targets, rec.ranks, *rec.cmp_prompts, *rec.cmp_targets, *rec.negatives):
+            self._hash.update(np.int64(arr.size).tobytes() + np.asarray(arr, DTYPE).tobytes())
 
-
-NEGATIVE_STREAM = 1_000_003  # keeps the negatives' random stream apart from group selection's
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:16]
 
 
 def fingerprint(tokenized: Sequence[TokenizedRecord]) -> str:
-    """Hash of every token id and rank: a resumed loader checks it sees the same data."""
-    h = hashlib.sha256()
+    """`Fingerprint` of a whole tokenized record set."""
+    h = Fingerprint()
     for rec in tokenized:
-        h.update(rec.qid.encode() + b"\0")
-        for arr in (*rec.prompts, *rec.targets, rec.ranks, *rec.cmp_prompts, *rec.cmp_targets, *rec.negatives):
-            h.update(np.int64(arr.size).tobytes() + arr.tobytes())
-    return h.hexdigest()[:16]
+        h.update(rec)
+    return h.hexdigest()
 
 
 def select_group(ranks: np.ndarray, group_size: int, rng: np.random.Generator) -> np.ndarray:

@@ -42,11 +42,13 @@ class TeacherLoader:
                              f"{process_count} processes")
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        self.tokenized, self.shapes, self.pad_id = list(tokenized), shapes, pad_id
+        stored = getattr(tokenized, "fingerprint", None)  # a `record_store.TokenizedStore` stays memory-mapped
+        self.tokenized = tokenized if stored else list(tokenized)
+        self.shapes, self.pad_id = shapes, pad_id
         self.global_batch_size, self.seed = global_batch_size, seed
         self.process_index, self.process_count = process_index, process_count
         self.local_batch_size = global_batch_size // process_count
-        self.fingerprint = fingerprint(self.tokenized)
+        self.fingerprint = stored or fingerprint(self.tokenized)
         self.step = 0
         self._perms: dict[int, np.ndarray] = {}
 

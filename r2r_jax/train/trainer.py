@@ -25,8 +25,9 @@ from r2r_jax.config_help import config_help
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.features import BatchShapes, batch_spec
 from r2r_jax.data.pipeline import TeacherLoader
-from r2r_jax.data.records import RecordError, read_records
-from r2r_jax.data.templates import load_tokenizer
+from r2r_jax.data.record_store import open_store
+from r2r_jax.data.records import RecordError
+from r2r_jax.data.templates import load_tokenizer, special_ids
 from r2r_jax.eval.metrics import evaluate
 from r2r_jax.inference.score_step import make_score_step
 from r2r_jax.inference.scoring import rank_query, score_candidates
@@ -90,9 +91,6 @@ def train(cfg: TrainConfig) -> dict:
     if not cfg.data.tokenizer:
         raise ConfigError("data.tokenizer is required (a Hugging Face tokenizer folder)")
     # every check that can refuse the run comes before the first write into the output folder
-    records = list(read_records(cfg.data.train_path))
-    if not records:
-        raise RecordError("holds no records (the file is empty)", path=cfg.data.train_path)
     model_cfg = resolve_model_config(cfg)
     if cfg.model.remat_policy == "auto":
         cfg = resolve_auto(cfg, mesh, model_cfg, report=lambda line: print(line) if is_main else None)
@@ -108,8 +106,13 @@ def train(cfg: TrainConfig) -> dict:
     if len(tokenizer) > model_cfg.vocab_size:
         raise ConfigError(f"data.tokenizer {cfg.data.tokenizer} has {len(tokenizer)} tokens but the model's "
                           f"vocabulary is {model_cfg.vocab_size}; use the base's tokenizer or a larger vocab_size")
-    loader = TeacherLoader.from_records(records, tokenizer, cfg.data, global_batch_size=cfg.batch_size,
-                                        process_index=jax.process_index(), process_count=jax.process_count())
+    # records are validated and tokenized once into a memory-mapped store (cached by source, config and tokenizer)
+    store = open_store(cfg.data.train_path, tokenizer, cfg.data.tokenizer, cfg.data, cfg.data.cache_dir or None)
+    if not len(store):
+        raise RecordError("holds no records (the file is empty)", path=cfg.data.train_path)
+    loader = TeacherLoader(store, BatchShapes.from_config(cfg.data), special_ids(tokenizer).pad,
+                           global_batch_size=cfg.batch_size, seed=cfg.data.seed,
+                           process_index=jax.process_index(), process_count=jax.process_count())
     prepared = prepare(cfg, mesh)
     meta = prepared.meta()
     if is_main:
