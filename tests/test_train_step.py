@@ -67,7 +67,7 @@ def test_only_lora_and_head_move_and_base_is_bitwise_unchanged():
         assert abs(m["loss"] - expected) < 1e-5
 
 
-MESHES = [(1, 1, 1), (8, 1, 1), (2, 4, 1), (1, 4, 2), (2, 2, 2)]
+MESHES = [(1, 1, 1), (2, 4, 1), (1, 4, 2), (2, 2, 2)]  # (2, 4, 1) splits the batch over all 8 devices
 
 
 @pytest.fixture(scope="module")

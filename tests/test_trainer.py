@@ -85,22 +85,22 @@ def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, tmp_path):
 
 
 def test_resume_onto_a_different_mesh(synthetic, tmp_path):
-    one, other = tmp_path / "one", tmp_path / "other"
-    assert finish(start(train_args(synthetic, one, "--mesh.data=8")))[0] == 0
-    code, log = finish(start(train_args(synthetic, other, "--mesh.data=8", "--steps=20")))
-    assert code == 0, log
-    # drop step 20 and resume step 10 onto a (2, 2, 2) mesh
+    """A run on 8 data-parallel devices, resumed from step 10 onto a (2, 2, 2) mesh, repeats its steps 11-20."""
     import shutil
 
+    other = tmp_path / "other"
+    code, log = finish(start(train_args(synthetic, other, "--mesh.data=8", "--steps=20")))
+    assert code == 0, log
+    straight, straight_trainable = train_lines(other), restored_trainable(other, 20)
     shutil.rmtree(other / "checkpoints" / "20")
     code, log = finish(start(train_args(synthetic, other, "--mesh.data=2", "--mesh.fsdp=2", "--mesh.tensor=2")))
     assert code == 0, log
     assert "resumed from step 10" in log
-    a, b = train_lines(one), train_lines(other)
-    assert [r["step"] for r in b] == list(range(1, 21))
-    for ra, rb in zip(a, b, strict=True):
+    resumed = train_lines(other)
+    assert [r["step"] for r in resumed] == list(range(1, 21))
+    for ra, rb in zip(straight, resumed, strict=True):
         assert abs(ra["loss"] - rb["loss"]) < 1e-4
-    for x, y in zip(restored_trainable(one, 20), restored_trainable(other, 20), strict=True):
+    for x, y in zip(straight_trainable, restored_trainable(other, 20), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-4)
 
 
