@@ -9,8 +9,10 @@ synthetic tokenizer) are written as JSONL, a chunk at a time. Each size then run
 (`--worker`), which builds the store as `r2r train` does (`open_store`: validate, tokenize, write Arrow),
 opens it again from the cache (what a resumed or second run does), and reads `--steps` global batches of 16
 queries through the loader at evenly spread steps, so reads touch the whole file. It reports the build's
-and the reads' records/s and its peak resident set size (`VmHWM`: libraries, the tokenizer, every page of
-the memory-mapped files the reads touched).
+and the reads' records/s, its peak anonymous memory (`RssAnon`, sampled every 50 ms: what the process
+allocated itself) during the build and during the reads, the file-backed resident pages at the end
+(`RssFile`: memory-mapped pages the reads touched, which the kernel can drop) and the overall peak resident
+set size (`VmHWM`, both kinds).
 """
 
 from __future__ import annotations
@@ -43,6 +45,36 @@ def write_records(path: Path, count: int) -> None:
                 f.write(json.dumps({**rec.to_dict(), "qid": f"syn-{start + i}"}) + "\n")
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class AnonPeak:
+    """Samples this process's anonymous resident memory (`RssAnon`: what the process itself allocated, as
+    opposed to `RssFile`, pages of memory-mapped files the kernel may drop) every 50 ms; `peak` in MiB."""
+
+    def __init__(self):
+        import threading
+
+        self.peak_kib, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak_kib = max(self.peak_kib, _status_kib("RssAnon"))
+
+    def take(self) -> float:
+        """The peak since the last `take`, in MiB."""
+        self.peak_kib = max(self.peak_kib, _status_kib("RssAnon"))
+        peak, self.peak_kib = self.peak_kib, 0
+        return peak / 1024
+
+
 def worker(records: str, tokenizer: str, cache: str, steps: int) -> None:
     from r2r_jax.config import DataConfig
     from r2r_jax.data.features import BatchShapes
@@ -52,9 +84,12 @@ def worker(records: str, tokenizer: str, cache: str, steps: int) -> None:
 
     cfg = DataConfig(**CONFIG)
     tok = load_tokenizer(tokenizer)
+    anon = AnonPeak()
+    before = anon.take()
     start = time.perf_counter()
     store = open_store(records, tok, tokenizer, cfg, cache)
     built = time.perf_counter() - start
+    build_anon = anon.take()
     start = time.perf_counter()
     store = open_store(records, tok, tokenizer, cfg, cache)
     reopened = time.perf_counter() - start
@@ -66,6 +101,8 @@ def worker(records: str, tokenizer: str, cache: str, steps: int) -> None:
     read = time.perf_counter() - start
     print(json.dumps({"records": len(store), "build_seconds": built, "build_records_per_s": len(store) / built,
                       "reopen_seconds": reopened, "read_records_per_s": steps * BATCH / read,
+                      "anon_mib_after_imports": before, "peak_anon_mib_build": build_anon,
+                      "peak_anon_mib_read": anon.take(), "rss_file_mib_end": _status_kib("RssFile") / 1024,
                       "peak_rss_mib": peak_rss_mib()}))
 
 
