@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from r2r_jax.config import DataConfig
-from r2r_jax.data.negatives import NEGATIVE_POOL, ListPassages, PassageTable, negative_pool
+from r2r_jax.data.negatives import NEGATIVE_POOL, PassageTable, negative_pools
 from r2r_jax.data.records import TeacherRecord
 from r2r_jax.data.templates import (
     Render,
@@ -127,10 +127,7 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
     def render_cmp(about: int | None):
         return lambda q, ps: render_comparison(cfg.comparison_template, q, ps, about)
 
-    size = NEGATIVE_POOL * shapes.negatives
-    if size and passages is None:
-        passages = ListPassages(records)
-    pools = [negative_pool(rec, start + r, passages, size, cfg.seed) for r, rec in enumerate(records)]
+    pools = negative_pools(records, NEGATIVE_POOL * shapes.negatives, cfg.seed, passages=passages, start=start)
     candidates, comparisons, negatives = [], [], []  # (owner record, (query, passages), reason, render)
     for r, (rec, pool) in enumerate(zip(records, pools, strict=True)):
         text_of = {c.docid: c.text for c in rec.candidates}

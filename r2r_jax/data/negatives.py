@@ -56,9 +56,10 @@ def negative_pool(record: TeacherRecord, index: int, passages: PassageTable, siz
     rng = np.random.default_rng([seed, index, NEGATIVE_STREAM])
     pool: list[str] = []
     total = len(passages)
-    for _ in range(DRAWS_PER_PASSAGE * size + 100):
-        i = int(rng.integers(total)) if total else 0
-        if not total or passages.owner(i) == index:
+    draws = DRAWS_PER_PASSAGE * size + 100 if total else 0
+    for _ in range(draws):
+        i = int(rng.integers(total))
+        if passages.owner(i) == index:
             continue
         text = passages.text(i)
         if text not in own and text not in pool:
@@ -66,11 +67,14 @@ def negative_pool(record: TeacherRecord, index: int, passages: PassageTable, siz
             if len(pool) == size:
                 return pool
     raise ConfigError(f"data.random_negatives needs {size} distinct passages from other records for record "
-                      f"{record.qid}; {DRAWS_PER_PASSAGE * size + 100} random draws found {len(pool)}: the record "
+                      f"{record.qid}; {draws} random draws found {len(pool)}: the record "
                       "set is too small, lower data.random_negatives")
 
 
-def negative_pools(records: Sequence[TeacherRecord], size: int, seed: int) -> list[list[str]]:
-    """`negative_pool` of every record of an in-memory record set."""
-    passages = ListPassages(records) if size else None
-    return [negative_pool(rec, r, passages, size, seed) for r, rec in enumerate(records)]
+def negative_pools(records: Sequence[TeacherRecord], size: int, seed: int, *, passages: PassageTable | None = None,
+                   start: int = 0) -> list[list[str]]:
+    """`negative_pool` of each of `records`, the slice from index `start` of the record set whose passages
+    are `passages` (by default `records` are the whole set)."""
+    if size and passages is None:
+        passages = ListPassages(records)
+    return [negative_pool(rec, start + r, passages, size, seed) for r, rec in enumerate(records)]

@@ -56,8 +56,17 @@ class TeacherLoader:
     def from_records(cls, records: Sequence[TeacherRecord], tokenizer, cfg: DataConfig, *,
                      global_batch_size: int, process_index: int = 0, process_count: int = 1) -> TeacherLoader:
         """Tokenize once (cached in the loader) and use `cfg.seed`, shapes and templates."""
-        return cls(tokenize_records(records, tokenizer, cfg), BatchShapes.from_config(cfg),
-                   special_ids(tokenizer).pad, global_batch_size=global_batch_size, seed=cfg.seed,
+        return cls.from_tokenized(tokenize_records(records, tokenizer, cfg), tokenizer, cfg,
+                                  global_batch_size=global_batch_size, process_index=process_index,
+                                  process_count=process_count)
+
+    @classmethod
+    def from_tokenized(cls, tokenized: Sequence[TokenizedRecord], tokenizer, cfg: DataConfig, *,
+                       global_batch_size: int, process_index: int = 0, process_count: int = 1) -> TeacherLoader:
+        """A loader over records tokenized already (a list, or a `record_store.TokenizedStore`) with the
+        config's shapes and seed and the tokenizer's pad id."""
+        return cls(tokenized, BatchShapes.from_config(cfg), special_ids(tokenizer).pad,
+                   global_batch_size=global_batch_size, seed=cfg.seed,
                    process_index=process_index, process_count=process_count)
 
     @property

@@ -117,8 +117,7 @@ class ArrowRows:
         return int(self._starts[-1])
 
     def value(self, i: int, column: str):
-        k = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._batches[k].column(column)[i - int(self._starts[k])].as_py()
+        return self.row(i, (column,))[column]
 
     def row(self, i: int, columns: Sequence[str]) -> dict:
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
@@ -191,7 +190,7 @@ def store_key(source: str | Path, tokenizer_path: str, cfg: DataConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _write_passages(source: str | Path, filename: Path) -> int:
+def _write_passages(source: str | Path, filename: Path) -> None:
     import datasets
     from datasets.arrow_writer import ArrowWriter
 
@@ -203,7 +202,6 @@ def _write_passages(source: str | Path, filename: Path) -> int:
                                 "text": [c.text for rec in chunk for c in rec.candidates]})
             count += len(chunk)
         writer.finalize()
-    return count
 
 
 def _build(source: str | Path, tokenizer, cfg: DataConfig, folder: Path) -> None:

@@ -60,7 +60,7 @@ def compacted_token_ce_sum(hidden: Array, head: Array, targets: Array, mask: Arr
     shards = shards_of(("batch",), (n,))
     rows = n // shards
     capacity = capacity_per_shard(rows, t, fraction)
-    if fraction >= 1 or capacity >= rows * t:
+    if capacity >= rows * t:  # fraction >= 1 among them
         return token_ce_sum(hidden, head, targets, mask, chunk, head_is_embedding, head_grad)
 
     def padded(args):

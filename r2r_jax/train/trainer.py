@@ -27,7 +27,7 @@ from r2r_jax.data.features import BatchShapes, batch_spec
 from r2r_jax.data.pipeline import TeacherLoader
 from r2r_jax.data.record_store import open_store
 from r2r_jax.data.records import RecordError
-from r2r_jax.data.templates import load_tokenizer, special_ids
+from r2r_jax.data.templates import load_tokenizer
 from r2r_jax.eval.metrics import evaluate
 from r2r_jax.inference.score_step import make_score_step
 from r2r_jax.inference.scoring import rank_query, score_candidates
@@ -110,9 +110,8 @@ def train(cfg: TrainConfig) -> dict:
     store = open_store(cfg.data.train_path, tokenizer, cfg.data.tokenizer, cfg.data, cfg.data.cache_dir or None)
     if not len(store):
         raise RecordError("holds no records (the file is empty)", path=cfg.data.train_path)
-    loader = TeacherLoader(store, BatchShapes.from_config(cfg.data), special_ids(tokenizer).pad,
-                           global_batch_size=cfg.batch_size, seed=cfg.data.seed,
-                           process_index=jax.process_index(), process_count=jax.process_count())
+    loader = TeacherLoader.from_tokenized(store, tokenizer, cfg.data, global_batch_size=cfg.batch_size,
+                                          process_index=jax.process_index(), process_count=jax.process_count())
     prepared = prepare(cfg, mesh)
     meta = prepared.meta()
     if is_main:
