@@ -90,6 +90,9 @@ def test_a_bad_row_is_named_with_its_file_and_row(sources, tmp_path):
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "bad.parquet"))
     with pytest.raises(RecordError, match=r"bad\.parquet:2: field 'ranking'"):
         open_store(tmp_path / "bad.parquet", tok, str(d / "tok"), CFG, tmp_path / "cache")
+    (tmp_path / "torn.parquet").write_bytes((tmp_path / "bad.parquet").read_bytes()[:100])
+    with pytest.raises(RecordError, match=r"torn\.parquet: not a readable Parquet file"):
+        open_store(tmp_path / "torn.parquet", tok, str(d / "tok"), CFG, tmp_path / "cache")
     lines = [json.dumps(r) for r in rows]
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordError, match=r"bad\.jsonl:2: field 'ranking'"):

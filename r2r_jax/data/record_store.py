@@ -75,15 +75,25 @@ def iter_source(path: str | Path) -> Iterator[TeacherRecord]:
             raise RecordError(f"holds splits {sorted(dataset)}; give the folder of one split", path=path)
         rows: Iterator[dict] = (row for batch in dataset.iter(batch_size=CHUNK) for row in _rows(batch))
     elif path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
         check_readable(path)
-        rows = (row for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK) for row in batch.to_pylist())
+        rows = _parquet_rows(path)
     else:
         yield from read_records(path)
         return
     for number, row in enumerate(rows, start=1):
         yield record_from_dict(_from_arrow(row), path, number)
+
+
+def _parquet_rows(path: str) -> Iterator[dict]:
+    """Rows of a Parquet file, a batch at a time; a file Arrow cannot read is a RecordError naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK):
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise RecordError(f"not a readable Parquet file ({e})", path=path) from None
 
 
 def _rows(columns: dict[str, list]) -> Iterator[dict]:
