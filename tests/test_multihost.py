@@ -1,7 +1,7 @@
 """JAX's multi-controller runtime on one machine: 2 and 4 CPU processes on 127.0.0.1.
 
 Each process loads only its slice of every global batch; together they train, save and restore an Orbax
-checkpoint, and rerank with one complete run file — equal to what one process with as many devices does.
+checkpoint, and rerank with one complete run file — equal to what one process with 4 devices does.
 """
 
 import json
@@ -69,12 +69,20 @@ def losses(out: Path) -> list[float]:
     return [r["loss"] for r in rows if not r.get("eval")]
 
 
+@pytest.fixture(scope="module")
+def single(data, tmp_path_factory) -> Path:
+    """The reference: one process with 4 devices (data parallel: the same global batches and the same losses,
+    up to float32 summation order, as 2 or 4 processes of one device each)."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    run_cli(train_args(data, out, 4), 1, 4)
+    return out
+
+
 @pytest.mark.parametrize("processes", [2, 4])
-def test_multi_process_training_and_rerank_equal_single_process(data, tmp_path, processes):
+def test_multi_process_training_and_rerank_equal_single_process(data, single, tmp_path, processes):
     import shutil
 
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    run_cli(train_args(data, single, processes), 1, processes)
+    multi = tmp_path / "multi"
     run_cli(train_args(data, multi, processes), processes, 1)
     np.testing.assert_allclose(losses(multi), losses(single), atol=1e-5)
     for a, b in zip(restored_trainable(single, 4), restored_trainable(multi, 4), strict=True):
