@@ -3,19 +3,20 @@
 import os
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite starts hundreds of `r2r` subprocesses that compile the same small programs (a straight run and its
 # resume, one process and several): XLA executables go to JAX's persistent cache, shared by every process of
 # the suite, so each program compiles once. The cache key is the program and the compiler, so a hit runs the
 # executable a fresh compile would have produced.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 LLAMA_TOKENIZER = SHARED / "tokenizers" / "llama3_1"

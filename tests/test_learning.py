@@ -3,9 +3,8 @@
 Task: the relevance grade of a passage is how often it mentions the query's key word (2, 1, 0); the teacher
 ranks by grade and writes templated reasons. Budget: 180 steps of 8 queries x 8 candidates (held-out nDCG@5
 0.99 measured here; the bar is 0.9), LoRA r=16 on all projections + score head, combined loss with default
-weights. Distractors (other key words in non-relevant
-passages) are off: matching a query-specific token needs an induction-style circuit a LoRA on a random base
-does not form in a CPU budget (see r2r_jax/data/synthetic.py).
+weights. Distractors (other key words in non-relevant passages) are off: matching a query-specific token needs
+an induction-style circuit a LoRA on a random base does not form in a CPU budget (see r2r_jax/data/synthetic.py).
 """
 
 import json
