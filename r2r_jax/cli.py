@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("r2r_jax.demo", "the embedded demo: train a tiny student on the shipped data set, rerank, explain"),
     "import-teacher": ("r2r_jax.data.import_cli", "convert R2R-release or rank_llm records to teacher.jsonl"),
     "retrieve": ("r2r_jax.retrieval.cli", "BM25 top-k candidates (bm25s or pyserini) as rank_llm JSONL"),
+    "mine-negatives": ("r2r_jax.retrieval.negatives_cli", "add BM25-mined hard negatives to teacher records"),
     "teach": ("r2r_jax.teacher.cli", "ask an OpenAI-compatible teacher for rankings and reasons"),
     "rerank": ("r2r_jax.rerank.cli", "rerank candidates with a student; TREC run + explanations"),
     "evaluate": ("r2r_jax.eval.cli", "nDCG/MRR/recall of a TREC run against qrels; paired comparison"),

@@ -221,6 +221,10 @@ class DataConfig:
     # a reason: teacher windows are BM25's top few, so without them nothing says that an off-topic passage
     # (common deep in a top-100) ranks last
     random_negatives: int = 0
+    # passages of the record's own `negatives` field (mined by `r2r mine-negatives`: BM25 hits for the query
+    # that are other queries' passages) added to each group, ranked last like the random ones: on-topic
+    # passages that are not the answer, the kind that fills a BM25 top-100 below the teacher's window
+    hard_negatives: int = 0
     comparisons_per_query: int = 1  # comparison-reason sequences per query (0: none)
     max_comparison_prompt_len: int = 384  # Pc: comparison prompt tokens
     prompt_template: str = "Query: {query}\nPassage: {passage}\nRelevance:"  # the scores depend on it
@@ -236,8 +240,8 @@ class DataConfig:
 
     @property
     def rows_per_query(self) -> int:
-        """Scored sequences per query in a training batch: the teacher group plus the random negatives."""
-        return self.group_size + self.random_negatives
+        """Scored sequences per query in a training batch: the teacher group plus the negatives."""
+        return self.group_size + self.random_negatives + self.hard_negatives
 
 
 @dataclass
@@ -276,8 +280,9 @@ class TrainConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.score_init_tokens and len(self.score_init_tokens) != 2:
             raise ConfigError(f"score_init_tokens takes [positive, negative], got {self.score_init_tokens}")
-        if self.data.random_negatives < 0:
-            raise ConfigError(f"data.random_negatives must be >= 0, got {self.data.random_negatives}")
+        for name in ("random_negatives", "hard_negatives"):
+            if getattr(self.data, name) < 0:
+                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self.data, name)}")
 
 
 INCLUDE_KEY = "include"  # a config file may name a base file whose fields it overrides

@@ -4,20 +4,21 @@ For B queries, group size G, prompt length P, target length T, C comparisons, co
 
 | key                  | shape          | meaning                                                          |
 |----------------------|----------------|------------------------------------------------------------------|
-| `input_ids`          | [B, G+N, P+T]  | scoring prompt left-padded to P (last prompt token at P-1), then |
+| `input_ids`          | [B, G+N+H, P+T]| scoring prompt left-padded to P (last prompt token at P-1), then |
 |                      |                | the target " {direct_reason}<|eot_id|>" right-padded to T        |
 | `attention_mask`     | [B, G, P+T]    | 1 = real token                                                   |
 | `target_ids`         | [B, G, T]      | `input_ids[..., P:]`                                             |
 | `target_mask`        | [B, G, T]      | 1 = reason token (eot included); all 0 without a reason          |
-| `candidate_mask`     | [B, G+N]       | 1 = real candidate                                               |
-| `teacher_rank`       | [B, G+N]       | 1 = teacher's best in the group, 0 = padding                     |
+| `candidate_mask`     | [B, G+N+H]     | 1 = real candidate                                               |
+| `teacher_rank`       | [B, G+N+H]     | 1 = teacher's best in the group, 0 = padding                     |
 | `cmp_input_ids`      | [B, C, Pc+T]   | comparison prompt left-padded to Pc, reason right-padded to T    |
 | `cmp_attention_mask` | [B, C, Pc+T]   |                                                                  |
 | `cmp_target_ids`     | [B, C, T]      |                                                                  |
 | `cmp_target_mask`    | [B, C, T]      | all 0 for a padding comparison                                   |
 
-The last N rows of a group (`random_negatives`) are passages of other records under this record's query,
-ranked after all of its own candidates (tied among themselves) and without a reason target.
+The last N + H rows of a group are negatives under this record's query: N passages of other records drawn
+at random (`random_negatives`), then H of the record's own mined `negatives` (`hard_negatives`), ranked after
+all of its candidates (tied among themselves) and without a reason target.
 Padding positions hold the pad id. Fully padded rows (padding candidates, missing comparisons) have an
 all-zero attention mask: the model must not turn a row without keys into NaN.
 Records are tokenized once (`tokenize_records`); a batch is then only array copies.
@@ -32,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2r_jax.config import DataConfig
-from r2r_jax.data.negatives import NEGATIVE_POOL, PassageTable, negative_pools
+from r2r_jax.config import ConfigError, DataConfig
+from r2r_jax.data.negatives import NEGATIVE_POOL, ListPassages, PassageTable, negative_pool, negative_pools
 from r2r_jax.data.records import TeacherRecord
 from r2r_jax.data.templates import (
     Render,
@@ -47,6 +48,7 @@ from r2r_jax.data.templates import (
 )
 
 DTYPE = np.int32
+HARD_FILL_STREAM = 7_919  # seeds the random passages that fill hard-negative slots a record cannot fill
 
 
 @dataclass(frozen=True)
@@ -56,21 +58,22 @@ class BatchShapes:
     target_len: int  # T
     comparisons: int  # C
     comparison_prompt_len: int  # Pc
-    negatives: int = 0  # N: other records' passages per group
+    negatives: int = 0  # N: other records' passages per group, drawn at random
+    hard_negatives: int = 0  # H: the record's mined negatives per group
 
     @property
     def rows(self) -> int:
-        """Scored rows per query: G + N."""
-        return self.group_size + self.negatives
+        """Scored rows per query: G + N + H."""
+        return self.group_size + self.negatives + self.hard_negatives
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> BatchShapes:
         shapes = cls(cfg.group_size, cfg.max_prompt_len, cfg.max_target_len, cfg.comparisons_per_query,
-                     cfg.max_comparison_prompt_len, cfg.random_negatives)
+                     cfg.max_comparison_prompt_len, cfg.random_negatives, cfg.hard_negatives)
         if min(shapes.group_size, shapes.prompt_len, shapes.target_len, shapes.comparison_prompt_len) < 1:
             raise ValueError(f"group size and lengths must be >= 1, got {shapes}")
-        if shapes.negatives < 0:
-            raise ValueError(f"random_negatives must be >= 0, got {shapes.negatives}")
+        if min(shapes.negatives, shapes.hard_negatives) < 0:
+            raise ValueError(f"random_negatives and hard_negatives must be >= 0, got {shapes}")
         if shapes.comparisons < 0:
             raise ValueError(f"comparisons_per_query must be >= 0, got {shapes.comparisons}")
         return shapes
@@ -99,7 +102,9 @@ class TokenizedRecord:
     ranks: np.ndarray  # per candidate: teacher rank, 1 = best
     cmp_prompts: list[np.ndarray]
     cmp_targets: list[np.ndarray]
-    negatives: list[np.ndarray] = dataclasses.field(default_factory=list)  # other records' passages, this query
+    # prompts of negatives under this query: the random pool (NEGATIVE_POOL x N other records' passages), then
+    # every mined negative of the record when H > 0
+    negatives: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 def _fit_all(tokenizer, args: list[tuple[str, list[str]]], render: Render | Sequence[Render], max_len: int,
@@ -128,6 +133,16 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
         return lambda q, ps: render_comparison(cfg.comparison_template, q, ps, about)
 
     pools = negative_pools(records, NEGATIVE_POOL * shapes.negatives, cfg.seed, passages=passages, start=start)
+    if shapes.hard_negatives:
+        if not any(rec.negatives for rec in records):
+            raise ConfigError(f"data.hard_negatives={shapes.hard_negatives} but no record has mined `negatives`; "
+                              "add them with `r2r mine-negatives`")
+        for r, (rec, pool) in enumerate(zip(records, pools, strict=True)):
+            pool.extend(c.text for c in rec.negatives)
+            missing = shapes.hard_negatives - len(rec.negatives)
+            if missing > 0:  # a query that matched too few passages: random passages fill its hard slots
+                passages = ListPassages(records) if passages is None else passages
+                pool.extend(negative_pool(rec, start + r, passages, missing, cfg.seed + HARD_FILL_STREAM))
     candidates, comparisons, negatives = [], [], []  # (owner record, (query, passages), reason, render)
     for r, (rec, pool) in enumerate(zip(records, pools, strict=True)):
         text_of = {c.docid: c.text for c in rec.candidates}
@@ -228,9 +243,14 @@ def build_batch(tokenized: Sequence[TokenizedRecord], items: Sequence[tuple[int,
             _place(batch["cmp_input_ids"][b, c], batch["cmp_attention_mask"][b, c], rec.cmp_prompts[k],
                    rec.cmp_targets[k], pc)
             batch["cmp_target_mask"][b, c, :len(rec.cmp_targets[k])] = 1
-        if shapes.negatives:  # drawn after the comparisons, so a run without negatives keeps its batches
-            empty = np.zeros((0,), DTYPE)
-            for n, k in enumerate(rng.choice(len(rec.negatives), size=shapes.negatives, replace=False)):
+        if shapes.negatives or shapes.hard_negatives:  # drawn after the comparisons, so a run without
+            empty = np.zeros((0,), DTYPE)           # negatives keeps its batches
+            n_random = NEGATIVE_POOL * shapes.negatives  # the pool's random part comes first
+            picks = [*rng.choice(n_random, size=shapes.negatives, replace=False)] if shapes.negatives else []
+            if shapes.hard_negatives:  # drawn after the random ones, so adding them keeps those
+                mined = len(rec.negatives) - n_random
+                picks += [n_random + k for k in rng.choice(mined, size=shapes.hard_negatives, replace=False)]
+            for n, k in enumerate(picks):
                 g = shapes.group_size + n
                 _place(batch["input_ids"][b, g], batch["attention_mask"][b, g], rec.negatives[k], empty, p)
                 batch["candidate_mask"][b, g] = 1

@@ -218,7 +218,7 @@ def _build(source: str | Path, tokenizer, cfg: DataConfig, folder: Path) -> None
     from datasets.arrow_writer import ArrowWriter
 
     passages = None
-    if cfg.random_negatives:
+    if cfg.random_negatives or cfg.hard_negatives:  # hard slots a record cannot fill take random passages
         _write_passages(source, folder / "passages.arrow")
         passages = ArrowPassages(folder / "passages.arrow")
     fingerprint, count = Fingerprint(), 0

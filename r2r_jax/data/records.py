@@ -57,6 +57,9 @@ class TeacherRecord:
     direct_reasons: dict[str, str] = field(default_factory=dict)
     comparisons: list[Comparison] = field(default_factory=list)
     teacher: dict[str, Any] = field(default_factory=dict)  # model, prompt_version, usage, repairs...
+    # passages the teacher never saw, judged off-target for this query by a retriever (`r2r mine-negatives`):
+    # training may show them under the query, ranked below every candidate (`data.hard_negatives`)
+    negatives: list[Candidate] = field(default_factory=list)
     schema: str = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,6 +67,8 @@ class TeacherRecord:
         for cmp in out["comparisons"]:  # `about` only where it is set: pairwise records keep their old bytes
             if cmp["about"] is None:
                 del cmp["about"]
+        if not out["negatives"]:  # likewise `negatives`
+            del out["negatives"]
         return {"schema": out.pop("schema"), **out}
 
     def rank_of(self) -> dict[str, int]:
@@ -99,18 +104,7 @@ def record_from_dict(obj: Any, path: str | None = None, line: int | None = None)
     raw_cands = _require(obj, "candidates", list, path, line)
     if not raw_cands:
         raise RecordError("no candidates", path=path, line=line, field_name="candidates")
-    candidates = []
-    for i, c in enumerate(raw_cands):
-        pre = f"candidates[{i}]."
-        if not isinstance(c, dict):
-            raise RecordError("expected an object", path=path, line=line, field_name=f"candidates[{i}]")
-        docid = str(_require(c, "docid", (str, int), path, line, pre))
-        text = _require(c, "text", str, path, line, pre)
-        score = c.get("first_stage_score")
-        if score is not None and not isinstance(score, (int, float)):
-            raise RecordError("expected a number or null", path=path, line=line,
-                              field_name=pre + "first_stage_score")
-        candidates.append(Candidate(docid, text, None if score is None else float(score)))
+    candidates = _passages(raw_cands, "candidates", path, line)
     docids = [c.docid for c in candidates]
     if len(set(docids)) != len(docids):
         raise RecordError("duplicate docids among candidates", path=path, line=line, field_name="candidates")
@@ -151,7 +145,33 @@ def record_from_dict(obj: Any, path: str | None = None, line: int | None = None)
     teacher = obj.get("teacher", {}) or {}
     if not isinstance(teacher, dict):
         raise RecordError("expected an object", path=path, line=line, field_name="teacher")
-    return TeacherRecord(qid, query, candidates, ranking, reasons, comparisons, teacher)
+    raw_negatives = obj.get("negatives", []) or []
+    if not isinstance(raw_negatives, list):
+        raise RecordError("expected a list of {docid, text}", path=path, line=line, field_name="negatives")
+    negatives = _passages(raw_negatives, "negatives", path, line)
+    clash = sorted({c.docid for c in negatives} & set(docids))
+    if len({c.docid for c in negatives}) != len(negatives):
+        raise RecordError("duplicate docids among negatives", path=path, line=line, field_name="negatives")
+    if clash:
+        raise RecordError(f"docids {clash} are also candidates", path=path, line=line, field_name="negatives")
+    return TeacherRecord(qid, query, candidates, ranking, reasons, comparisons, teacher, negatives)
+
+
+def _passages(raw: list, name: str, path: str | None, line: int | None) -> list[Candidate]:
+    """The passage objects {docid, text[, first_stage_score]} of list field `name`."""
+    out = []
+    for i, c in enumerate(raw):
+        pre = f"{name}[{i}]."
+        if not isinstance(c, dict):
+            raise RecordError("expected an object", path=path, line=line, field_name=f"{name}[{i}]")
+        docid = str(_require(c, "docid", (str, int), path, line, pre))
+        text = _require(c, "text", str, path, line, pre)
+        score = c.get("first_stage_score")
+        if score is not None and not isinstance(score, (int, float)):
+            raise RecordError("expected a number or null", path=path, line=line,
+                              field_name=pre + "first_stage_score")
+        out.append(Candidate(docid, text, None if score is None else float(score)))
+    return out
 
 
 def check_readable(path: str | Path) -> None:

@@ -1,0 +1,49 @@
+"""`r2r mine-negatives`: teacher records -> the same records with BM25-mined hard negatives (`negatives`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int, unit_float
+from r2r_jax.data.records import RecordError, read_records, write_records
+from r2r_jax.retrieval.bm25 import Bm25Params
+from r2r_jax.retrieval.hard_negatives import mine_negatives, short_records
+from r2r_jax.retrieval.inputs import RetrievalError
+
+# (files written, files read): `r2r` refuses an output that is also an input before the command runs
+FILE_ARGUMENTS = (("output",), ("records",))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--records", required=True, help="teacher records JSONL (r2r import-teacher / r2r teach)")
+    p.add_argument("--output", required=True, help="records JSONL to write (atomically), each with `negatives`")
+    p.add_argument("--count", type=positive_int, default=8,
+                   help="negatives per record (default 8; train with data.hard_negatives <= this)")
+    p.add_argument("--skip", type=non_negative_int, default=0,
+                   help="BM25's best other-query passages to pass over first (default 0)")
+    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9)")
+    p.add_argument("--b", type=unit_float, default=0.4, help="BM25 b (default 0.4)")
+    p.add_argument("--stemmer", default="porter", help="a PyStemmer algorithm (default porter) or none")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    try:
+        records = list(read_records(args.records))
+        if len(records) < 2:
+            raise RecordError("needs at least 2 records: negatives are other records' passages", path=args.records)
+        mined = mine_negatives(records, args.count, skip=args.skip, params=Bm25Params(args.k1, args.b, args.stemmer),
+                               progress=not args.no_progress)
+    except (RecordError, RetrievalError) as e:
+        print(f"r2r mine-negatives: error: {e}", file=sys.stderr)
+        return 2
+    write_records(args.output, mined)
+    short = short_records(mined, args.count)
+    note = (f"; {len(short)} records got fewer (their queries match fewer passages), e.g. {short[:3]}"
+            if short else "")
+    print(f"r2r mine-negatives: {len(mined)} records, {args.count} negatives each -> {args.output} in "
+          f"{time.perf_counter() - start:.1f}s{note}", file=sys.stderr)
+    return 0
