@@ -225,6 +225,10 @@ class DataConfig:
     # that are other queries' passages) added to each group, ranked last like the random ones: on-topic
     # passages that are not the answer, the kind that fills a BM25 top-100 below the teacher's window
     hard_negatives: int = 0
+    # sequence packing (docs/data.md): each query's scoring sequences go several to a row, `pack_rows` rows of
+    # `pack_length` positions instead of G + N + H rows of P + T; a step whose query does not fit runs padded
+    pack_length: int = 0  # 0: no packing; else >= max_prompt_len + max_target_len
+    pack_rows: int = 0
     comparisons_per_query: int = 1  # comparison-reason sequences per query (0: none)
     max_comparison_prompt_len: int = 384  # Pc: comparison prompt tokens
     prompt_template: str = "Query: {query}\nPassage: {passage}\nRelevance:"  # the scores depend on it
@@ -280,9 +284,15 @@ class TrainConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.score_init_tokens and len(self.score_init_tokens) != 2:
             raise ConfigError(f"score_init_tokens takes [positive, negative], got {self.score_init_tokens}")
-        for name in ("random_negatives", "hard_negatives"):
+        for name in ("random_negatives", "hard_negatives", "pack_length", "pack_rows"):
             if getattr(self.data, name) < 0:
                 raise ConfigError(f"data.{name} must be >= 0, got {getattr(self.data, name)}")
+        d = self.data
+        if bool(d.pack_length) != bool(d.pack_rows):
+            raise ConfigError(f"data.pack_length and data.pack_rows go together, got {d.pack_length} and {d.pack_rows}")
+        if d.pack_length and d.pack_length < d.max_prompt_len + d.max_target_len:
+            raise ConfigError(f"data.pack_length={d.pack_length} is shorter than one sequence "
+                              f"(max_prompt_len + max_target_len = {d.max_prompt_len + d.max_target_len})")
 
 
 INCLUDE_KEY = "include"  # a config file may name a base file whose fields it overrides

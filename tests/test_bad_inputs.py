@@ -131,6 +131,9 @@ NUMBERS = [
     (["train", "--steps=0", "--output_dir={o}"], "steps"),
     (["train", "--optim.learning_rate=-1", "--output_dir={o}"], "learning_rate"),
     (["train", "--data.random_negatives=-2", "--output_dir={o}"], "random_negatives"),
+    (["train", "--data.hard-negatives=-1", "--output_dir={o}"], "hard_negatives"),
+    (["train", "--data.pack-length=512", "--output_dir={o}"], "pack_rows"),
+    (["train", "--data.pack-length=16", "--data.pack-rows=2", "--output_dir={o}"], "pack_length"),
     (["train", "--batch_size=3", "--micro_batches=2", "--output_dir={o}"], "micro_batches"),
     (["train", "--loss.gamma-comparison=-0.5", "--output-dir={o}"], "gamma_comparison"),
 ]

@@ -267,10 +267,15 @@ class LlamaForRanking(nn.Module):
         )
 
     def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None,
-                 last_only: bool = False):
+                 last_only: bool = False, segment_ids=None):
+        """`segment_ids` (B, T), for packed rows (several sequences per row; 0 = padding): attention stays
+        within a sequence, and `positions` must restart at each sequence's start."""
         if positions is None:
             positions = default_positions(attention_mask)
-        kv_valid = attention_mask.astype(bool) if cache is None else cache[2]
+        if segment_ids is not None:
+            kv_valid = segment_ids.astype(jnp.int32)
+        else:
+            kv_valid = attention_mask.astype(bool) if cache is None else cache[2]
         layer_cache = None if cache is None else (cache[0], cache[1])
         hidden, layer_cache = self.model(input_ids, positions, kv_valid, layer_cache, cache_index, last_only)
         new_cache = None if cache is None else (layer_cache[0], layer_cache[1], kv_valid)

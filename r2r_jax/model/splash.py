@@ -3,7 +3,8 @@
 `attention_kernels.attention_mask` lets the query at absolute index `q_offset + t` see key `s` when `kv_valid[b, s]`
 and `s <= q_offset + t`. Here causality is a static `CausalMask` shifted by `q_offset` (the kernel skips the
 blocks above the diagonal) and padding is a pair of segment ids, 1 for a real token and 0 for padding, on
-queries and keys: a real query then sees exactly the real keys at or before it, as in the reference. A
+queries and keys: a real query then sees exactly the real keys at or before it, as in the reference (packed
+rows bring their own segment ids, 1, 2, ... per sequence, which the kernel takes as they are). A
 padding query sees padding keys at or before it (at least itself) instead of nothing, which keeps its row
 finite; padding rows never reach a real output, and the loss and the score read real positions only.
 
@@ -70,7 +71,7 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_valid: jax.Arr
     s = k.shape[1]
     if not supported(t, s, q_offset):
         return xla_attention(q, k, v, attention_mask(kv_valid, t, q_offset))
-    seg = kv_valid.astype(jnp.int32)
+    seg = kv_valid.astype(jnp.int32)  # boolean validity as segment 1, or packed rows' segment ids
     q_seg = seg[:, q_offset: q_offset + t]  # self-attention: a query is real when its own key is
     qt = (q.astype(jnp.float32) * d**-0.5).astype(q.dtype).transpose(0, 2, 1, 3)
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)

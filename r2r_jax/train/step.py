@@ -3,7 +3,9 @@
 Batch layout (from `r2r_jax.data.features`): per query a group of G sequences
 `[left-padded scoring prompt (P) | direct reason target (T)]`; the score is read at index P-1 and the
 reason tokens are predicted from positions P-1 .. P+T-2, so one forward pass yields both. Comparison
-sequences `[prompt (Pc) | comparison target (T)]` add generation loss only.
+sequences `[prompt (Pc) | comparison target (T)]` add generation loss only. A packed batch
+(`r2r_jax.data.packing`) holds the scoring sequences several to a row; the score and reason positions are
+then gathered by index from the packed rows' hidden states, and the losses are the same.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from r2r_jax.config import LossConfig, OptimConfig
+from r2r_jax.data.packing import is_packed
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.rules import constrain, traced_under
 from r2r_jax.train.losses import LossDenominators, loss_denominators, no_tokens, r2r_loss
@@ -60,19 +63,45 @@ def _score_head_mask(trainable: Any) -> Any:
     return {name: jax.tree.map(lambda _, is_head=(name == "score"): is_head, part) for name, part in trainable.items()}
 
 
-def _sequence_ce(model, variables, ids, mask, target_ids, target_mask, loss_cfg: LossConfig, rngs):
-    """(hidden at the last prompt token, CE sum, CE count) for sequences `[prompt | target]`."""
-    n, length = ids.shape
-    t = target_ids.shape[-1]
-    p = length - t
-    hidden, _ = model.apply(variables, ids, mask, rngs=rngs)
+def _reason_ce(model, variables, hidden, target_ids, target_mask, loss_cfg: LossConfig):
+    """(CE sum, CE count) of reason tokens from the hidden states `[N, T, E]` that predict them."""
     head_is_embedding = model.cfg.tie_word_embeddings
     params = variables["params"]
     head = params["model"]["embed_tokens"]["embedding"] if head_is_embedding else params["lm_head"]["kernel"]
-    ce = compacted_token_ce_sum(hidden[:, p - 1: p - 1 + t], head, target_ids, target_mask, loss_cfg.gen_chunk,
-                                loss_cfg.gen_capacity, head_is_embedding=head_is_embedding,
-                                head_grad=False)  # the LM head is frozen
+    return compacted_token_ce_sum(hidden, head, target_ids, target_mask, loss_cfg.gen_chunk, loss_cfg.gen_capacity,
+                                  head_is_embedding=head_is_embedding, head_grad=False)  # the LM head is frozen
+
+
+def _sequence_ce(model, variables, ids, mask, target_ids, target_mask, loss_cfg: LossConfig, rngs):
+    """(hidden at the last prompt token, CE sum, CE count) for sequences `[prompt | target]`."""
+    t = target_ids.shape[-1]
+    p = ids.shape[1] - t
+    hidden, _ = model.apply(variables, ids, mask, rngs=rngs)
+    ce = _reason_ce(model, variables, hidden[:, p - 1: p - 1 + t], target_ids, target_mask, loss_cfg)
     return hidden[:, p - 1], ce
+
+
+def _packed_sequence_ce(model, variables, batch: dict, loss_cfg: LossConfig, rngs):
+    """`_sequence_ce` of a packed batch's scoring sequences: hidden `[B, G, E]` at their last prompt tokens and
+    the reason CE, read from the packed rows at `score_index` / `target_index`."""
+    b, r, length = batch["packed_ids"].shape
+    g, t = batch["target_ids"].shape[1:]
+
+    def rows(x):  # (B, R, L) -> (B·R, L), still split over the data-parallel axes
+        return constrain(x.reshape(b * r, length), ("batch", None))
+
+    segments = rows(batch["packed_segments"])
+    hidden, _ = model.apply(variables, rows(batch["packed_ids"]), segments > 0, rows(batch["packed_positions"]),
+                            segment_ids=segments, rngs=rngs)
+    hidden = constrain(hidden.reshape(b, r * length, hidden.shape[-1]), ("batch", None, None))
+
+    def gather(index):  # per query: its own rows' positions, so the gather stays on the query's shard
+        return jnp.take_along_axis(hidden, index.reshape(b, -1)[..., None], axis=1)
+
+    reason_hidden = gather(batch["target_index"]).reshape(b * g, t, hidden.shape[-1])
+    ce = _reason_ce(model, variables, reason_hidden, batch["target_ids"].reshape(b * g, t),
+                    batch["target_mask"].reshape(b * g, t), loss_cfg)
+    return gather(batch["score_index"]).reshape(b * g, hidden.shape[-1]), ce
 
 
 def batch_loss(model: LlamaForRanking, loss_cfg: LossConfig, trainable, frozen, batch: dict,
@@ -80,14 +109,17 @@ def batch_loss(model: LlamaForRanking, loss_cfg: LossConfig, trainable, frozen, 
     """Combined loss of one (micro-)batch; returns (L, terms)."""
     variables = join_variables(frozen, trainable)
     rngs = {"dropout": rng} if rng is not None else None
-    b, g, _ = batch["input_ids"].shape
+    b, g = batch["candidate_mask"].shape
 
     def flat(x):  # (B, G, ...) -> (B·G, ...), still split over the data-parallel axes
         return constrain(x.reshape((b * g,) + x.shape[2:]), ("batch",) + (None,) * (x.ndim - 2))
 
-    last, direct = _sequence_ce(
-        model, variables, flat(batch["input_ids"]), flat(batch["attention_mask"]),
-        flat(batch["target_ids"]), flat(batch["target_mask"]), loss_cfg, rngs)
+    if is_packed(batch):
+        last, direct = _packed_sequence_ce(model, variables, batch, loss_cfg, rngs)
+    else:
+        last, direct = _sequence_ce(
+            model, variables, flat(batch["input_ids"]), flat(batch["attention_mask"]),
+            flat(batch["target_ids"]), flat(batch["target_mask"]), loss_cfg, rngs)
     if not loss_cfg.learns_direct():  # the CE is unused, so XLA drops the LM head from the step
         direct = no_tokens()
     scores = model.apply(variables, last, method=LlamaForRanking.scores).reshape(b, g)

@@ -14,9 +14,11 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from r2r_jax.atomic import write_json
 from r2r_jax.checkpoint import BEST_METRIC, Checkpointer, CheckpointError
@@ -24,6 +26,7 @@ from r2r_jax.config import ConfigError, DataConfig, TrainConfig, load_config, sa
 from r2r_jax.config_help import config_help
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.features import BatchShapes, batch_spec
+from r2r_jax.data.packing import PackShapes, pack_batch, packed_batch_spec
 from r2r_jax.data.pipeline import TeacherLoader
 from r2r_jax.data.record_store import open_store
 from r2r_jax.data.records import RecordError
@@ -83,6 +86,20 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def pack_for_step(local: dict, shapes: BatchShapes, pack: PackShapes | None, pad_id: int) -> dict | None:
+    """This step's packed batch, or None for the padded step: packing is off, or some query of some process
+    does not fit (every process must run the same program, so the processes agree first)."""
+    if pack is None:
+        return None
+    packed = pack_batch(local, shapes, pack, pad_id)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # multi-process runs only
+
+        if not np.all(multihost_utils.process_allgather(np.int32(packed is not None))):
+            return None
+    return packed
+
+
 def train(cfg: TrainConfig) -> dict:
     maybe_initialize_distributed()
     mesh = make_mesh(cfg.mesh)
@@ -134,9 +151,15 @@ def train(cfg: TrainConfig) -> dict:
     step_fn = make_train_step(prepared.student.model, cfg.loss, prepared.optimizer, prepared.schedule,
                               cfg.micro_batches, mesh)
 
-    local_spec = batch_spec(BatchShapes.from_config(cfg.data), cfg.batch_size)
-    batch_sh = {k: batch_sharding(len(shape), mesh) for k, (shape, _) in local_spec.items()}
-    jitted = jit_train_step(step_fn, state_shardings(prepared.state), prepared.student.frozen_shardings, batch_sh)
+    shapes = BatchShapes.from_config(cfg.data)
+    pack = PackShapes(cfg.data.pack_rows, cfg.data.pack_length) if cfg.data.pack_length else None
+
+    def jitted_for(spec: dict) -> Callable:
+        batch_sh = {k: batch_sharding(len(shape), mesh) for k, (shape, _) in spec.items()}
+        return jit_train_step(step_fn, state_shardings(prepared.state), prepared.student.frozen_shardings, batch_sh)
+
+    jitted = jitted_for(batch_spec(shapes, cfg.batch_size))
+    jitted_packed = jitted_for(packed_batch_spec(shapes, pack, cfg.batch_size)) if pack else None
     score_fn = make_score_step(prepared.student.model, mesh=mesh)
     dev = DevSet(cfg, tokenizer, mesh) if cfg.data.dev_candidates else None
     report: dict = {"output_dir": str(out.absolute()), "start_step": start}
@@ -158,8 +181,12 @@ def train(cfg: TrainConfig) -> dict:
         for step in range(start, cfg.steps):
             local = loader.batch(step)
             window_tokens += int(local["attention_mask"].sum() + local["cmp_attention_mask"].sum())
-            new_state, metrics = jitted(prepared.state, prepared.student.frozen, global_batch(local, mesh), rng)
+            packed = pack_for_step(local, shapes, pack, loader.pad_id)
+            fn, local = (jitted, local) if packed is None else (jitted_packed, packed)
+            new_state, metrics = fn(prepared.state, prepared.student.frozen, global_batch(local, mesh), rng)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if pack:
+                metrics["packed"] = float(packed is not None)
             if not all(math.isfinite(metrics[k]) for k in LOSS_KEYS):
                 print(f"\nnon-finite loss at step {step + 1}: {metrics}; stopping. The last good checkpoint "
                       f"({ckpt.latest_step()}) in {ckpt.directory} is intact.", file=sys.stderr)
