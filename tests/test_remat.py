@@ -31,7 +31,7 @@ def test_every_policy_gives_the_same_loss_and_adapter_gradients(scan_layers, pol
             logits = model.apply(variables, hidden, method=LlamaForRanking.lm_logits)
             return jnp.mean(jax.nn.log_softmax(logits)[..., 7]) + jnp.mean(hidden**2)
 
-        return jax.value_and_grad(loss)(variables["lora"])
+        return jax.jit(jax.value_and_grad(loss))(variables["lora"])
 
     want_loss, want_grads = loss_and_grads("none")
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(want_grads))

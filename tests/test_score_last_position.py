@@ -20,8 +20,9 @@ def _batch(cfg: ModelConfig, seed: int = 0):
     return ids, jnp.asarray(mask)
 
 
-@pytest.mark.parametrize("scan_layers", [False, True])
-@pytest.mark.parametrize("kv_heads,attention,remat", [(4, "xla", "none"), (2, "loop", "none"), (1, "xla", "full")])
+# each layer layout with and without remat, each attention, and GQA from none (4 K/V heads of 4) to full (1)
+@pytest.mark.parametrize("scan_layers,kv_heads,attention,remat", [
+    (True, 4, "xla", "none"), (False, 2, "loop", "none"), (True, 1, "xla", "full"), (False, 1, "xla", "full")])
 def test_last_only_equals_the_last_column_of_the_full_forward(scan_layers, kv_heads, attention, remat):
     cfg = ModelConfig(dtype="float32", param_dtype="float32", num_hidden_layers=3, num_attention_heads=4,
                       num_key_value_heads=kv_heads, scan_layers=scan_layers, attention=attention, remat_policy=remat)

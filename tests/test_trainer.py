@@ -124,10 +124,26 @@ def test_signal_saves_marks_the_run_interrupted_and_exits_nonzero(synthetic, tmp
     assert report["requested_steps"] == 100000 and report["exit_code"] == 128 + sig
 
 
-def test_rerunning_a_finished_run_keeps_its_report(synthetic, tmp_path):
-    out = tmp_path / "done"
-    args = train_args(synthetic, out, "--mesh.data=1", "--steps=2", "--save_every=2")
-    assert finish(start(args))[0] == 0
+FINISHED = ("--mesh.data=1", "--steps=4", "--save_every=2")
+
+
+@pytest.fixture(scope="module")
+def finished(synthetic, tmp_path_factory) -> Path:
+    """A finished 4-step run (checkpoints 2 and 4); tests work on copies of it."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert finish(start(train_args(synthetic, out, *FINISHED)))[0] == 0
+    return out
+
+
+def copy_of(run: Path, where: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, where))
+
+
+def test_rerunning_a_finished_run_keeps_its_report(synthetic, finished, tmp_path):
+    out = copy_of(finished, tmp_path / "done")
+    args = train_args(synthetic, out, *FINISHED)
     before = (out / "report.json").read_text()
     code, log = finish(start(args))
     assert code == 0 and "nothing to train" in log, log
@@ -135,24 +151,26 @@ def test_rerunning_a_finished_run_keeps_its_report(synthetic, tmp_path):
     assert json.loads(before)["interrupted"] is False
 
 
-def test_refusals_come_before_anything_is_written(synthetic, tmp_path):
+def test_refusals_come_before_anything_is_written(synthetic, finished, tmp_path, capsys):
     """A foreign folder, an output inside the tokenizer, a resume with another shape: one line, exit 2,
-    the folder untouched."""
+    the folder untouched (the refusals run in this process: they come before any computation)."""
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    run = tmp_path / "run"
-    assert finish(start(train_args(synthetic, run, "--mesh.data=1", "--steps=2", "--save_every=2")))[0] == 0
+    run = copy_of(finished, tmp_path / "run")
     config_before = (run / "config.yaml").read_text()
     cases = [
         (train_args(synthetic, foreign), "is not a training run"),
         (train_args(synthetic, synthetic / "tok" / "out"), "overlaps --data.tokenizer"),
-        (train_args(synthetic, run, "--steps=4", "--model.hidden_size=48"), "hidden_size 96, config says 48"),
-        (train_args(synthetic, run, "--steps=4", "--lora.rank=8"), "lora.rank 4, config says 8"),
+        (train_args(synthetic, run, "--steps=6", "--model.hidden_size=48"), "hidden_size 96, config says 48"),
+        (train_args(synthetic, run, "--steps=6", "--lora.rank=8"), "lora.rank 4, config says 8"),
         (train_args(synthetic, tmp_path / "fresh", "--model.vocab_size=64"), "tokens but the model's vocabulary is 64"),
     ]
+    capsys.readouterr()
     for args, message in cases:
-        code, log = finish(start(args))
+        code = main(["train", *args])
+        captured = capsys.readouterr()
+        log = captured.out + captured.err
         lines = [line for line in log.splitlines() if line.strip()]
         assert code == 2 and message in log and len(lines) == 1 and lines[0].startswith("r2r train: error:"), log
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
@@ -160,9 +178,8 @@ def test_refusals_come_before_anything_is_written(synthetic, tmp_path):
     assert (run / "config.yaml").read_text() == config_before
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path):
-    out = tmp_path / "nan"
-    assert finish(start(train_args(synthetic, out, "--mesh.data=1", "--steps=4", "--save_every=2")))[0] == 0
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, finished, tmp_path):
+    out = copy_of(finished, tmp_path / "nan")
     code, log = finish(start(train_args(synthetic, out, "--mesh.data=1", "--steps=8", "--save_every=2",
                                         "--loss.alpha=inf")))
     assert code == 1
