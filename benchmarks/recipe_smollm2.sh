@@ -30,5 +30,16 @@ for run in smollm2_untrained smollm2_r2r; do
     $R2R evaluate --run "$OUT/${run}_dl19_top$depth.trec" --qrels "$QRELS" --metrics ndcg@1,ndcg@5,ndcg@10
   done
 done
+# hard negatives (docs/results.md "Hard negatives"): BM25's best other-query passages per training query
+timed mine $R2R mine-negatives --records "$OUT/data/train.jsonl" --output "$OUT/data/train_hn.jsonl" --count 8
+timed "train direct_hn" $R2R train --config configs/smollm2_135m.yaml --base-model "$BASE" --data.tokenizer "$BASE" \
+  --data.train-path "$OUT/data/train_hn.jsonl" --data.dev-candidates "$OUT/data/heldout_candidates.jsonl" \
+  --data.dev-qrels "$OUT/data/heldout_qrels.txt" --loss.reasons direct --data.hard-negatives 2 \
+  --output-dir "$OUT/direct_hn"
+for depth in 20 100; do
+  timed "direct_hn rerank top-$depth" $R2R rerank --checkpoint "$OUT/direct_hn" \
+    --candidates "$OUT/data/dl19_top$depth.jsonl" --output "$OUT/smollm2_direct_hn_dl19_top$depth.trec" --tag smollm2_direct_hn
+  $R2R evaluate --run "$OUT/smollm2_direct_hn_dl19_top$depth.trec" --qrels "$QRELS" --metrics ndcg@1,ndcg@5,ndcg@10
+done
 timed reasons $R2R evaluate-reasons --checkpoint "$OUT/smollm2_r2r" --teacher "$OUT/data/heldout.jsonl" \
   --output "$OUT/heldout_reasons.json"
