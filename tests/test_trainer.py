@@ -64,43 +64,45 @@ def train_lines(out: Path) -> list[dict]:
 
 def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    code, log = finish(start(train_args(synthetic, straight, "--mesh.data=1")))
+    short = ("--mesh.data=1", "--steps=12", "--save_every=6")
+    code, log = finish(start(train_args(synthetic, straight, *short)))
     assert code == 0, log
-    proc = start(train_args(synthetic, resumed, "--mesh.data=1"))
-    marker = resumed / "checkpoints" / "10" / "commit_success.txt"
+    proc = start(train_args(synthetic, resumed, *short))
+    marker = resumed / "checkpoints" / "6" / "commit_success.txt"
     deadline = time.time() + 240
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert marker.exists()
-    assert not (resumed / "checkpoints" / "20").exists(), "the run finished before it could be killed"
-    code, log = finish(start(train_args(synthetic, resumed, "--mesh.data=1")))
+    assert not (resumed / "checkpoints" / "12").exists(), "the run finished before it could be killed"
+    code, log = finish(start(train_args(synthetic, resumed, *short)))
     assert code == 0, log
-    assert "resumed from step 10" in log
+    assert "resumed from step 6" in log
     assert train_lines(straight) == train_lines(resumed)
-    assert [r["step"] for r in train_lines(resumed)] == list(range(1, 21))
-    for a, b in zip(restored_trainable(straight, 20), restored_trainable(resumed, 20), strict=True):
+    assert [r["step"] for r in train_lines(resumed)] == list(range(1, 13))
+    for a, b in zip(restored_trainable(straight, 12), restored_trainable(resumed, 12), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_resume_onto_a_different_mesh(synthetic, tmp_path):
-    """A run on 8 data-parallel devices, resumed from step 10 onto a (2, 2, 2) mesh, repeats its steps 11-20."""
+    """A run on 8 data-parallel devices, resumed from step 5 onto a (2, 2, 2) mesh, repeats its steps 6-10."""
     import shutil
 
     other = tmp_path / "other"
-    code, log = finish(start(train_args(synthetic, other, "--mesh.data=8", "--steps=20")))
+    short = ("--steps=10", "--save_every=5")
+    code, log = finish(start(train_args(synthetic, other, "--mesh.data=8", *short)))
     assert code == 0, log
-    straight, straight_trainable = train_lines(other), restored_trainable(other, 20)
-    shutil.rmtree(other / "checkpoints" / "20")
-    code, log = finish(start(train_args(synthetic, other, "--mesh.data=2", "--mesh.fsdp=2", "--mesh.tensor=2")))
+    straight, straight_trainable = train_lines(other), restored_trainable(other, 10)
+    shutil.rmtree(other / "checkpoints" / "10")
+    code, log = finish(start(train_args(synthetic, other, "--mesh.data=2", "--mesh.fsdp=2", "--mesh.tensor=2", *short)))
     assert code == 0, log
-    assert "resumed from step 10" in log
+    assert "resumed from step 5" in log
     resumed = train_lines(other)
-    assert [r["step"] for r in resumed] == list(range(1, 21))
+    assert [r["step"] for r in resumed] == list(range(1, 11))
     for ra, rb in zip(straight, resumed, strict=True):
         assert abs(ra["loss"] - rb["loss"]) < 1e-4
-    for x, y in zip(straight_trainable, restored_trainable(other, 20), strict=True):
+    for x, y in zip(straight_trainable, restored_trainable(other, 10), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-4)
 
 
