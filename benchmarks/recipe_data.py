@@ -12,6 +12,9 @@ writes
   query gets its 5 teacher passages plus `--distractors` passages of other held-out queries; grades follow the
   teacher's ranking (4, 3, 2, 1, 1 for ranks 1-5) and distractors are 0, so nDCG rewards both agreeing with
   the teacher and putting off-topic passages last (what a top-100 rerank needs).
+- `heldout_hard_candidates.jsonl` + `heldout_hard_qrels.txt`: the same, but each held-out query's distractors
+  are the release passages of other queries that BM25 ranks highest for it (`r2r mine-negatives`' rule, over
+  all 2,500 passages): on-topic passages that do not answer it, as deep in a BM25 top-100.
 - `dl19_top20.jsonl`, `dl19_top100.jsonl`: the DL19 BM25 candidates (rank_llm JSONL), cut to the top 20 / 100.
 """
 
@@ -27,7 +30,8 @@ from benchmarks.common import SHARED
 from r2r_jax.atomic import atomic_write
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
 from r2r_jax.data.importers import import_file
-from r2r_jax.data.records import TeacherRecord, write_records
+from r2r_jax.data.records import Candidate, TeacherRecord, write_records
+from r2r_jax.retrieval.hard_negatives import mine_negatives
 
 RELEASE = SHARED / "data" / "teacher" / "r2r_gpt4_msmarco_500.jsonl"
 DL19 = SHARED / "data" / "dl19" / "bm25_top100.json"
@@ -41,15 +45,20 @@ def split_heldout(records: list[TeacherRecord], n: int) -> tuple[list[TeacherRec
     return [r for r in records if r.qid not in held], [r for r in records if r.qid in held]
 
 
-def selection_set(heldout: list[TeacherRecord], distractors: int, seed: int = 0):
-    """Candidates (teacher passages + other held-out queries' passages, shuffled) and graded qrels lines."""
+def selection_set(heldout: list[TeacherRecord], distractors: int, seed: int = 0,
+                  mined: dict[str, list[Candidate]] | None = None):
+    """Candidates (teacher passages + distractors, shuffled) and graded qrels lines. The distractors are other
+    held-out queries' passages drawn at random, or the first of `mined[qid]` when given."""
     items, qrels = [], []
     pool = [(r.qid, c) for r in heldout for c in r.candidates]
     rng = np.random.default_rng(seed)
     for rec in heldout:
         own = {c.text for c in rec.candidates}
-        others = [c for q, c in pool if q != rec.qid and c.text not in own]
-        picked = [others[i] for i in rng.choice(len(others), size=min(distractors, len(others)), replace=False)]
+        if mined is not None:
+            picked = mined[rec.qid][:distractors]
+        else:
+            others = [c for q, c in pool if q != rec.qid and c.text not in own]
+            picked = [others[i] for i in rng.choice(len(others), size=min(distractors, len(others)), replace=False)]
         rank = rec.rank_of()
         passages = [ScoredPassage(c.docid, c.text) for c in (*rec.candidates, *picked)]
         passages = [passages[i] for i in rng.permutation(len(passages))]
@@ -79,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     items, qrels = selection_set(heldout, args.distractors)
     write_candidates(out / "heldout_candidates.jsonl", items)
     with atomic_write(out / "heldout_qrels.txt") as f:
+        f.write("\n".join(qrels) + "\n")
+    mined = {r.qid: r.negatives for r in mine_negatives(records, args.distractors)}
+    items, qrels = selection_set(heldout, args.distractors, mined=mined)
+    write_candidates(out / "heldout_hard_candidates.jsonl", items)
+    with atomic_write(out / "heldout_hard_qrels.txt") as f:
         f.write("\n".join(qrels) + "\n")
     dl19 = read_candidates(args.dl19)
     for depth in (20, 100):
