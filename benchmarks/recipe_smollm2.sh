@@ -41,5 +41,11 @@ for depth in 20 100; do
     --candidates "$OUT/data/dl19_top$depth.jsonl" --output "$OUT/smollm2_direct_hn_dl19_top$depth.trec" --tag smollm2_direct_hn
   $R2R evaluate --run "$OUT/smollm2_direct_hn_dl19_top$depth.trec" --qrels "$QRELS" --metrics ndcg@1,ndcg@5,ndcg@10
 done
+# the held-out selection sets, random and on-topic distractors (all 50 queries)
+for set in heldout heldout_hard; do
+  timed "direct_hn $set" $R2R rerank --checkpoint "$OUT/direct_hn" --candidates "$OUT/data/${set}_candidates.jsonl" \
+    --output "$OUT/direct_hn_$set.trec" --tag direct_hn
+  $R2R evaluate --run "$OUT/direct_hn_$set.trec" --qrels "$OUT/data/${set}_qrels.txt" --metrics ndcg@1,ndcg@5,ndcg@10
+done
 timed reasons $R2R evaluate-reasons --checkpoint "$OUT/smollm2_r2r" --teacher "$OUT/data/heldout.jsonl" \
   --output "$OUT/heldout_reasons.json"

@@ -243,8 +243,9 @@ def build_batch(tokenized: Sequence[TokenizedRecord], items: Sequence[tuple[int,
             _place(batch["cmp_input_ids"][b, c], batch["cmp_attention_mask"][b, c], rec.cmp_prompts[k],
                    rec.cmp_targets[k], pc)
             batch["cmp_target_mask"][b, c, :len(rec.cmp_targets[k])] = 1
-        if shapes.negatives or shapes.hard_negatives:  # drawn after the comparisons, so a run without
-            empty = np.zeros((0,), DTYPE)           # negatives keeps its batches
+        # negatives are drawn after the comparisons, so a run without them keeps its batches
+        if shapes.negatives or shapes.hard_negatives:
+            empty = np.zeros((0,), DTYPE)
             n_random = NEGATIVE_POOL * shapes.negatives  # the pool's random part comes first
             picks = [*rng.choice(n_random, size=shapes.negatives, replace=False)] if shapes.negatives else []
             if shapes.hard_negatives:  # drawn after the random ones, so adding them keeps those

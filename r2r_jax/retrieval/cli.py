@@ -27,12 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bm25s: embedded, no Java (default); pyserini: Lucene via Anserini")
     p.add_argument("--output", required=True, help="candidates JSONL to write (rank_llm request layout)")
     p.add_argument("--top-k", type=positive_int, default=100, help="candidates per query (default 100)")
-    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9)")
-    p.add_argument("--b", type=unit_float, default=0.4, help="BM25 b (default 0.4)")
-    p.add_argument("--stemmer", default="porter", help="porter (default, as Lucene), none, or another "
-                                                       "PyStemmer algorithm (bm25s) / krovetz (pyserini)")
+    add_bm25_arguments(p, "porter (default, as Lucene), none, or another PyStemmer algorithm (bm25s) / krovetz "
+                          "(pyserini)")
     p.add_argument("--threads", type=positive_int, default=1, help="search (and Lucene indexing) threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_bm25_arguments(p: argparse.ArgumentParser, stemmer_help: str) -> None:
+    """--k1, --b and --stemmer, spelled and defaulted alike in every command that runs BM25 (`bm25_params`)."""
+    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9)")
+    p.add_argument("--b", type=unit_float, default=0.4, help="BM25 b (default 0.4)")
+    p.add_argument("--stemmer", default="porter", help=stemmer_help)
+
+
+def bm25_params(args: argparse.Namespace) -> Bm25Params:
+    return Bm25Params(args.k1, args.b, args.stemmer)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.corpus or args.index or args.prebuilt):
         print("r2r retrieve: give --corpus, --index or --prebuilt", file=sys.stderr)
         return 2
-    params = Bm25Params(args.k1, args.b, args.stemmer)
+    params = bm25_params(args)
     progress = not args.no_progress
     start = time.perf_counter()
     try:

@@ -22,8 +22,8 @@ from r2r_jax.retrieval.bm25 import Bm25Params, Bm25sIndex
 SEARCH_MARGIN = 8  # extra hits fetched beyond what a record needs, for duplicates of its own passages
 
 
-def pooled_corpus(records: Sequence[TeacherRecord], path: Path) -> int:
-    """Write every record's candidates, one line per distinct docid, as a JSONL corpus; returns the count."""
+def pooled_corpus(records: Sequence[TeacherRecord], path: Path) -> None:
+    """Write every record's candidates, one line per distinct docid, as a JSONL corpus."""
     seen: set[str] = set()
     with open(path, "w", encoding="utf-8") as f:
         for rec in records:
@@ -31,7 +31,6 @@ def pooled_corpus(records: Sequence[TeacherRecord], path: Path) -> int:
                 if c.docid not in seen:
                     seen.add(c.docid)
                     f.write(json.dumps({"docid": c.docid, "text": c.text}, ensure_ascii=False) + "\n")
-    return len(seen)
 
 
 def mine_negatives(records: Sequence[TeacherRecord], count: int, *, skip: int = 0,

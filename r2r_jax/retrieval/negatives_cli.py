@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int, unit_float
+from r2r_jax.cli_types import non_negative_int, positive_int
 from r2r_jax.data.records import RecordError, read_records, write_records
-from r2r_jax.retrieval.bm25 import Bm25Params
+from r2r_jax.retrieval.cli import add_bm25_arguments, bm25_params
 from r2r_jax.retrieval.hard_negatives import mine_negatives, short_records
 from r2r_jax.retrieval.inputs import RetrievalError
 
@@ -23,9 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="negatives per record (default 8; train with data.hard_negatives <= this)")
     p.add_argument("--skip", type=non_negative_int, default=0,
                    help="BM25's best other-query passages to pass over first (default 0)")
-    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9)")
-    p.add_argument("--b", type=unit_float, default=0.4, help="BM25 b (default 0.4)")
-    p.add_argument("--stemmer", default="porter", help="a PyStemmer algorithm (default porter) or none")
+    add_bm25_arguments(p, "a PyStemmer algorithm (default porter) or none")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -35,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         records = list(read_records(args.records))
         if len(records) < 2:
             raise RecordError("needs at least 2 records: negatives are other records' passages", path=args.records)
-        mined = mine_negatives(records, args.count, skip=args.skip, params=Bm25Params(args.k1, args.b, args.stemmer),
+        mined = mine_negatives(records, args.count, skip=args.skip, params=bm25_params(args),
                                progress=not args.no_progress)
     except (RecordError, RetrievalError) as e:
         print(f"r2r mine-negatives: error: {e}", file=sys.stderr)
