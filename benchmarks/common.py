@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from r2r_jax.config import DataConfig, LoraConfig, LossConfig, ModelConfig, TrainConfig
+from r2r_jax.config import DataConfig, LoraConfig, LossConfig, ModelConfig, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -98,6 +98,19 @@ def preset(name: str) -> Preset:
 
 
 PRESET_NAMES = ("tiny", "small", "medium")
+RECIPE_CONFIG = REPO / "configs" / "smollm2_135m.yaml"
+
+
+def recipe_preset(base: str | Path, config: str | Path = RECIPE_CONFIG) -> Preset:
+    """A real base's preset: its shape from the HF folder, numerics, LoRA, loss and batch from a training
+    config (default: the SmolLM2 recipe's), rows per query counting the negatives, as `r2r train` builds them."""
+    from r2r_jax.train.setup import resolve_model_config
+
+    cfg = load_config(TrainConfig, ["--config", str(config), "--base-model", str(base)])
+    d = cfg.data
+    shape = BatchShape(cfg.batch_size, d.rows_per_query, d.max_prompt_len, d.max_target_len,
+                       d.comparisons_per_query, d.max_comparison_prompt_len)
+    return Preset(Path(base).name, resolve_model_config(cfg), shape, lora=cfg.lora, loss=cfg.loss)
 
 
 def synthetic_batch(shape: BatchShape, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:

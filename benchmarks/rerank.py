@@ -2,6 +2,7 @@
 
     python -m benchmarks.rerank [--presets small,medium] [--queries N] [--max-len 256] [--batch-size 32]
     python -m benchmarks.rerank --quick            # smoke run: tiny preset, one query, 1 repetition
+    python -m benchmarks.rerank --model runs/recipe/export_seq_cls --queries 2   # a real seq-cls export
 
 Candidates: TREC DL19 BM25 top-100 (../shared/data/dl19/bm25_top100.json), the first N queries, prompts from
 the project's default template with the real Llama-3.1 tokenizer, truncated to --max-len tokens (passages are
@@ -28,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from r2r_jax.config import DataConfig
 
 from .common import (
     DL19,
@@ -73,9 +76,9 @@ def shared_prefix_tokens(ids: np.ndarray, mask: np.ndarray, sizes: list[int], ba
 
 
 def load_prompts(queries: int, max_len: int, tokenizer_path: Path = LLAMA_TOKENIZER,
-                 candidates: Path = DL19) -> tuple[np.ndarray, np.ndarray, int]:
+                 candidates: Path = DL19, template: str = DataConfig.prompt_template,
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids [N, max_len], mask, pad id): left-padded scoring prompts of the first `queries` DL19 queries."""
-    from r2r_jax.config import DataConfig
     from r2r_jax.data.candidates import read_candidates
     from r2r_jax.data.features import encode_prompts
     from r2r_jax.data.templates import load_tokenizer, special_ids
@@ -83,7 +86,7 @@ def load_prompts(queries: int, max_len: int, tokenizer_path: Path = LLAMA_TOKENI
     tok = load_tokenizer(tokenizer_path)
     ids, masks = [], []
     for qc in read_candidates(candidates)[:queries]:
-        i, m = encode_prompts(tok, qc.query, [c.text for c in qc.candidates], DataConfig.prompt_template, max_len)
+        i, m = encode_prompts(tok, qc.query, [c.text for c in qc.candidates], template, max_len)
         ids.append(i)
         masks.append(m)
     return np.concatenate(ids), np.concatenate(masks), special_ids(tok).pad
@@ -103,22 +106,33 @@ def sorted_tokens(lengths: np.ndarray, batch_size: int) -> int:
 
 
 def bench_preset(name: str, queries: int, max_len: int, batch_size: int, reps: int, gate=None,
-                 attention: str = "loop", share_prefix: bool = True) -> dict:
+                 attention: str = "loop", share_prefix: bool = True, model_folder: str = "") -> dict:
+    """A random seq-cls model of preset `name` (Llama-3.1 tokenizer, the default template), or with
+    `model_folder` a seq-cls export (its own tokenizer, template and prompt length unless --max-len is given)."""
     import jax
 
     from r2r_jax.trained.loading import load_from_hf
 
     from . import jax_stack, torch_stack
 
-    cfg = scoring_preset(name)
-    ids, mask, pad = load_prompts(queries, max_len)
+    def load(folder: str, tokenizer: str | None):
+        return load_from_hf(folder, jax_stack.one_device_mesh(), dtype="float32", attention=attention,
+                            tokenizer=tokenizer, scan_layers=False)
+
+    if model_folder:
+        student = load(model_folder, None)
+        cfg, max_len = student.model.cfg, max_len or student.prompts.max_prompt_len
+        ids, mask, pad = load_prompts(queries, max_len, Path(model_folder), template=student.prompts.prompt_template)
+        hf = torch_stack.load_seq_cls(model_folder)
+    else:
+        cfg, max_len = scoring_preset(name), max_len or 256
+        ids, mask, pad = load_prompts(queries, max_len)
+        hf = torch_stack.random_seq_cls(cfg, pad_token_id=pad, seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            hf.save_pretrained(tmp)
+            student = load(tmp, str(LLAMA_TOKENIZER))
+    jax.block_until_ready(student.variables)
     lengths = mask.sum(-1)
-    hf = torch_stack.random_seq_cls(cfg, pad_token_id=pad, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        hf.save_pretrained(tmp)
-        student = load_from_hf(tmp, jax_stack.one_device_mesh(), dtype="float32", attention=attention,
-                               tokenizer=str(LLAMA_TOKENIZER), scan_layers=False)
-        jax.block_until_ready(student.variables)
     sizes = query_sizes(queries) if share_prefix else None
     jax_scores = jax_stack.scorer(student.model, student.variables, batch_size, query_sizes=sizes)
     torch_scores = torch_stack.TorchScorer(hf)
@@ -148,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="small,medium")
     ap.add_argument("--queries", type=int, default=0, help=f"DL19 queries (100 candidates each); 0: {DEFAULT_QUERIES}")
-    ap.add_argument("--max-len", type=int, default=256, help="prompt truncation length (tokens)")
+    ap.add_argument("--model", default="", help="time a seq-cls export (`r2r export --format seq-cls`) instead of "
+                    "the presets: its weights, tokenizer and prompt template")
+    ap.add_argument("--max-len", type=int, default=0,
+                    help="prompt truncation length in tokens (default: 256, or the export's own)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--attention", default="loop", choices=("loop", "xla"),
                     help="the JAX student's attention (loop: the CPU setting, as `r2r rerank --attention loop`)")
@@ -162,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         args.presets, args.queries, args.reps, args.max_len = "tiny", 1, 1, 128
     gate, info = start_timed_run(args, "jax", "jaxlib", "flax", "torch", "transformers")
     results = []
-    for name in args.presets.split(","):
+    for name in [Path(args.model).name] if args.model else args.presets.split(","):
         name = name.strip()
         r = bench_preset(name, args.queries or DEFAULT_QUERIES.get(name, 1), args.max_len, args.batch_size,
-                         args.reps, gate, args.attention, args.share_prefix)
+                         args.reps, gate, args.attention, args.share_prefix, args.model)
         results.append(r)
         print(f"# {name}: jax {r['jax']['docs_per_s']:.1f} docs/s, torch {r['torch']['docs_per_s']:.1f} docs/s, "
               f"ratio {r['speedup']:.2f}; max |Δscore| "

@@ -54,6 +54,21 @@ def random_causal_lm(cfg: ModelConfig, seed: int = 0):
     return LlamaForCausalLM(hf_config(cfg)).float().eval()
 
 
+def load_causal_lm(folder: str):
+    """A real base (HF folder) in float32 with SDPA attention, as the JAX side imports it."""
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
+
+
+def load_seq_cls(folder: str):
+    """A seq-cls export (score head, no LM head) in float32 with SDPA attention."""
+    from transformers import LlamaForSequenceClassification
+
+    return LlamaForSequenceClassification.from_pretrained(folder, dtype=torch.float32,
+                                                          attn_implementation="sdpa").eval()
+
+
 def random_seq_cls(cfg: ModelConfig, pad_token_id: int, seed: int = 0):
     from transformers import LlamaForSequenceClassification
 

@@ -3,6 +3,7 @@
     python -m benchmarks.train_step [--presets tiny,small,medium] [--reps 5] [--threads 2] [--json out.json]
     python -m benchmarks.train_step --presets medium --only jax   # one stack alone, in its own process
     python -m benchmarks.train_step --quick        # smoke run: tiny only, 2 repetitions
+    python -m benchmarks.train_step --presets "" --base runs/bases/smollm2-135m   # the real base, recipe's batch
 
 Per preset (see benchmarks/common.py) one random Llama is made in transformers, saved as safetensors and
 imported into JAX (`import_hf_params`), so both stacks hold the same weights and the same score head; their
@@ -33,11 +34,14 @@ from r2r_jax.model.hf_import import import_hf_params
 from . import jax_stack, torch_stack
 from .common import (
     PRESET_NAMES,
+    RECIPE_CONFIG,
+    Preset,
     add_run_options,
     alternate,
     fmt_rate,
     median,
     preset,
+    recipe_preset,
     start_timed_run,
     synthetic_batch,
 )
@@ -54,16 +58,20 @@ def measure_peak(n: int, reps: int) -> dict[str, float]:
     return {k: median(v) for k, v in rates.items()}
 
 
-def bench_preset(name: str, reps: int, warmup: int, peak: dict[str, float], gate=None,
-                 stacks: tuple[str, ...] = ("jax", "torch")) -> dict:
-    """One preset; `stacks` may name one stack only (`--only`), to time it alone in its own process."""
-    p = preset(name)
+def bench_preset(p: Preset, reps: int, warmup: int, peak: dict[str, float], gate=None,
+                 stacks: tuple[str, ...] = ("jax", "torch"), base_folder: str = "") -> dict:
+    """One preset; `stacks` may name one stack only (`--only`), to time it alone in its own process. With
+    `base_folder` both stacks load that HF folder's real weights; otherwise one random Llama is made."""
     batch = synthetic_batch(p.shape, p.model.vocab_size, seed=0)
-    base = torch_stack.random_causal_lm(p.model, seed=0)
     runners, first, compile_s = {}, {}, None
-    with tempfile.TemporaryDirectory() as tmp:
-        base.save_pretrained(tmp)
-        params = import_hf_params(tmp, p.model, with_score=False)
+    if base_folder:
+        base = torch_stack.load_causal_lm(base_folder)
+        params = import_hf_params(base_folder, p.model, with_score=False)
+    else:
+        base = torch_stack.random_causal_lm(p.model, seed=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            base.save_pretrained(tmp)
+            params = import_hf_params(tmp, p.model, with_score=False)
     st, trainable = jax_stack.student(p, base_params=params)
     score_init = np.asarray(trainable["score"]["kernel"])
     if "jax" in stacks:
@@ -77,8 +85,8 @@ def bench_preset(name: str, reps: int, warmup: int, peak: dict[str, float], gate
     times = alternate(runners, reps, warmup=max(0, warmup - 1), before_round=gate)
     flops = train_step_flops(p.train_config())
     tokens = p.shape.tokens
-    out = {"preset": name, "tokens_per_step": tokens, "sequences_per_step": p.shape.sequences,
-           "shape": p.shape, "model_flops_per_step": flops.model_total,
+    out = {"preset": p.name, "base": base_folder or None, "tokens_per_step": tokens,
+           "sequences_per_step": p.shape.sequences, "shape": p.shape, "model_flops_per_step": flops.model_total,
            "first_loss": first, "jax_compile_s": compile_s, "load_average_1m": times.pop("load"),
            "seconds": times}
     for stack in runners:
@@ -103,7 +111,11 @@ def _summary(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", default="tiny,small,medium", help=f"comma list of {PRESET_NAMES}")
+    ap.add_argument("--presets", default="tiny,small,medium",
+                    help=f"comma list of {PRESET_NAMES}; empty with --base")
+    ap.add_argument("--base", default="", help="also time a real base (an HF Llama folder, e.g. the SmolLM2 base "
+                    "`r2r base` writes) with --config's numerics, LoRA, loss and batch")
+    ap.add_argument("--config", default=str(RECIPE_CONFIG), help="training config for --base")
     ap.add_argument("--reps", type=int, default=3, help="timed steps per stack (alternating)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per stack (the first checks the loss)")
     ap.add_argument("--matmul-n", type=int, default=2048, help="size of the peak-FLOP/s matmul")
@@ -119,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     stacks = (args.only,) if args.only else ("jax", "torch")
     peak = measure_peak(args.matmul_n, 3 if args.quick else 5)
     results = []
-    for name in args.presets.split(","):
-        r = bench_preset(name.strip(), args.reps, args.warmup, peak, gate, stacks)
+    todo = [(preset(name.strip()), "") for name in args.presets.split(",") if name.strip()]
+    if args.base:
+        todo.append((recipe_preset(args.base, args.config), args.base))
+    for p, folder in todo:
+        r = bench_preset(p, args.reps, args.warmup, peak, gate, stacks, folder)
         results.append(r)
         print(_summary(r), file=sys.stderr, flush=True)
     emit(args.json, {"benchmark": "train_step", "machine": info, "matmul_n": args.matmul_n,

@@ -58,3 +58,41 @@ def test_memory_quick(tmp_path):
 def test_gpu_8b_dry_run(tmp_path):
     res = _run("gpu_8b", "--dry-run", tmp_path=tmp_path)
     assert res["dry_run"] and res["train"][0]["tokens_per_s"] > 0 and res["score"]["docs_per_s"] > 0
+
+
+def test_listwise_windows_and_orders():
+    from benchmarks.listwise import parse_order, windows
+
+    # RankGPT's slide over a top 100: window 20, stride 10, from the bottom; the last window starts at 0
+    assert windows(100, 20, 10) == [(80, 100), (70, 90), (60, 80), (50, 70), (40, 60), (30, 50), (20, 40),
+                                    (10, 30), (0, 20)]
+    assert windows(12, 20, 10) == [(0, 12)]
+    # first mentions in range, repeats and unknown identifiers dropped, the rest appended in order
+    assert parse_order("[3] > [1] > [3] > [9] > [2]", 4) == ([2, 0, 1, 3], False)
+    assert parse_order("[2] > [1]", 2) == ([1, 0], True)
+    assert parse_order("no list at all", 3) == ([0, 1, 2], False)
+
+
+@NEEDS_DL19
+def test_listwise_quick(tmp_path, smollm2_base):
+    res = _run("listwise", "--model", str(smollm2_base), "--quick", tmp_path=tmp_path)
+    rows = res["rows"]
+    assert set(rows) == {"pointwise_jax", "listwise_jax", "listwise_torch"}
+    assert rows["pointwise_jax"]["x_pointwise"] == 1.0
+    for name in ("listwise_jax", "listwise_torch"):
+        assert rows[name]["windows_per_query"] == 3 and rows[name]["s_per_query"] > 0
+        assert rows[name]["prompt_tokens_per_window"] > 6 * 32 / 2  # six passages of up to 32 tokens each
+
+
+@pytest.mark.parametrize("config", ["configs/smollm2_135m.yaml"])
+def test_recipe_preset_is_the_recipe_batch(smollm2_base, config):
+    from benchmarks.common import recipe_preset
+    from r2r_jax.config import TrainConfig, load_config
+
+    cfg = load_config(TrainConfig, ["--config", str(REPO / config)])
+    p = recipe_preset(smollm2_base, REPO / config)
+    assert p.model.num_hidden_layers == 30 and p.model.hidden_size == 576  # the folder's shape
+    assert p.model.scan_layers == cfg.model.scan_layers and p.model.attention == cfg.model.attention
+    assert (p.shape.batch, p.shape.group, p.shape.prompt) == (cfg.batch_size, cfg.data.rows_per_query,
+                                                              cfg.data.max_prompt_len)
+    assert p.lora == cfg.lora and p.loss == cfg.loss
