@@ -196,7 +196,6 @@ class LlamaModel(nn.Module):
 
         `last_only`: the final layer computes its keys and values for every position (into the cache, if
         one is given) but its queries, attention output and MLP for the last one only, the position a
-        score is read at; that saves about 1/L of a scoring forward. Scanned layers share one body, so they
         score is read at; that saves about 1/L of a scoring forward. Scanned layers split the scan: the
         first L-1 layers over the stacked weights, then the last layer alone on its slice."""
         x = constrain(self.embed_tokens(input_ids), ("batch", "seq", "act_embed"))
