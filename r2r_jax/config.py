@@ -61,10 +61,11 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # frozen base weights
     scan_layers: bool = True  # nn.scan over layers (one compiled layer); false: unrolled
-    # what the backward recomputes (docs/scaling.md): full < mlp < mlp_attention_out < projections < none in
-    # memory, the reverse in recomputation; auto: the least recomputation that fits the accelerator's memory
-    remat_policy: Literal["none", "full", "mlp", "mlp_attention_out", "projections", "dots", "dots_no_batch",
-                          "auto"] = "none"
+    # what the backward recomputes (docs/scaling.md): full < mlp < mlp_key_value < mlp_attention_out <
+    # projections < none in memory, the reverse in recomputation; auto: the least recomputation that fits the
+    # accelerator's memory
+    remat_policy: Literal["none", "full", "mlp", "mlp_key_value", "mlp_attention_out", "projections", "dots",
+                          "dots_no_batch", "auto"] = "none"
     # xla (reference), loop (CPU hosts: one sequence at a time, cache-sized), cudnn (GPU), splash (TPU)
     attention: Literal["xla", "loop", "cudnn", "splash"] = "xla"
 

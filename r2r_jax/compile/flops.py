@@ -132,6 +132,7 @@ def _forward(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences) -> dict
 _RECOMPUTED_PROJECTIONS = {
     "full": tuple(p for p in (*ATTENTION_PROJECTIONS, *MLP_PROJECTIONS) if p not in RESIDUAL_OUTPUTS),
     "mlp": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mlp_key_value": ("q_proj", "o_proj"),
     "mlp_attention_out": ("q_proj", "k_proj", "v_proj"),
     "projections": (),
 }
@@ -141,11 +142,12 @@ def _recomputed(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences, attn
     """Forward FLOPs the remat policy recomputes in the backward pass: only what the backward needs.
 
     full: every product but down_proj's, attention included. mlp keeps gate/up: the attention block reruns
-    (q, k, v, o and attention). mlp_attention_out also keeps the MLP input and attention output: q, k, v
-    and the attention rerun. projections also keeps q, k, v: the attention alone (XLA's count shows its
-    whole forward rerun, P·V included, under both). dots / dots_no_batch keep the projections' outputs; dots_no_batch
-    recomputes the (batched) attention logits and, when o_proj is adapted, P·V (its adapter's A gradient
-    needs the attention output). A Pallas kernel is no dot and reruns its whole forward under every policy."""
+    (q, k, v, o and attention); mlp_key_value also keeps k and v: q, o and the attention rerun.
+    mlp_attention_out keeps gate/up, the MLP input and attention output: q, k, v and the attention rerun.
+    projections also keeps q, k, v: the attention alone (XLA's count shows its whole forward rerun, P·V
+    included, under both). dots / dots_no_batch keep the projections' outputs; dots_no_batch recomputes the
+    (batched) attention logits and, when o_proj is adapted, P·V (its adapter's A gradient needs the
+    attention output). A Pallas kernel is no dot and reruns its whole forward under every policy."""
     policy = cfg.remat_policy
     layers_tokens = cfg.num_hidden_layers * seqs.count * seqs.length
     # the CPU loop checkpoints each sequence's attention block: its forward reruns once more under any policy

@@ -34,6 +34,8 @@ _save = jax.checkpoint_policies.save_only_these_names
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,  # only each layer's input (the scan's carry)
     "mlp": _save(*MLP_GATE_UP),  # recomputes the attention block (q, k, v, o and attention)
+    # with grouped-query attention k and v are the block's smallest outputs (8B: a quarter of q's size each)
+    "mlp_key_value": _save(*MLP_GATE_UP, *ATTENTION_QKV[1:]),  # recomputes q, o and attention
     "mlp_attention_out": _save(*MLP_GATE_UP, *MLP_IN, *ATTENTION_OUT),  # recomputes q, k, v and attention
     "projections": _save(*MLP_GATE_UP, *MLP_IN, *ATTENTION_OUT, *ATTENTION_QKV),  # recomputes attention only
     "dots": jax.checkpoint_policies.checkpoint_dots,
