@@ -15,7 +15,9 @@ writes
 - `heldout_hard_candidates.jsonl` + `heldout_hard_qrels.txt`: the same, but each held-out query's distractors
   are the release passages of other queries that BM25 ranks highest for it (`r2r mine-negatives`' rule, over
   all 2,500 passages): on-topic passages that do not answer it, as deep in a BM25 top-100.
-- `dl19_top20.jsonl`, `dl19_top100.jsonl`: the DL19 BM25 candidates (rank_llm JSONL), cut to the top 20 / 100.
+- `dl19_top20.jsonl`, `dl19_top100.jsonl`: the DL19 BM25 candidates (rank_llm JSONL), cut to the top 20 / 100,
+  and `bm25_dl19_top20.trec`, `bm25_dl19_top100.trec`: the same lists as TREC runs with BM25's own scores (the
+  first-stage rows of docs/results.md, and BM25's side of a fusion).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candida
 from r2r_jax.data.importers import import_file
 from r2r_jax.data.records import Candidate, TeacherRecord, write_records
 from r2r_jax.retrieval.hard_negatives import mine_negatives
+from r2r_jax.retrieval.trec import candidates_to_run, write_run
 
 RELEASE = SHARED / "data" / "teacher" / "r2r_gpt4_msmarco_500.jsonl"
 DL19 = SHARED / "data" / "dl19" / "bm25_top100.json"
@@ -69,6 +72,14 @@ def selection_set(heldout: list[TeacherRecord], distractors: int, seed: int = 0,
     return items, qrels
 
 
+def write_selection_set(out: Path, name: str, items: list[QueryCandidates], qrels: list[str]) -> list[QueryCandidates]:
+    """`<name>_candidates.jsonl` and `<name>_qrels.txt` under `out`; returns the candidates."""
+    write_candidates(out / f"{name}_candidates.jsonl", items)
+    with atomic_write(out / f"{name}_qrels.txt") as f:
+        f.write("\n".join(qrels) + "\n")
+    return items
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/recipe/data")
@@ -86,19 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     train, heldout = split_heldout(records, args.heldout)
     write_records(out / "train.jsonl", train)
     write_records(out / "heldout.jsonl", heldout)
-    items, qrels = selection_set(heldout, args.distractors)
-    write_candidates(out / "heldout_candidates.jsonl", items)
-    with atomic_write(out / "heldout_qrels.txt") as f:
-        f.write("\n".join(qrels) + "\n")
+    write_selection_set(out, "heldout", *selection_set(heldout, args.distractors))
     mined = {r.qid: r.negatives for r in mine_negatives(records, args.distractors)}
-    items, qrels = selection_set(heldout, args.distractors, mined=mined)
-    write_candidates(out / "heldout_hard_candidates.jsonl", items)
-    with atomic_write(out / "heldout_hard_qrels.txt") as f:
-        f.write("\n".join(qrels) + "\n")
+    items = write_selection_set(out, "heldout_hard", *selection_set(heldout, args.distractors, mined=mined))
     dl19 = read_candidates(args.dl19)
     for depth in (20, 100):
-        write_candidates(out / f"dl19_top{depth}.jsonl",
-                         [QueryCandidates(q.qid, q.query, q.candidates[:depth]) for q in dl19])
+        top = [QueryCandidates(q.qid, q.query, q.candidates[:depth]) for q in dl19]
+        write_candidates(out / f"dl19_top{depth}.jsonl", top)
+        write_run(out / f"bm25_dl19_top{depth}.trec", candidates_to_run(top), tag="bm25")
     print(f"{len(train)} training and {len(heldout)} held-out records, {len(items)} selection queries, "
           f"{len(dl19)} DL19 queries -> {out}")
     return 0

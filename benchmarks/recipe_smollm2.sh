@@ -70,5 +70,11 @@ for depth in 100 20; do
     --tag smollm2_direct_hn4_epoch
   $R2R evaluate --run "$OUT/smollm2_direct_hn4_epoch_dl19_top$depth.trec" --qrels "$QRELS" --metrics ndcg@1,ndcg@5,ndcg@10
 done
+# extra row, not the student alone: reciprocal rank fusion of BM25 (recipe_data.py writes its run) and the student
+OPENAI_API_KEY=${OPENAI_API_KEY:-unused} .venv/bin/python -m pyserini.fusion --method rrf --k 100 \
+  --runs "$OUT/data/bm25_dl19_top100.trec" "$OUT/smollm2_direct_hn4_epoch_dl19_top100.trec" \
+  --output "$OUT/smollm2_direct_hn4_epoch_rrf_bm25_dl19_top100.trec" --runtag rrf_bm25_student
+$R2R evaluate --run "$OUT/data/bm25_dl19_top100.trec" --compare "$OUT/smollm2_direct_hn4_epoch_rrf_bm25_dl19_top100.trec" \
+  --qrels "$QRELS" --metrics ndcg@1,ndcg@5,ndcg@10
 timed reasons $R2R evaluate-reasons --checkpoint "$OUT/smollm2_r2r" --teacher "$OUT/data/heldout.jsonl" \
   --output "$OUT/heldout_reasons.json"
