@@ -43,6 +43,7 @@ INSTRUCTION = ("Below are {n} passages, each marked with an identifier in bracke
 REQUEST = ("Search query: {query}\nList the {n} identifiers from most to least relevant, separated by ' > ', "
            "e.g. [2] > [1]. Only answer with the list.")
 PREFILL_MULTIPLE = 256  # JAX pads listwise prompts to a multiple of this (a few compiled shapes, not one per window)
+TEMPLATE_ROOM = 64  # pointwise prompt tokens beyond the passage: the scoring template and the query
 
 
 @dataclass(frozen=True)
@@ -99,28 +100,33 @@ def parse_order(text: str, n: int) -> tuple[list[int], bool]:
     return seen + [i for i in range(n) if i not in seen], complete
 
 
+def load_jax_base(folder: str, attention: str, scan_layers: bool):
+    """(model, variables) of an HF causal Llama folder, imported once for both approaches: the LM head for
+    generation, and a zero score head for the scoring path (its scores are not what is timed)."""
+    from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
+    from r2r_jax.model.llama import LlamaForRanking
+
+    cfg = load_hf_model_config(folder, dtype="float32", param_dtype="float32", remat_policy="none",
+                               attention=attention, scan_layers=scan_layers)
+    params = import_hf_params(folder, cfg, with_score=False)
+    params["score"] = {"kernel": np.zeros((cfg.hidden_size, 1), np.float32)}
+    return LlamaForRanking(cfg), {"params": params}
+
+
 class JaxGenerator:
     """Greedy decoding of one prompt with the project's KV-cache decoder; prompts left-padded to a bucket."""
 
-    def __init__(self, folder: str, new_tokens: int, attention: str, scan_layers: bool):
+    def __init__(self, model, variables, tokenizer, new_tokens: int):
         import jax
 
-        from r2r_jax.data.templates import load_tokenizer, special_ids
+        from r2r_jax.data.templates import special_ids
         from r2r_jax.model.generate import make_generate
-        from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
-        from r2r_jax.model.llama import LlamaForRanking
 
-        cfg = load_hf_model_config(folder, dtype="float32", param_dtype="float32", remat_policy="none",
-                                   attention=attention, scan_layers=scan_layers)
-        self.tokenizer = load_tokenizer(folder)
-        ids = special_ids(self.tokenizer)
+        ids = special_ids(tokenizer)
         self.pad = ids.pad
-        stop = sorted({t for t in (self.tokenizer.eos_token_id, ids.eot) if t is not None})
-        params = import_hf_params(folder, cfg, with_score=False)
-        params["score"] = {"kernel": np.zeros((cfg.hidden_size, 1), np.float32)}  # scores are not read here
-        self.variables = {"params": params}
-        self.model = LlamaForRanking(cfg)
-        self.fn = make_generate(self.model, new_tokens, stop, ids.pad, min_new_tokens=new_tokens)
+        stop = sorted({t for t in (tokenizer.eos_token_id, ids.eot) if t is not None})
+        self.variables = variables
+        self.fn = make_generate(model, new_tokens, stop, ids.pad, min_new_tokens=new_tokens)
         self.rng = jax.random.key(0)
 
     def __call__(self, prompt: list[int]) -> list[int]:
@@ -180,20 +186,6 @@ def warm_up(generate, tokenizer, queries: list[Query], window: int) -> None:
         generate([tokenizer.bos_token_id or 1] * (w * PREFILL_MULTIPLE))
 
 
-def pointwise_scorer(folder: str, attention: str, scan_layers: bool, batch_size: int):
-    """The rerank job's scoring path over the same base (a zero score head: scores are not what is timed)."""
-    from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
-    from r2r_jax.model.llama import LlamaForRanking
-
-    from .jax_stack import scorer
-
-    cfg = load_hf_model_config(folder, dtype="float32", param_dtype="float32", remat_policy="none",
-                               attention=attention, scan_layers=scan_layers)
-    params = import_hf_params(folder, cfg, with_score=False, with_lm_head=False)
-    params["score"] = {"kernel": np.zeros((cfg.hidden_size, 1), np.float32)}
-    return lambda sizes: scorer(LlamaForRanking(cfg), {"params": params}, batch_size, query_sizes=sizes)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="HF causal Llama folder with its tokenizer (e.g. the SmolLM2 base)")
@@ -226,12 +218,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from r2r_jax.config import DataConfig
 
-    score = pointwise_scorer(args.model, args.attention, args.scan_layers, args.batch_size)
+    from .jax_stack import scorer
+
+    model, variables = load_jax_base(args.model, args.attention, args.scan_layers)
     point_s = []
     for q in queries:
         ids, mask = encode_prompts(tokenizer, q.text, q.passages, DataConfig.prompt_template,
-                                   args.passage_tokens + 64)
-        fn = score([len(q.passages)])
+                                   args.passage_tokens + TEMPLATE_ROOM)
+        fn = scorer(model, variables, args.batch_size, query_sizes=[len(q.passages)])
         fn(ids, mask)  # compiles its shapes
         start = time.perf_counter()
         fn(ids, mask)
@@ -240,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                               "forwards_per_query": args.depth}}
     stacks = (args.only,) if args.only else ("jax", "torch")
     for stack in stacks:
-        gen = (JaxGenerator(args.model, new_tokens, args.attention, args.scan_layers) if stack == "jax"
+        gen = (JaxGenerator(model, variables, tokenizer, new_tokens) if stack == "jax"
                else TorchGenerator(args.model, new_tokens))
         warm_up(gen, tokenizer, queries, args.window)
         seconds, runs = [], []
