@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from r2r_jax.config import ModelConfig
-from r2r_jax.model.attention import dot_product_attention
+from r2r_jax.model import attention as attention_module
+from r2r_jax.model.attention import causal_blocks, dot_product_attention
 from r2r_jax.model.attention_kernels import attention_mask, looped_attention, xla_attention
 from r2r_jax.model.llama import LlamaForRanking
 
@@ -57,3 +58,45 @@ def test_model_with_loop_attention_matches_xla():
     want, _ = xla_model.apply(variables, ids, mask)
     got, _ = loop_model.apply(variables, ids, mask)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["xla", "loop"])
+@pytest.mark.parametrize("offset,keys,segments", [(0, 12, False), (3, 18, False), (0, 12, True)])
+def test_causal_blocks_equal_one_block(impl, offset, keys, segments):
+    """Query blocks against the keys up to their last position: the values and gradients of one full product
+    (prefill into a longer cache at an offset, and packed rows' segment ids, included). Rows with no visible
+    key (left padding's own queries) are read by nothing and left out of the comparison."""
+    q, k, v, valid = _inputs(3, 12, keys, 4, 2)
+    if segments:
+        valid = jnp.asarray(np.repeat([[0] * 2 + [1] * 5 + [2] * 5], 3, axis=0), jnp.int32)
+
+    def full(q, k, v):
+        return attention_module._attention(q, k, v, valid, offset, impl)
+
+    def blocked(q, k, v):
+        return causal_blocks(q, k, v, valid, offset, impl)
+
+    seen = np.asarray(jnp.any(attention_mask(valid, 12, offset), axis=-1))  # (B, T): a query with a visible key
+    np.testing.assert_allclose(np.asarray(blocked(q, k, v))[seen], np.asarray(full(q, k, v))[seen],
+                               rtol=1e-5, atol=1e-6)
+    weight = jnp.asarray(seen, jnp.float32)[:, :, None, None] * jnp.cos(q)
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(fn(q, k, v) * weight)
+
+    got = jax.grad(loss(blocked), (0, 1, 2))(q, k, v)
+    want = jax.grad(loss(full), (0, 1, 2))(q, k, v)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_long_queries_take_the_blocks(monkeypatch):
+    """dot_product_attention splits a self-attention of at least two blocks, and only then."""
+    calls = []
+    monkeypatch.setattr(attention_module, "CAUSAL_BLOCK", 4)
+    monkeypatch.setattr(attention_module, "causal_blocks", lambda *a: calls.append(a[0].shape[1]) or a[0])
+    q, k, v, valid = _inputs(2, 8, 8, 4, 2)
+    dot_product_attention(q, k, v, valid, impl="loop")
+    dot_product_attention(q[:, :7], k[:, :7], v[:, :7], valid[:, :7], impl="loop")
+    dot_product_attention(q[:, :1], k, v, valid, q_offset=jnp.asarray(7), impl="loop")  # a decode step
+    assert calls == [8]

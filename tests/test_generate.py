@@ -3,9 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from hf_tiny import padded_batch, save_tiny_hf, tiny_hf_config
 
+from r2r_jax.model import attention as attention_module
 from r2r_jax.model.generate import make_generate
 from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.model.llama import LlamaForRanking
@@ -14,9 +16,15 @@ EOS = 2
 PAD = 0
 
 
-def test_greedy_equals_transformers_generate(tmp_path):
+@pytest.mark.parametrize("scan_layers,attention,block", [(True, "xla", 256), (False, "loop", 256), (True, "loop", 4),
+                                                       (False, "xla", 4)])
+def test_greedy_equals_transformers_generate(tmp_path, monkeypatch, scan_layers, attention, block):
+    """Both layer layouts update the stacked cache in place; with a small causal block the 9-token prompts are
+    attended block by block (what a long listwise prompt gets)."""
+    monkeypatch.setattr(attention_module, "CAUSAL_BLOCK", block)
     hf_model = save_tiny_hf(tmp_path, tiny_hf_config(kv_heads=2))
-    cfg = load_hf_model_config(tmp_path, dtype="float32", param_dtype="float32", remat_policy="none")
+    cfg = load_hf_model_config(tmp_path, dtype="float32", param_dtype="float32", remat_policy="none",
+                               scan_layers=scan_layers, attention=attention)
     params = import_hf_params(tmp_path, cfg)
     ids, mask = padded_batch(np.random.default_rng(0), cfg.vocab_size, [9, 5, 2], 9, left=True)
     new = 12

@@ -7,11 +7,35 @@ Queries (B, T, H, D) attend keys/values (B, S, K, D) with K dividing H (GQA: K/V
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from r2r_jax.model.attention_kernels import Impl, attention_mask, cudnn_attention, looped_attention, xla_attention
 
+# Long self-attention (a listwise prompt, a packed row) runs in query blocks of this many positions for the
+# reference kernels, each against the keys up to its own last position: a causal product costs about half of
+# the square one. Shorter queries (scoring prompts, decode steps) take one block.
+CAUSAL_BLOCK = 256
+
 
 def dot_product_attention(q, k, v, kv_valid, q_offset=0, impl: Impl = "xla") -> jax.Array:
+    if impl in ("xla", "loop") and isinstance(q_offset, int) and q.shape[1] >= 2 * CAUSAL_BLOCK:
+        return causal_blocks(q, k, v, kv_valid, q_offset, impl)
+    return _attention(q, k, v, kv_valid, q_offset, impl)
+
+
+def causal_blocks(q, k, v, kv_valid, q_offset: int, impl: Impl) -> jax.Array:
+    """The same attention, query block by query block, each block's keys cut after its last query (keys a
+    block cannot see are masked anyway, so every query with a visible key gets the same output)."""
+    t, s = q.shape[1], k.shape[1]
+    out = []
+    for start in range(0, t, CAUSAL_BLOCK):
+        stop = min(start + CAUSAL_BLOCK, t)
+        keys = min(q_offset + stop, s)
+        out.append(_attention(q[:, start:stop], k[:, :keys], v[:, :keys], kv_valid[:, :keys], q_offset + start, impl))
+    return jnp.concatenate(out, axis=1)
+
+
+def _attention(q, k, v, kv_valid, q_offset, impl: Impl) -> jax.Array:
     mask = attention_mask(kv_valid, q.shape[1], q_offset)
     if impl == "xla":
         return xla_attention(q, k, v, mask)

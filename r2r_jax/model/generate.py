@@ -49,7 +49,8 @@ def make_generate(
         b, t = input_ids.shape
         cache = init_cache(model, b, t, attention_mask, max_new_tokens)
         positions = default_positions(attention_mask)
-        hidden, cache = model.apply(variables, input_ids, attention_mask, positions, cache, 0)
+        # the prompt's last position is the only one read: the final layer computes only there
+        hidden, cache = model.apply(variables, input_ids, attention_mask, positions, cache, 0, True)
         logits = step_logits(variables, hidden[:, -1])
         next_pos = positions[:, -1] + 1
         tokens = jnp.full((b, max_new_tokens), pad_token_id, jnp.int32)

@@ -102,8 +102,13 @@ class Attention(nn.Module):
     lora: LoraConfig | None
 
     @nn.compact
-    def __call__(self, x, positions, kv_valid, cache=None, cache_index=None, last_only: bool = False):
-        """`last_only`: queries (and so the output) for the last position only; keys and values for all."""
+    def __call__(self, x, positions, kv_valid, cache=None, cache_index=None, last_only: bool = False,
+                 layer_index: int | None = None):
+        """`last_only`: queries (and so the output) for the last position only; keys and values for all.
+
+        `cache` is this layer's (k, v), or with `layer_index` every layer's stacked (layers, B, S, K, D) pair,
+        updated in place at that layer: a decode step then writes one position of one buffer per layer
+        instead of slicing out each layer's cache and stacking all of them again."""
         cfg, b, t = self.cfg, x.shape[0], x.shape[1]
         h, k, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         tq = 1 if last_only else t
@@ -117,7 +122,13 @@ class Attention(nn.Module):
         v = checkpoint_name(v, "value")
         q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))
         q_offset = t - 1 if last_only else 0
-        if cache is not None:
+        if cache is not None and layer_index is not None:
+            at = (layer_index, 0, cache_index, 0, 0)
+            cache = tuple(jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), at)
+                          for c, new in zip(cache, (kk, v), strict=True))
+            kk, v = cache[0][layer_index], cache[1][layer_index]
+            q_offset = cache_index + q_offset
+        elif cache is not None:
             k_cache, v_cache = cache
             kk = jax.lax.dynamic_update_slice(k_cache, kk.astype(k_cache.dtype), (0, cache_index, 0, 0))
             v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
@@ -149,12 +160,13 @@ class DecoderLayer(nn.Module):
     lora: LoraConfig | None
 
     @nn.compact
-    def __call__(self, x, cache, positions, kv_valid, cache_index, last_only: bool = False):
+    def __call__(self, x, cache, positions, kv_valid, cache_index, last_only: bool = False,
+                 layer_index: int | None = None):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         normed = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="input_layernorm")(x)
         attn, cache = Attention(cfg, self.lora, name="self_attn")(normed, positions, kv_valid, cache, cache_index,
-                                                                  last_only)
+                                                                  last_only, layer_index)
         x = (x[:, -1:] if last_only else x) + attn
         normed = checkpoint_name(RMSNorm(cfg.rms_norm_eps, dt, pdt, name="post_attention_layernorm")(x), "mlp_in")
         x = x + MLP(cfg, self.lora, name="mlp")(normed)
@@ -177,7 +189,7 @@ class LlamaModel(nn.Module):
             raise ConfigError("model.remat_policy=auto is resolved before the model is built (r2r train, r2r "
                               "compile); build the model with the policy it chose")
         if cfg.remat_policy != "none":
-            static = () if cfg.scan_layers else (6,)  # `last_only` (self is 0) is a Python bool
+            static = () if cfg.scan_layers else (6, 7)  # `last_only`, `layer_index` (self is 0): Python values
             layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
                                  static_argnums=static)
         if cfg.scan_layers:
@@ -198,44 +210,42 @@ class LlamaModel(nn.Module):
 
         `last_only`: the final layer computes its keys and values for every position (into the cache, if
         one is given) but its queries, attention output and MLP for the last one only, the position a
-        score is read at; that saves about 1/L of a scoring forward. Scanned layers split the scan: the
-        first L-1 layers over the stacked weights, then the last layer alone on its slice."""
+        score is read at; that saves about 1/L of a scoring forward (scanned layers: `_scan_inference`)."""
         x = constrain(self.embed_tokens(input_ids), ("batch", "seq", "act_embed"))
-        if self.cfg.scan_layers and last_only:
-            x, cache = self._scan_then_last(x, cache, positions, kv_valid, cache_index)
+        if self.cfg.scan_layers and (last_only or cache is not None):
+            x, cache = self._scan_inference(x, cache, positions, kv_valid, cache_index, last_only)
         elif self.cfg.scan_layers:
             x, cache = self.layers(x, cache, positions, kv_valid, cache_index)
         else:
-            new_cache = []
             last = len(self.layer_list) - 1
-            for i, layer in enumerate(self.layer_list):
-                layer_cache = None if cache is None else (cache[0][i], cache[1][i])
-                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index, last_only and i == last)
-                new_cache.append(layer_cache)
-            if cache is not None:
-                cache = (jnp.stack([c[0] for c in new_cache]), jnp.stack([c[1] for c in new_cache]))
+            for i, layer in enumerate(self.layer_list):  # each layer updates its slot of the stacked cache
+                x, cache = layer(x, cache, positions, kv_valid, cache_index, last_only and i == last,
+                                 None if cache is None else i)
         return self.norm(x), cache
 
-    def _scan_then_last(self, x, cache, positions, kv_valid, cache_index):
-        """Scanned layers with `last_only`: one scan body cannot change the sequence length, so the stacked
-        weights are split (layers 0..L-2 scanned, layer L-1 applied alone). Inference only: no dropout or
-        remat; the parameter tree is the scan's own, so checkpoints and imports are unchanged."""
+    def _scan_inference(self, x, cache, positions, kv_valid, cache_index, last_only):
+        """Scanned layers at inference (a KV cache, or `last_only`): a plain scan over the stacked weights that
+        carries the whole stacked cache, each layer updating its own slot in place (`nn.scan` would take the
+        cache apart as its inputs and stack it again as its outputs: a copy of every layer's cache per decode
+        step). With `last_only` the scan stops one layer short and layer L-1 runs alone on its weight slice (one
+        scan body cannot change the sequence length). No dropout or remat; the parameter tree is the scan's
+        own, so checkpoints and imports are unchanged."""
         stacked = nn.meta.unbox(self.layers.variables)
         layer = DecoderLayer(self.cfg, self.lora, parent=None)  # applied functionally on weight slices
-        first = jax.tree.map(lambda a: a[:-1], stacked)
-        last = jax.tree.map(lambda a: a[-1], stacked)
-        first_cache = None if cache is None else (cache[0][:-1], cache[1][:-1])
+        n = self.cfg.num_hidden_layers
+        scanned = n - 1 if last_only else n
 
-        def body(h, per_layer):
-            layer_vars, layer_cache = per_layer
-            return layer.apply(layer_vars, h, layer_cache, positions, kv_valid, cache_index)
+        def body(carry, per_layer):
+            h, layer_cache = carry
+            layer_vars, i = per_layer
+            return layer.apply(layer_vars, h, layer_cache, positions, kv_valid, cache_index, False,
+                               None if layer_cache is None else i), None
 
-        x, first_cache = jax.lax.scan(body, x, (first, first_cache))
-        last_cache = None if cache is None else (cache[0][-1], cache[1][-1])
-        x, last_cache = layer.apply(last, x, last_cache, positions, kv_valid, cache_index, True)
-        if cache is not None:
-            pairs = zip(first_cache, last_cache, strict=True)
-            cache = tuple(jnp.concatenate([head, tail[None]]) for head, tail in pairs)
+        weights = jax.tree.map(lambda a: a[:scanned], stacked)
+        (x, cache), _ = jax.lax.scan(body, (x, cache), (weights, jnp.arange(scanned)))
+        if last_only:
+            x, cache = layer.apply(jax.tree.map(lambda a: a[-1], stacked), x, cache, positions, kv_valid,
+                                   cache_index, True, None if cache is None else n - 1)
         return x, cache
 
     def attend(self, hidden):
