@@ -10,17 +10,19 @@ R2R=.venv/bin/r2r
 export JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=1
 BASE=runs/bases/smollm2-135m
 QRELS=../shared/data/dl19/qrels.txt
+# the rows trained before the config took the CPU settings (unrolled layers, `loop` attention) ran with these
+AS_RUN=(--model.scan-layers true --model.attention xla)
 timed() { local name=$1; shift; local t0; t0=$(date +%s); "$@"; echo "[$name] $(( $(date +%s) - t0 )) s" | tee -a "$OUT/times.txt"; }
 
 mkdir -p "$OUT"
 timed base $R2R base smollm2-135m --output "$BASE"
 timed data .venv/bin/python -m benchmarks.recipe_data --out "$OUT/data"
-timed train $R2R train --config configs/smollm2_135m.yaml --base-model "$BASE" --data.tokenizer "$BASE" \
+timed train $R2R train --config configs/smollm2_135m.yaml "${AS_RUN[@]}" --base-model "$BASE" --data.tokenizer "$BASE" \
   --data.train-path "$OUT/data/train.jsonl" --data.dev-candidates "$OUT/data/heldout_candidates.jsonl" \
   --data.dev-qrels "$OUT/data/heldout_qrels.txt" --output-dir "$OUT/smollm2_r2r"
 # the untrained student (LoRA B = 0, score head = the base's logit(" yes") - logit(" no")): one step at learning
 # rate 0 saves exactly the initial adapters and head as a checkpoint that rerank reads like any other
-timed untrained $R2R train --config configs/smollm2_135m.yaml --base-model "$BASE" --data.tokenizer "$BASE" \
+timed untrained $R2R train --config configs/smollm2_135m.yaml "${AS_RUN[@]}" --base-model "$BASE" --data.tokenizer "$BASE" \
   --data.train-path "$OUT/data/train.jsonl" --optim.learning-rate 0 --steps 1 --save-every 1 \
   --output-dir "$OUT/smollm2_untrained"
 for run in smollm2_untrained smollm2_r2r; do
@@ -32,7 +34,7 @@ for run in smollm2_untrained smollm2_r2r; do
 done
 # hard negatives (docs/results.md "Hard negatives"): BM25's best other-query passages per training query
 timed mine $R2R mine-negatives --records "$OUT/data/train.jsonl" --output "$OUT/data/train_hn.jsonl" --count 8
-timed "train direct_hn" $R2R train --config configs/smollm2_135m.yaml --base-model "$BASE" --data.tokenizer "$BASE" \
+timed "train direct_hn" $R2R train --config configs/smollm2_135m.yaml "${AS_RUN[@]}" --base-model "$BASE" --data.tokenizer "$BASE" \
   --data.train-path "$OUT/data/train_hn.jsonl" --data.dev-candidates "$OUT/data/heldout_candidates.jsonl" \
   --data.dev-qrels "$OUT/data/heldout_qrels.txt" --loss.reasons direct --data.hard-negatives 2 \
   --output-dir "$OUT/direct_hn"
@@ -49,7 +51,7 @@ for set in heldout heldout_hard; do
 done
 # one epoch with four hard negatives (docs/results.md "One epoch, four hard negatives"): the trainer's own
 # selection figures on the on-topic set, then both selection sets (all 50 queries) and DL19 once
-timed "train direct_hn4_epoch" $R2R train --config configs/smollm2_135m.yaml --base-model "$BASE" \
+timed "train direct_hn4_epoch" $R2R train --config configs/smollm2_135m.yaml "${AS_RUN[@]}" --base-model "$BASE" \
   --data.tokenizer "$BASE" --data.train-path "$OUT/data/train_hn.jsonl" \
   --data.dev-candidates "$OUT/data/heldout_hard_candidates.jsonl" --data.dev-qrels "$OUT/data/heldout_hard_qrels.txt" \
   --loss.reasons direct --data.hard-negatives 4 --steps 225 --eval-every 75 --save-every 75 \
