@@ -100,3 +100,18 @@ def test_long_queries_take_the_blocks(monkeypatch):
     dot_product_attention(q[:, :7], k[:, :7], v[:, :7], valid[:, :7], impl="loop")
     dot_product_attention(q[:, :1], k, v, valid, q_offset=jnp.asarray(7), impl="loop")  # a decode step
     assert calls == [8]
+
+
+@pytest.mark.parametrize("length", [512, 700, 1024])
+def test_the_compiler_counts_the_blocked_share(length):
+    """The analytic count's `blocked_share` (compile/flops.py) is what XLA compiles: the attention products'
+    FLOPs of a long self-attention against the square product's."""
+    q, k, v, valid = _inputs(1, length, length, 4, 2)
+
+    def flops(fn):
+        return jax.jit(fn).lower(q, k, v).compile().cost_analysis()["flops"]
+
+    blocked = flops(lambda q, k, v: dot_product_attention(q, k, v, valid, impl="xla"))
+    square = flops(lambda q, k, v: attention_module._attention(q, k, v, valid, 0, "xla"))
+    assert blocked < square
+    assert blocked / square == pytest.approx(attention_module.blocked_share(length), rel=0.03)

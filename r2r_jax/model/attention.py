@@ -23,6 +23,15 @@ def dot_product_attention(q, k, v, kv_valid, q_offset=0, impl: Impl = "xla") -> 
     return _attention(q, k, v, kv_valid, q_offset, impl)
 
 
+def blocked_share(length: int) -> float:
+    """Share of the square (length x length) product that self-attention over `length` positions computes:
+    1 below two blocks, else each query block against the keys up to its end."""
+    if length < 2 * CAUSAL_BLOCK:
+        return 1.0
+    return sum((min(start + CAUSAL_BLOCK, length) - start) * min(start + CAUSAL_BLOCK, length)
+               for start in range(0, length, CAUSAL_BLOCK)) / length**2
+
+
 def causal_blocks(q, k, v, kv_valid, q_offset: int, impl: Impl) -> jax.Array:
     """The same attention, query block by query block, each block's keys cut after its last query (keys a
     block cannot see are masked anyway, so every query with a visible key gets the same output)."""
