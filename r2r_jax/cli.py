@@ -68,6 +68,25 @@ def _one_line(error: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+def redeliver_lost_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt wherever the main thread is. When that is a callback Python cannot raise
+    from (a garbage-collector callback such as jax's, a `__del__`), Python prints it as "Exception ignored"
+    with a traceback and the job carries on as if never interrupted. This hook takes such a lost interrupt
+    quietly and raises it again in the main thread a moment later, until it lands where the command unwinds."""
+    import _thread
+    import threading
+
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.01, _thread.interrupt_main).start()
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def _keep_tpu_runtime_quiet(name: str) -> None:
     """On a machine without TPU chips, initialise jax for CPU/GPU only: with libtpu installed (the dev and tpu
     extras) jax would otherwise start the TPU runtime, which prints alarming start-up errors and finds nothing.
@@ -99,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r2r: unknown command {name!r}\nusage: {usage}", file=sys.stderr)
         return 2
     _keep_tpu_runtime_quiet(name)
+    if as_program:
+        redeliver_lost_interrupts()
     try:
         module = _load(name)
         if hasattr(module, "main"):

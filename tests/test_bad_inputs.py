@@ -245,3 +245,27 @@ def test_an_output_that_is_an_input_is_refused_before_anything_runs(argv, flags,
     code, err = run_cli([a.format(**names) for a in argv], capsys)
     assert_one_line_error(code, err, argv[0], ("is also",))
     assert all(f in err for f in flags) and keep.read_text() == "keep me\n"
+
+
+def test_an_interrupt_lost_in_a_callback_is_raised_again():
+    """Ctrl-C that lands in a callback Python cannot raise from (here a `__del__`; in a job, jax's garbage-
+    collector callback) is not swallowed: no "Exception ignored" traceback, and the main thread gets it."""
+    import subprocess
+    import sys
+
+    program = """
+import time
+from r2r_jax.cli import redeliver_lost_interrupts
+redeliver_lost_interrupts()
+class Lost:
+    def __del__(self):
+        raise KeyboardInterrupt
+Lost()
+try:
+    time.sleep(5)
+    print("carried on")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "interrupted" and "Exception ignored" not in proc.stderr, proc.stderr

@@ -16,11 +16,17 @@ from r2r_jax.model.llama import LlamaForRanking, default_positions
 from r2r_jax.parallel.rules import traced_under
 
 
-def init_cache(model: LlamaForRanking, batch: int, length: int, attention_mask: jax.Array, extra: int):
+def init_cache(model: LlamaForRanking, batch: int, length: int, attention_mask: jax.Array, extra: int,
+               per_layer: bool = False):
+    """An empty (k, v, kv_valid) cache for `length` prompt positions and `extra` more. k, v stacked over the
+    layers (layers, B, S, K, D), or with `per_layer` (unrolled layers only) a tuple of (B, S, K, D) buffers."""
     cfg = model.cfg
-    shape = (cfg.num_hidden_layers, batch, length + extra, cfg.num_key_value_heads, cfg.head_dim)
+    shape = (batch, length + extra, cfg.num_key_value_heads, cfg.head_dim)
     kv_valid = jnp.concatenate([attention_mask.astype(bool), jnp.zeros((batch, extra), bool)], axis=1)
-    zeros = jnp.zeros(shape, jnp.dtype(cfg.dtype))
+    if per_layer:
+        k, v = (tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.num_hidden_layers)) for _ in "kv")
+        return (k, v, kv_valid)
+    zeros = jnp.zeros((cfg.num_hidden_layers, *shape), jnp.dtype(cfg.dtype))
     return (zeros, zeros, kv_valid)
 
 
@@ -47,7 +53,7 @@ def make_generate(
 
     def generate(variables, input_ids, attention_mask, rng, temperature=0.0):
         b, t = input_ids.shape
-        cache = init_cache(model, b, t, attention_mask, max_new_tokens)
+        cache = init_cache(model, b, t, attention_mask, max_new_tokens, per_layer=not model.cfg.scan_layers)
         positions = default_positions(attention_mask)
         # the prompt's last position is the only one read: the final layer computes only there
         hidden, cache = model.apply(variables, input_ids, attention_mask, positions, cache, 0, True)

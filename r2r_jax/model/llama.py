@@ -218,9 +218,16 @@ class LlamaModel(nn.Module):
             x, cache = self.layers(x, cache, positions, kv_valid, cache_index)
         else:
             last = len(self.layer_list) - 1
-            for i, layer in enumerate(self.layer_list):  # each layer updates its slot of the stacked cache
-                x, cache = layer(x, cache, positions, kv_valid, cache_index, last_only and i == last,
-                                 None if cache is None else i)
+            per_layer = cache is not None and isinstance(cache[0], (list, tuple))
+            for i, layer in enumerate(self.layer_list):
+                if per_layer:  # one buffer per layer: the layer updates its own in place
+                    layer_cache, index = (cache[0][i], cache[1][i]), None
+                else:  # stacked: the layer updates its slot
+                    layer_cache, index = cache, (None if cache is None else i)
+                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index, last_only and i == last,
+                                       index)
+                cache = (tuple((*c[:i], new, *c[i + 1:]) for c, new in zip(cache, layer_cache, strict=True))
+                         if per_layer else layer_cache)
         return self.norm(x), cache
 
     def _scan_inference(self, x, cache, positions, kv_valid, cache_index, last_only):
@@ -257,7 +264,9 @@ class LlamaForRanking(nn.Module):
     """Decoder + LM head + score head. `__call__` returns final-norm hidden states (and the updated
     KV cache); `lm_logits` and `scores` turn hidden states into next-token logits and relevance scores.
 
-    The cache is `(k, v, kv_valid)` with k, v: (layers, B, S, K, D) and kv_valid: (B, S)."""
+    The cache is `(k, v, kv_valid)` with k, v: (layers, B, S, K, D) and kv_valid: (B, S); unrolled layers also
+    take k, v as one (B, S, K, D) buffer per layer (what the decoder carries: no layer reads a slice of a
+    stacked cache)."""
 
     cfg: ModelConfig
     lora: LoraConfig | None = None
