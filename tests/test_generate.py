@@ -16,11 +16,11 @@ EOS = 2
 PAD = 0
 
 
-@pytest.mark.parametrize("scan_layers,attention,block", [(True, "xla", 256), (False, "loop", 256), (True, "loop", 4),
-                                                       (False, "xla", 4)])
+@pytest.mark.parametrize("scan_layers,attention,block", [(True, "xla", 256), (False, "xla", 256), (True, "loop", 4),
+                                                       (False, "loop", 4)])
 def test_greedy_equals_transformers_generate(tmp_path, monkeypatch, scan_layers, attention, block):
-    """Both layer layouts update the stacked cache in place; with a small causal block the 9-token prompts are
-    attended block by block (what a long listwise prompt gets)."""
+    """Both layer layouts update the cache in place; with `loop` and a small causal block the 9-token prompts
+    are attended block by block (what a long listwise prompt gets on a CPU)."""
     monkeypatch.setattr(attention_module, "CAUSAL_BLOCK", block)
     hf_model = save_tiny_hf(tmp_path, tiny_hf_config(kv_heads=2))
     cfg = load_hf_model_config(tmp_path, dtype="float32", param_dtype="float32", remat_policy="none",

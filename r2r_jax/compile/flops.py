@@ -6,8 +6,8 @@ weights). LoRA training needs no weight gradient for the frozen base, only the a
 backward pass: under "full" about 2·0.73·N_layer, because JAX recomputes only what the backward needs and
 nothing needs down_proj's output (`_recomputed`). Adapters cost 2·r·(in+out) forward and twice
 that backward (input and both adapter gradients). Attention over a length-L sequence costs 4·L²·H·D forward
-and 8·L²·H·D backward when done densely by XLA (from two blocks of 256 positions on, by causal query blocks:
-`blocked_share` of that); splash attention visits only the causal blocks and its fused
+and 8·L²·H·D backward when done densely by XLA (the CPU kernel `loop` from two blocks of 256 positions on
+goes by causal query blocks: `blocked_share` of that); splash attention visits only the causal blocks and its fused
 backward kernel recomputes the logits (10 tile products instead of 8). The LM head (E×V) runs on the T
 target positions of every sequence: the logits, and (when the layers learn) the activation gradient, which
 the fused loss (`train/token_ce.py`) takes in the same pass over each chunk instead of recomputing it.
@@ -111,7 +111,7 @@ def causal_block_fraction(length: int, block: int) -> float:
 def _attention(cfg: ModelConfig, seqs: Sequences) -> tuple[float, bool]:
     """(forward FLOPs of the attention products over all layers, whether a Pallas kernel does them)."""
     dense = 4.0 * seqs.count * seqs.length**2 * cfg.num_attention_heads * cfg.head_dim * cfg.num_hidden_layers
-    if cfg.attention in ("xla", "loop"):  # long sequences go by causal query blocks (model/attention.py)
+    if cfg.attention == "loop":  # long sequences go by causal query blocks (model/attention.py)
         return dense * blocked_share(seqs.length), False
     if cfg.attention != "splash":
         return dense, False

@@ -11,14 +11,16 @@ import jax.numpy as jnp
 
 from r2r_jax.model.attention_kernels import Impl, attention_mask, cudnn_attention, looped_attention, xla_attention
 
-# Long self-attention (a listwise prompt, a packed row) runs in query blocks of this many positions for the
-# reference kernels, each against the keys up to its own last position: a causal product costs about half of
-# the square one. Shorter queries (scoring prompts, decode steps) take one block.
+# With the CPU kernel (`loop`), long self-attention (a listwise prompt, a packed row) runs in query blocks of
+# this many positions, each against the keys up to its own last position: a causal product costs about half
+# of the square one. Shorter queries (scoring prompts, decode steps) take one block. The accelerator kernels
+# visit causal tiles themselves (splash, cuDNN); `xla` stays the plain reference (one product: a blocked
+# program of 4k-token rows takes the TPU compiler many times longer to compile).
 CAUSAL_BLOCK = 256
 
 
 def dot_product_attention(q, k, v, kv_valid, q_offset=0, impl: Impl = "xla") -> jax.Array:
-    if impl in ("xla", "loop") and isinstance(q_offset, int) and q.shape[1] >= 2 * CAUSAL_BLOCK:
+    if impl == "loop" and isinstance(q_offset, int) and q.shape[1] >= 2 * CAUSAL_BLOCK:
         return causal_blocks(q, k, v, kv_valid, q_offset, impl)
     return _attention(q, k, v, kv_valid, q_offset, impl)
 
