@@ -130,7 +130,7 @@ def test_analytic_flops_follow_the_remat_policy():
     assert full.model["base"] == pytest.approx(4 * params * tokens)
     cfg.model.remat_policy = "dots_no_batch"
     assert flops.train_step_flops(cfg).executed["base"] == pytest.approx(4 * params * tokens)
-    assert flops.causal_block_fraction(1024, 512) == 0.75
+    assert flops.causal_share(1024, 512) == 0.75
 
 
 @pytest.mark.parametrize("name", sorted(EIGHT_B))

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from r2r_jax.config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, LoraConfig, ModelConfig, TrainConfig
-from r2r_jax.model.attention import blocked_share
+from r2r_jax.model.attention import blocked_share, causal_share
 
 # A frozen linear map's backward needs its input, never its output. down_proj's output only joins the residual
 # stream that leaves the layer (the next layer restarts from its saved input), so "full" remat never
@@ -102,12 +102,6 @@ def lora_forward_per_token(cfg: ModelConfig, lora: LoraConfig | None, skip_up: t
     return out
 
 
-def causal_block_fraction(length: int, block: int) -> float:
-    """Share of (q-block, kv-block) tiles a causal splash kernel visits: n(n+1)/2 of n²."""
-    n = max(1, -(-length // block))
-    return (n * (n + 1) / 2) / (n * n)
-
-
 def _attention(cfg: ModelConfig, seqs: Sequences) -> tuple[float, bool]:
     """(forward FLOPs of the attention products over all layers, whether a Pallas kernel does them)."""
     dense = 4.0 * seqs.count * seqs.length**2 * cfg.num_attention_heads * cfg.head_dim * cfg.num_hidden_layers
@@ -120,7 +114,7 @@ def _attention(cfg: ModelConfig, seqs: Sequences) -> tuple[float, bool]:
     block = block_size(seqs.length)
     if block is None:  # splash falls back to the XLA reference for this length
         return dense, False
-    return dense * causal_block_fraction(seqs.length, block), True
+    return dense * causal_share(seqs.length, block), True
 
 
 def _forward(cfg: ModelConfig, lora: LoraConfig | None, seqs: Sequences) -> dict[str, float]:

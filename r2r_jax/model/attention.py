@@ -25,13 +25,18 @@ def dot_product_attention(q, k, v, kv_valid, q_offset=0, impl: Impl = "xla") -> 
     return _attention(q, k, v, kv_valid, q_offset, impl)
 
 
+def causal_share(length: int, block: int) -> float:
+    """Share of the square (length x length) product that causal query blocks of `block` positions compute,
+    each against the keys up to its own end: `causal_blocks` here, and a causal splash kernel's tiles (whose
+    block divides the length: n(n+1)/2 of n² tiles)."""
+    return sum((min(start + block, length) - start) * min(start + block, length)
+               for start in range(0, length, block)) / length**2
+
+
 def blocked_share(length: int) -> float:
-    """Share of the square (length x length) product that self-attention over `length` positions computes:
-    1 below two blocks, else each query block against the keys up to its end."""
-    if length < 2 * CAUSAL_BLOCK:
-        return 1.0
-    return sum((min(start + CAUSAL_BLOCK, length) - start) * min(start + CAUSAL_BLOCK, length)
-               for start in range(0, length, CAUSAL_BLOCK)) / length**2
+    """Share of the square product that `dot_product_attention` computes for a self-attention of `length`
+    positions with the CPU kernel: 1 below two blocks, else the causal blocks'."""
+    return 1.0 if length < 2 * CAUSAL_BLOCK else causal_share(length, CAUSAL_BLOCK)
 
 
 def causal_blocks(q, k, v, kv_valid, q_offset: int, impl: Impl) -> jax.Array:
