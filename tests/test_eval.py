@@ -59,6 +59,21 @@ def test_ties_follow_trec_eval_order():
     assert result.means == {"mrr@1": 0.0, "mrr@10": 0.5, "RR": 0.5}
 
 
+def test_judged_share_counts_the_top_k_in_trec_eval_order(dl19):
+    # the share of a run's top k that has a judgement (pyserini's judged.k): a reranker that lifts passages
+    # the pool never judged is scored as if they were non-relevant, and this says how much of that there is
+    qrels = {"q": {"a": 1, "b": 0, "c": 2}}
+    run = {"q": [("x", 5.0), ("a", 4.0), ("y", 3.0), ("c", 3.0), ("b", 1.0)]}
+    result = evaluate(run, qrels, "judged@1,judged@2,judged@4,Judged@5")
+    # "y" and "c" tie at 3.0: trec_eval's order puts "y" first, so the top 4 is x, a, y, c
+    assert result.means == {"judged@1": 0.0, "judged@2": 0.5, "judged@4": 0.5, "Judged@5": 0.6}
+    bm25, _, qrels_path = dl19
+    judged_bm25 = evaluate(read_run(bm25), read_qrels(qrels_path), "judged@10").means["judged@10"]
+    assert judged_bm25 == 1.0  # the DL19 pool judged BM25's whole top 10
+    unjudged = {q: [(f"unjudged-{q}", 1e9)] + h for q, h in read_run(bm25).items()}
+    assert evaluate(unjudged, read_qrels(qrels_path), "judged@10").means["judged@10"] == pytest.approx(0.9)
+
+
 def test_run_qrels_mismatch_is_reported_or_refused():
     qrels = {"1": {"a": 1}, "2": {"b": 1}}
     result = evaluate({"1": [("a", 2.0)], "9": [("x", 1.0)]}, qrels, "ndcg@10")

@@ -32,6 +32,7 @@ _SHORT = {
     "map": (ir_measures.AP, True),
     "ap": (ir_measures.AP, True),
     "success": (ir_measures.Success, True),
+    "judged": (ir_measures.Judged, False),
 }
 _SHORT_RE = re.compile(r"^([a-z]+)(?:@(\d+))?$")
 
@@ -49,7 +50,16 @@ class MetricSpec:
     depth: int | None = None  # truncate each query's ranking to its top `depth` first (trec_eval -M)
 
 
+def _provider(measure: ir_measures.Measure):
+    """pytrec_eval (trec_eval itself) for everything it computes; ir_measures' own `judged` provider for the
+    share of judged passages, which trec_eval lacks (pyserini's `judged.k`)."""
+    return ir_measures.providers.registry["judged" if measure.NAME == "Judged" else "pytrec_eval"]
+
+
 def _spec(label: str, measure: ir_measures.Measure) -> MetricSpec:
+    if measure.NAME == "Judged" and measure["cutoff"] is not NOT_PROVIDED:
+        # ranked here in trec_eval's order (score, then docid) and cut at k before the judged provider sees it
+        return MetricSpec(label, measure, int(measure["cutoff"]))
     if measure.NAME == "RR" and measure["cutoff"] is not NOT_PROVIDED:
         # pytrec_eval's recip_rank has no cutoff: cut the run instead, which is what `trec_eval -M k` does
         params = {k: v for k, v in measure.params.items() if k != "cutoff"}
@@ -65,7 +75,6 @@ def parse_metrics(names: str | Sequence[str], rel_level: int = 1) -> list[Metric
     tokens = [t.strip() for t in (names.split(",") if isinstance(names, str) else names) if t.strip()]
     if not tokens:
         raise EvalError("no metrics requested")
-    provider = ir_measures.providers.registry["pytrec_eval"]
     out: list[MetricSpec] = []
     for token in tokens:
         m = _SHORT_RE.match(token.lower())
@@ -80,8 +89,8 @@ def parse_metrics(names: str | Sequence[str], rel_level: int = 1) -> list[Metric
                 raise EvalError(f"unknown metric {token!r} (short names: {', '.join(sorted(_SHORT))}, "
                                 f"with @k; or an ir_measures name such as nDCG@10): {e}") from None
         spec = _spec(token, measure)
-        if not provider.supports(spec.measure):
-            raise EvalError(f"metric {token!r} ({measure}) is not computed by trec_eval/pytrec_eval")
+        if not _provider(spec.measure).supports(spec.measure):
+            raise EvalError(f"metric {token!r} ({measure}) is not computed by trec_eval/pytrec_eval (or judged@k)")
         if token in {s.label for s in out}:
             raise EvalError(f"metric {token!r} requested twice")
         out.append(spec)
@@ -158,9 +167,8 @@ def evaluate(run: Mapping, qrels: Mapping[str, Mapping[str, int]],
     scores = {q: scores[q] for q in common}
     judged = {str(q): {str(d): int(g) for d, g in j.items()} for q, j in qrels.items() if q in common}
     per_query: dict[str, dict[str, float]] = {s.label: {} for s in specs}
-    provider = ir_measures.providers.registry["pytrec_eval"]
-    for depth in dict.fromkeys(s.depth for s in specs):
-        group = [s for s in specs if s.depth == depth]
+    for depth, provider in dict.fromkeys((s.depth, _provider(s.measure)) for s in specs):
+        group = [s for s in specs if s.depth == depth and _provider(s.measure) is provider]
         view = scores if depth is None else {q: dict(trec_order(h.items())[:depth]) for q, h in scores.items()}
         labels: dict[ir_measures.Measure, list[str]] = {}
         for s in group:  # `mrr@10` and `RR@10` are one measure under two labels
@@ -172,7 +180,7 @@ def evaluate(run: Mapping, qrels: Mapping[str, Mapping[str, int]],
     means = {}
     for label, values in per_query.items():
         if values.keys() != set(qids):
-            raise EvalError(f"pytrec_eval returned {label} for {len(values)} of {len(qids)} queries")
+            raise EvalError(f"ir_measures returned {label} for {len(values)} of {len(qids)} queries")
         per_query[label] = {q: values[q] for q in qids}
         means[label] = sum(values.values()) / len(qids)
     return EvalResult([s.label for s in specs], means, per_query, qids, _sorted_qids(run_only),
