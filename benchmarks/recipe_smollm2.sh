@@ -62,7 +62,7 @@ evaluate_run() {
       --candidates "$OUT/data/dl19_top$depth.jsonl" --output "$OUT/smollm2_${name}_dl19_top$depth.trec" \
       --tag "smollm2_$name"
     $R2R evaluate --run "$OUT/data/bm25_dl19_top$depth.trec" --compare "$OUT/smollm2_${name}_dl19_top$depth.trec" \
-      --qrels "$QRELS" --metrics ndcg@1,ndcg@5,ndcg@10
+      --qrels "$QRELS" --metrics ndcg@1,ndcg@5,ndcg@10,judged@10
   done
 }
 # `direct` reasons with N mined negatives per group, the trainer's own selection figures on the on-topic set;
@@ -97,5 +97,7 @@ epoch_with_negatives direct_hn8_epoch 8
 rm -rf "$OUT/direct_hn8_2epochs" && cp -r "$OUT/direct_hn8_epoch" "$OUT/direct_hn8_2epochs"
 train_with_negatives direct_hn8_2epochs 8 --steps 450
 evaluate_run direct_hn8_2epochs
+timed "direct_hn8_2epochs reasons" $R2R evaluate-reasons --checkpoint "$OUT/direct_hn8_2epochs" \
+  --teacher "$OUT/data/heldout.jsonl" --output "$OUT/direct_hn8_2epochs_heldout_reasons.json"
 timed reasons $R2R evaluate-reasons --checkpoint "$OUT/smollm2_r2r" --teacher "$OUT/data/heldout.jsonl" \
   --output "$OUT/heldout_reasons.json"
