@@ -167,8 +167,10 @@ def evaluate(run: Mapping, qrels: Mapping[str, Mapping[str, int]],
     scores = {q: scores[q] for q in common}
     judged = {str(q): {str(d): int(g) for d, g in j.items()} for q, j in qrels.items() if q in common}
     per_query: dict[str, dict[str, float]] = {s.label: {} for s in specs}
-    for depth, provider in dict.fromkeys((s.depth, _provider(s.measure)) for s in specs):
-        group = [s for s in specs if s.depth == depth and _provider(s.measure) is provider]
+    groups: dict[tuple, list[MetricSpec]] = {}  # one evaluator per (run depth, provider)
+    for spec in specs:
+        groups.setdefault((spec.depth, _provider(spec.measure)), []).append(spec)
+    for (depth, provider), group in groups.items():
         view = scores if depth is None else {q: dict(trec_order(h.items())[:depth]) for q, h in scores.items()}
         labels: dict[ir_measures.Measure, list[str]] = {}
         for s in group:  # `mrr@10` and `RR@10` are one measure under two labels
