@@ -89,6 +89,9 @@ def test_run_qrels_mismatch_is_reported_or_refused():
         parse_metrics("ndcg@10,bleu")
     with pytest.raises(EvalError, match="not computed"):
         parse_metrics("ERR@10")
+    for zero in ("ndcg@0", "judged@0", "mrr@0", "nDCG@0"):  # ndcg@0 used to abort inside pytrec_eval
+        with pytest.raises(EvalError, match="cutoff after @ must be at least 1"):
+            parse_metrics(zero)
 
 
 def test_paired_test_matches_hand_computation():

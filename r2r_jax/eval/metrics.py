@@ -88,6 +88,10 @@ def parse_metrics(names: str | Sequence[str], rel_level: int = 1) -> list[Metric
             except (ValueError, NameError, SyntaxError, TypeError) as e:
                 raise EvalError(f"unknown metric {token!r} (short names: {', '.join(sorted(_SHORT))}, "
                                 f"with @k; or an ir_measures name such as nDCG@10): {e}") from None
+        cutoff = measure.params.get("cutoff", NOT_PROVIDED)
+        if cutoff is not NOT_PROVIDED and int(cutoff) < 1:
+            # trec_eval aborts the whole process on a cutoff of 0 (an assertion in pytrec_eval)
+            raise EvalError(f"metric {token!r}: the cutoff after @ must be at least 1")
         spec = _spec(token, measure)
         if not _provider(spec.measure).supports(spec.measure):
             raise EvalError(f"metric {token!r} ({measure}) is not computed by trec_eval/pytrec_eval (or judged@k)")
