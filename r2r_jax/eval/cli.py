@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
     parser.add_argument("--qrels", required=True, help="TREC qrels: qid Q0 docid grade")
     parser.add_argument("--metrics", default=DEFAULT_METRICS,
-                        help=f"comma-separated: ndcg@k, mrr@k, r@k, p@k, map, or ir_measures names "
-                             f"(default {DEFAULT_METRICS})")
+                        help=f"comma-separated: ndcg@k, mrr@k, r@k, p@k, map, success@k, judged@k (the share of "
+                             f"the top k with a judgement), or ir_measures names (default {DEFAULT_METRICS})")
     parser.add_argument("--rel-level", type=non_negative_int, default=1,
                         help="lowest grade counted relevant by binary measures (trec_eval -l; TREC DL uses 2)")
     parser.add_argument("--per-query", action="store_true", help="print per-query values too")
