@@ -130,6 +130,9 @@ def test_analytic_flops_follow_the_remat_policy():
     assert full.model["base"] == pytest.approx(4 * params * tokens)
     cfg.model.remat_policy = "dots_no_batch"
     assert flops.train_step_flops(cfg).executed["base"] == pytest.approx(4 * params * tokens)
+    cfg.data.random_negatives = 3  # negatives run their prompts only
+    negatives = cfg.batch_size * 3 * d.max_prompt_len
+    assert flops.train_step_flops(cfg).executed["base"] == pytest.approx(4 * params * (tokens + negatives))
     assert flops.causal_share(1024, 512) == 0.75
 
 

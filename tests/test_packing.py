@@ -120,3 +120,35 @@ def test_r2r_train_runs_packed_steps(tmp_path):
     metrics = [json.loads(line) for line in (d / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["packed"] for m in metrics] == [1.0, 1.0]
     assert all(np.isfinite(m["loss"]) and m["loss_gen"] > 0 for m in metrics)
+
+
+def test_negatives_run_prompt_only_with_the_full_rows_losses_and_gradients():
+    """`reason_rows`: a group's negatives (rows from `data.group_size` on, no reason target) run their P prompt
+    positions only, on a 4 x 2 mesh; the losses and gradients are those of the full P + T rows."""
+    mesh, student, state, _ = setup_training(MeshConfig(data=4, fsdp=2))
+    batch = random_batch(7, b=8, g=5, p=10, t=6)
+    teacher = 3  # rows 3 and 4 of each group are negatives: no target tokens, ranked last
+    batch["input_ids"][:, teacher:, 10:] = 0
+    batch["attention_mask"][:, teacher:, 10:] = 0
+    batch["target_ids"][:, teacher:] = 0
+    batch["target_mask"][:, teacher:] = 0
+    arrays = global_batch(batch, mesh)
+    cfg = LossConfig()
+
+    def run(reason_rows):
+        def loss(trainable):
+            return train_step.batch_loss(student.model, cfg, trainable, student.frozen, arrays,
+                                         train_step._denominators(arrays, cfg), None, reason_rows)
+
+        with activation_sharding(mesh):
+            lowered = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(state.trainable)
+            (_, terms), grads = lowered.compile()(state.trainable)
+        return {k: float(v) for k, v in terms.items()}, grads, lowered.as_text()
+
+    (want, want_grads, full), (got, got_grads, split) = run(None), run(teacher)
+    assert want["gen"] > 0 and want["pair"] > 0 and want["list"] > 0
+    for k in ("loss", "pair", "list", "gen", "tokens"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+    assert "tensor<16x10x" in split and "tensor<16x10x" not in full  # the negatives' prompt-only rows ran

@@ -169,7 +169,9 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
     m, d = cfg.model, cfg.data
     learns_layers = bool(_adapted(cfg.lora))
     learns_text = cfg.loss.gamma > 0
-    seqs = [Sequences(cfg.batch_size * d.rows_per_query, d.max_prompt_len + d.max_target_len, d.max_target_len)]
+    seqs = [Sequences(cfg.batch_size * d.group_size, d.max_prompt_len + d.max_target_len, d.max_target_len)]
+    if d.rows_per_query > d.group_size:  # the negatives run their prompts only (`reason_rows` of the step)
+        seqs.append(Sequences(cfg.batch_size * (d.rows_per_query - d.group_size), d.max_prompt_len))
     if learns_text and d.comparisons_per_query > 0:
         seqs.append(Sequences(cfg.batch_size * d.comparisons_per_query,
                               d.max_comparison_prompt_len + d.max_target_len, d.max_target_len))

@@ -63,17 +63,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--no-share-prefix", dest="share_prefix", action="store_false",
                      help="score every prompt whole (default: each query's common prompt prefix runs once, "
                           "then only each candidate's own tokens; the same scores)")
-    gen.add_argument("--batch-size", type=positive_int, default=32,
+    gen.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
                      help="sequences per batch, rounded up to a multiple of the data-parallel size (default 32)")
-    gen.add_argument("--max-new-tokens", type=positive_int,
+    gen.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                      help="reason length limit (default: the trained target length)")
     gen.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (with --temperature > 0)")
     gen.add_argument("--prompt-template", help="scoring template, fields {query} {passage} (default: trained one)")
     gen.add_argument("--comparison-template", help="comparison template, fields {query} {passages}")
-    gen.add_argument("--max-prompt-len", type=positive_int,
+    gen.add_argument("--max-prompt-len", type=positive_int, metavar="N",
                      help="scoring prompt tokens (default: trained value)")
-    gen.add_argument("--max-comparison-prompt-len", type=positive_int,
+    gen.add_argument("--max-comparison-prompt-len", type=positive_int, metavar="N",
                      help="comparison prompt tokens (default: trained)")
 
     mesh = parser.add_argument_group("devices (this host's; each host reranks its share of the queries)")

@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"comma-separated subset of {', '.join(KINDS)} (default: both)")
     parser.add_argument("--max-queries", type=positive_int, metavar="N", help="only the first N records (a quick look)")
-    parser.add_argument("--max-new-tokens", type=positive_int,
+    parser.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                         help="generated reason length limit (default: the trained target length)")
-    parser.add_argument("--batch-size", type=positive_int, default=16,
+    parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
                         help="prompts per decoding batch, rounded up to a multiple of the devices (default 16)")
     parser.add_argument("--base-model", metavar="DIR", help="the HF base, if it moved since training")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's)")

@@ -79,7 +79,7 @@ def lower_train_step(cfg, mesh):
     key = jax.eval_shape(lambda: jax.random.key(0))
     rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, PartitionSpec()))
     step = make_train_step(model, cfg.loss, optimizer, learning_rate_schedule(cfg.optim, cfg.steps),
-                           cfg.micro_batches, mesh)  # traced under the mesh's rules, as `r2r train` does
+                           cfg.micro_batches, mesh, reason_rows=cfg.data.group_size)  # as `r2r train` traces it
     jitted = jit_train_step(step, jax.tree.map(lambda x: x.sharding, state), jax.tree.map(lambda x: x.sharding, frozen),
                             {k: v.sharding for k, v in batch.items()})
     return jitted.lower(state, frozen, batch, rng)

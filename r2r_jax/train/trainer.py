@@ -149,7 +149,7 @@ def train(cfg: TrainConfig) -> dict:
         print(f"resumed from step {start} in {ckpt.directory}")
 
     step_fn = make_train_step(prepared.student.model, cfg.loss, prepared.optimizer, prepared.schedule,
-                              cfg.micro_batches, mesh)
+                              cfg.micro_batches, mesh, reason_rows=cfg.data.group_size)
 
     shapes = BatchShapes.from_config(cfg.data)
     pack = PackShapes(cfg.data.pack_rows, cfg.data.pack_length) if cfg.data.pack_length else None
