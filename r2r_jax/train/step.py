@@ -92,13 +92,9 @@ def _packed_sequence_ce(model, variables, batch: dict, loss_cfg: LossConfig, rng
     the reason CE, read from the packed rows at `score_index` / `target_index`."""
     b, r, length = batch["packed_ids"].shape
     g, t = batch["target_ids"].shape[1:]
-
-    def rows(x):  # (B, R, L) -> (B·R, L), still split over the data-parallel axes
-        return constrain(x.reshape(b * r, length), ("batch", None))
-
-    segments = rows(batch["packed_segments"])
-    hidden, _ = model.apply(variables, rows(batch["packed_ids"]), segments > 0, rows(batch["packed_positions"]),
-                            segment_ids=segments, rngs=rngs)
+    segments = _flat_rows(batch["packed_segments"])  # (B, R, L) -> (B·R, L)
+    hidden, _ = model.apply(variables, _flat_rows(batch["packed_ids"]), segments > 0,
+                            _flat_rows(batch["packed_positions"]), segment_ids=segments, rngs=rngs)
     hidden = constrain(hidden.reshape(b, r * length, hidden.shape[-1]), ("batch", None, None))
 
     def gather(index):  # per query: its own rows' positions, so the gather stays on the query's shard
