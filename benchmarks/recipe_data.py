@@ -15,15 +15,20 @@ writes
 - `heldout_hard_candidates.jsonl` + `heldout_hard_qrels.txt`: the same, but each held-out query's distractors
   are the release passages of other queries that BM25 ranks highest for it (`r2r mine-negatives`' rule, over
   all 2,500 passages): on-topic passages that do not answer it, as deep in a BM25 top-100.
-- `dl19_top20.jsonl`, `dl19_top100.jsonl`: the DL19 BM25 candidates (rank_llm JSONL), cut to the top 20 / 100,
-  and `bm25_dl19_top20.trec`, `bm25_dl19_top100.trec`: the same lists as TREC runs with BM25's own scores (the
-  first-stage rows of docs/results.md, and BM25's side of a fusion).
+- `heldout_deep_candidates.jsonl` + `heldout_deep_qrels.txt`: the selection set that looks like a deep
+  rerank, on which the rerank default (`r2r tune-fusion`) is chosen: each held-out query's BM25 top `--depth`
+  (100) over every passage of the release (all 500 queries' 2,500), with BM25's scores; its own five passages
+  graded as above, every other retrieved passage 0.
+- `dl19_top{20,100}.jsonl`, `dl20_top{20,100}.jsonl`: the DL19 / DL20 BM25 candidates (rank_llm JSONL), cut
+  to the top 20 / 100, and `bm25_dl19_top{20,100}.trec`, `bm25_dl20_top{20,100}.trec`: the same lists as TREC
+  runs with BM25's own scores (the first-stage rows of docs/results.md, and BM25's side of a fusion).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +38,12 @@ from r2r_jax.atomic import atomic_write
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
 from r2r_jax.data.importers import import_file
 from r2r_jax.data.records import Candidate, TeacherRecord, write_records
-from r2r_jax.retrieval.hard_negatives import mine_negatives
+from r2r_jax.retrieval.bm25 import Bm25Params, Bm25sIndex
+from r2r_jax.retrieval.hard_negatives import mine_negatives, pooled_corpus
 from r2r_jax.retrieval.trec import candidates_to_run, write_run
 
 RELEASE = SHARED / "data" / "teacher" / "r2r_gpt4_msmarco_500.jsonl"
-DL19 = SHARED / "data" / "dl19" / "bm25_top100.json"
+TEST_SETS = {name: SHARED / "data" / name / "bm25_top100.json" for name in ("dl19", "dl20")}
 TEACHER_GRADES = (4, 3, 2, 1, 1)  # teacher rank 1..5 -> graded relevance of the selection set
 
 
@@ -72,6 +78,26 @@ def selection_set(heldout: list[TeacherRecord], distractors: int, seed: int = 0,
     return items, qrels
 
 
+def deep_selection_set(records: list[TeacherRecord], heldout: list[TeacherRecord], depth: int):
+    """Candidates (each held-out query's BM25 top `depth` over every release passage, BM25 scores) and graded
+    qrels lines (own passages by teacher rank, every other retrieved passage 0)."""
+    with tempfile.TemporaryDirectory(prefix="r2r-deep-") as tmp:
+        corpus = Path(tmp) / "pool.jsonl"
+        pooled_corpus(records, corpus)
+        index = Bm25sIndex.build(corpus, Bm25Params(), Path(tmp) / "index", progress=False)
+        try:
+            items = index.search([(r.qid, r.query) for r in heldout], depth, progress=False)
+        finally:
+            index.close()
+    qrels = []
+    for rec, qc in zip(heldout, items, strict=True):
+        rank = rec.rank_of()
+        grade = {c.docid: TEACHER_GRADES[min(rank[c.docid], len(TEACHER_GRADES)) - 1] for c in rec.candidates}
+        qrels.extend(f"{rec.qid} 0 {d} {g}" for d, g in grade.items())
+        qrels.extend(f"{rec.qid} 0 {c.docid} 0" for c in qc.candidates if c.docid not in grade)
+    return items, qrels
+
+
 def write_selection_set(out: Path, name: str, items: list[QueryCandidates], qrels: list[str]) -> list[QueryCandidates]:
     """`<name>_candidates.jsonl` and `<name>_qrels.txt` under `out`; returns the candidates."""
     write_candidates(out / f"{name}_candidates.jsonl", items)
@@ -84,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/recipe/data")
     parser.add_argument("--release", default=str(RELEASE))
-    parser.add_argument("--dl19", default=str(DL19))
+    for name, path in TEST_SETS.items():
+        parser.add_argument(f"--{name}", default=str(path), help=f"{name} BM25 top 100 (RankGPT hits JSON)")
+    parser.add_argument("--depth", type=int, default=100, help="the deep selection set's depth")
     parser.add_argument("--heldout", type=int, default=50)
     parser.add_argument("--distractors", type=int, default=15)
     args = parser.parse_args(argv)
@@ -100,13 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     write_selection_set(out, "heldout", *selection_set(heldout, args.distractors))
     mined = {r.qid: r.negatives for r in mine_negatives(records, args.distractors)}
     items = write_selection_set(out, "heldout_hard", *selection_set(heldout, args.distractors, mined=mined))
-    dl19 = read_candidates(args.dl19)
-    for depth in (20, 100):
-        top = [QueryCandidates(q.qid, q.query, q.candidates[:depth]) for q in dl19]
-        write_candidates(out / f"dl19_top{depth}.jsonl", top)
-        write_run(out / f"bm25_dl19_top{depth}.trec", candidates_to_run(top), tag="bm25")
+    write_selection_set(out, "heldout_deep", *deep_selection_set(records, heldout, args.depth))
+    sizes = []
+    for name in TEST_SETS:
+        test = read_candidates(getattr(args, name))
+        sizes.append(f"{len(test)} {name.upper()}")
+        for depth in (20, 100):
+            top = [QueryCandidates(q.qid, q.query, q.candidates[:depth]) for q in test]
+            write_candidates(out / f"{name}_top{depth}.jsonl", top)
+            write_run(out / f"bm25_{name}_top{depth}.trec", candidates_to_run(top), tag="bm25")
     print(f"{len(train)} training and {len(heldout)} held-out records, {len(items)} selection queries, "
-          f"{len(dl19)} DL19 queries -> {out}")
+          f"{' and '.join(sizes)} queries -> {out}")
     return 0
 
 

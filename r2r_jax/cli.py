@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mine-negatives": ("r2r_jax.retrieval.negatives_cli", "add BM25-mined hard negatives to teacher records"),
     "teach": ("r2r_jax.teacher.cli", "ask an OpenAI-compatible teacher for rankings and reasons"),
     "rerank": ("r2r_jax.rerank.cli", "rerank candidates with a student; TREC run + explanations"),
+    "tune-fusion": ("r2r_jax.rerank.tune_cli", "choose the rerank default (BM25 fusion, depth) on held-out data"),
     "evaluate": ("r2r_jax.eval.cli", "nDCG/MRR/recall of a TREC run against qrels; paired comparison"),
     "evaluate-reasons": ("r2r_jax.rerank.reasons_cli", "BLEU/ROUGE-L of student reasons vs held-out teacher reasons"),
     "export": ("r2r_jax.convert.export_cli", "export a checkpoint to Hugging Face seq-cls, causal-lm or PEFT"),

@@ -429,3 +429,43 @@ def test_a_shard_folder_of_another_job_or_not_ours_is_refused(checkpoint, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds shards of a different job (changed: " in err[0] and "depth" in err[0]
     assert (shards / "job.json").is_file() and not out.exists()
+
+
+def test_the_stored_default_ranks_as_its_offline_fusion_and_student_only_ignores_it(checkpoint, tmp_path, capsys):
+    """`r2r rerank` reads the run's rerank_default.json (written by tune-fusion): its run equals the
+    student-only run fused offline with that setting, its depth included; --student-only and --fusion win."""
+    from r2r_jax.inference.fusion import DEFAULT_FILE, Fusion, fuse_run
+
+    run_dir, _, _ = checkpoint
+    dev, _ = make_synthetic_dev(4, seed=6, n_candidates=8)
+    dev = [QueryCandidates(qc.qid, qc.query, [ScoredPassage(c.docid, c.text, 10.0 - 0.7 * i)
+                                              for i, c in enumerate(qc.candidates)]) for qc in dev]
+    cands = tmp_path / "cands.jsonl"
+    write_candidates(cands, dev)
+    base = ["rerank", "--checkpoint", str(run_dir), "--candidates", str(cands), "--batch-size", "8"]
+    assert r2r([*base, "--output", str(tmp_path / "student.trec"), "--student-only"]) == 0
+    student = read_run(tmp_path / "student.trec")
+    setting = Fusion("interpolate", 0.4, depth=5)
+    (run_dir / DEFAULT_FILE).write_text(json.dumps({"fusion": setting.to_dict()}))
+    try:
+        capsys.readouterr()
+        assert r2r([*base, "--output", str(tmp_path / "default.trec")]) == 0
+        assert "ranking: interpolate (student weight 0.4) over top 5 (the student's stored default)" in \
+            capsys.readouterr().out
+        want = fuse_run(dev, student, setting)
+        got = read_run(tmp_path / "default.trec")
+        assert [[d for d, _ in got[q]] for q in got] == [[d for d, _ in want[q]] for q in got]
+        assert got != student  # the fusion changed something, or the test shows nothing
+        assert r2r([*base, "--output", str(tmp_path / "again.trec"), "--student-only"]) == 0
+        assert read_run(tmp_path / "again.trec") == student
+        assert r2r([*base, "--output", str(tmp_path / "rrf.trec"), "--fusion", "rrf", "--fusion-weight", "0.7"]) == 0
+        rrf = fuse_run(dev, student, Fusion("rrf", 0.7))
+        assert [[d for d, _ in v] for v in read_run(tmp_path / "rrf.trec").values()] == \
+            [[d for d, _ in rrf[q]] for q in rrf]
+        (run_dir / DEFAULT_FILE).write_text(json.dumps({"fusion": {"method": "average"}}))
+        capsys.readouterr()
+        assert r2r([*base, "--output", str(tmp_path / "bad.trec")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("r2r rerank: error:") and DEFAULT_FILE in err and not (tmp_path / "bad.trec").exists()
+    finally:
+        (run_dir / DEFAULT_FILE).unlink()

@@ -9,6 +9,7 @@ writes, into a hidden folder beside the output that is renamed into place once e
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.convert.export_files import ExportInfo, write_side_files
 from r2r_jax.convert.safetensors_writer import ShardedWriter, TensorEntry, parse_size
 from r2r_jax.data.templates import load_tokenizer, special_ids
+from r2r_jax.inference.fusion import DEFAULT_FILE as FUSION_DEFAULT_FILE
 from r2r_jax.model.hf_mapping import LAYER_LINEARS, ConversionError, tensor_maps
 from r2r_jax.model.layout import stack_layers
 from r2r_jax.model.lora import lora_delta
@@ -266,6 +268,9 @@ def export_prepared(prepared, step: int, checkpoint: str | Path, output: str | P
     with staged_folder(output, overwrite) as tmp:
         write_tensors(source, tmp, fmt, dtype, max_bytes, progress=progress)
         write_side_files(tmp, info, cfg.data.tokenizer, cfg.lora, adapter_targets(source))
+        for run in _run_folder(checkpoint):  # the run's rerank default travels with its export
+            if (run / FUSION_DEFAULT_FILE).is_file():
+                shutil.copyfile(run / FUSION_DEFAULT_FILE, tmp / FUSION_DEFAULT_FILE)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("r2r_export_done")
     return output

@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int
+from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int, unit_float
 from r2r_jax.data.records import RecordError
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
@@ -43,11 +43,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inp.add_argument("--queries", metavar="FILE", help="queries: TSV qid<TAB>text, JSONL or TREC topics")
     inp.add_argument("--depth", type=positive_int,
                      help="rerank each query's top DEPTH candidates; the rest follow in first-stage order, below "
-                          "them (rank_llm's convention; the R2R authors reranked the top 5). Default: all")
+                          "them (rank_llm's convention; the R2R authors reranked the top 5). Default: the "
+                          "student's stored default depth, else all")
     inp.add_argument("--max-queries", type=positive_int, help="only the first N queries (a quick look)")
     inp.add_argument("--shard-size", type=positive_int, default=1000, metavar="N",
                      help="queries per shard (default 1000): each finished shard is kept in <output>.shards/, "
                           "so a killed job run again with the same arguments resumes after the last one")
+
+    rank = parser.add_argument_group(
+        "ranking (default: the setting stored with the student as rerank_default.json by `r2r tune-fusion`, "
+        "chosen on held-out queries; without one, the student's scores alone)")
+    how = rank.add_mutually_exclusive_group()
+    how.add_argument("--student-only", action="store_true",
+                     help="rank by the student's scores alone, ignoring the stored default (its depth too)")
+    how.add_argument("--fusion", choices=("student", "interpolate", "rrf"),
+                     help="combine with the first stage's scores: interpolate = weighted sum of per-query "
+                          "z-scores, rrf = weighted reciprocal-rank fusion (k=60); overrides the stored default")
+    rank.add_argument("--fusion-weight", type=unit_float, metavar="W",
+                      help="with --fusion: the student's share in [0, 1] (default 0.5)")
 
     out = parser.add_argument_group("output")
     out.add_argument("--output", required=True, metavar="RUN", help="reranked TREC run to write")
@@ -116,12 +129,45 @@ def read_inputs(args: argparse.Namespace):
     return (lambda: ((qc, tails.get(qc.qid, [])) for qc in items)), args.run, list(run_args)
 
 
+def resolve_fusion(args: argparse.Namespace):
+    """(the ranking setting, where it came from): --student-only, --fusion, else the student folder's stored
+    default (a training run's or an export's `rerank_default.json`), else the student alone. An explicit
+    --depth replaces the setting's depth. Read before any model loads."""
+    from r2r_jax.inference.fusion import STUDENT_ONLY, Fusion, read_default
+
+    if args.fusion_weight is not None and not args.fusion:
+        raise ValueError("--fusion-weight goes with --fusion")
+    if args.student_only:
+        return dataclasses.replace(STUDENT_ONLY, depth=args.depth), "--student-only"
+    if args.fusion:
+        weight = 1.0 if args.fusion == "student" else 0.5 if args.fusion_weight is None else args.fusion_weight
+        return Fusion(args.fusion, weight, args.depth), "--fusion"
+    stored = read_default(student_folder(args))
+    if stored is None:
+        return dataclasses.replace(STUDENT_ONLY, depth=args.depth), "no stored default"
+    fusion, _ = stored
+    if args.depth is not None:
+        fusion = dataclasses.replace(fusion, depth=args.depth)
+    return fusion, "the student's stored default"
+
+
+def student_folder(args: argparse.Namespace) -> Path:
+    """The folder a stored default lives in: the training run of --checkpoint, or the --model folder."""
+    if args.model:
+        return Path(args.model)
+    path = Path(args.checkpoint).absolute()
+    if path.name.isdigit():  # runs/x/checkpoints/<step>
+        path = path.parent
+    return path.parent if path.name == "checkpoints" else path
+
+
 def job_settings(args: argparse.Namespace, files: list[str], student, explanations: str | None) -> dict:
     """What a finished shard's results depend on: a resumed job must match it (rerank/shards.py)."""
     from r2r_jax.rerank.shards import file_identity
 
     return {"inputs": [file_identity(f) for f in files], "student": student.source,
-            "prompts": dataclasses.asdict(student.prompts), "depth": args.depth, "max_queries": args.max_queries,
+            "prompts": dataclasses.asdict(student.prompts), "depth": args.depth,
+            "fusion": args.fusion_setting, "max_queries": args.max_queries,
             "shard_size": args.shard_size, "tag": args.tag, "explain_top": args.explain_top,
             "explanations": str(Path(explanations).absolute()) if explanations else None,
             "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
@@ -144,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.base_model and not args.checkpoint:
             raise ValueError("--base-model goes with --checkpoint")
+        fusion, fusion_source = resolve_fusion(args)
+        args.depth, args.fusion_setting = fusion.depth, fusion.to_dict()
         stream, source, files = read_inputs(args)
         if not validate_candidates((qc for qc, _ in stream()), source):  # one streaming pass, before any model
             raise RecordError("no queries to rerank", path=source)
@@ -167,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         def rerank_shard(items):
             return rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
                           max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                          share_prefix=args.share_prefix)
+                          share_prefix=args.share_prefix, fusion=fusion)
 
         outcome = run_sharded(rerank_shard, stream(), args.output, job=job_settings(args, files, student,
                                                                                      explanations),
@@ -186,5 +234,6 @@ def run(args: argparse.Namespace) -> int:
         if args.explain_top:
             print(f"explained the top {args.explain_top}: {outcome.explained} reasons in "
                   f"{outcome.explain_seconds:.1f} s")
+        print(f"ranking: {fusion.describe()} ({fusion_source})")
         print(f"wrote {args.output}" + (f" and {explanations}" if explanations else ""))
     return 0

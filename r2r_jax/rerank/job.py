@@ -25,6 +25,7 @@ from r2r_jax.atomic import write_jsonl
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.data.templates import TruncationStats
+from r2r_jax.inference.fusion import STUDENT_ONLY, Fusion, fuse_query, with_tail
 from r2r_jax.inference.scoring import rank_query, score_candidates
 from r2r_jax.parallel.batch import data_parallel_size
 from r2r_jax.rerank.explain import ComparisonReason, DirectReason, QueryExplanation, explain_rankings
@@ -91,12 +92,7 @@ def validate_candidates(items: Iterable[QueryCandidates], source: str = "candida
 def with_first_stage_tail(run: Run, tails: dict[str, list[str]]) -> Run:
     """Each query's reranked list followed by `tails[qid]` (the candidates below the rerank depth, in
     first-stage order), scored below every reranked one so any sort by score keeps that order."""
-    out: Run = {}
-    for qid, hits in run.items():
-        tail = tails.get(qid, [])
-        floor = min((s for _, s in hits), default=0.0)
-        out[qid] = list(hits) + [(d, floor - 1.0 - i) for i, d in enumerate(tail)]
-    return out
+    return {qid: with_tail(hits, tails.get(qid, [])) for qid, hits in run.items()}
 
 
 def gather_from_all(payload: dict) -> list[dict]:
@@ -127,9 +123,11 @@ def _bar(total: int, desc: str, unit: str, enabled: bool):
 
 def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_size: int = 32, explain_top: int = 0,
            max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0, progress: bool = True,
-           share_prefix: bool = True) -> RerankResult:
-    """Rerank every query's candidates with the student; with `explain_top` K > 0 also decode reasons for the
-    top K and their K-1 adjacent pairs (at most `max_new_tokens` each, default the trained target length).
+           share_prefix: bool = True, fusion: Fusion = STUDENT_ONLY) -> RerankResult:
+    """Rerank every query's candidates with the student, its scores combined with the first stage's as
+    `fusion` says (`inference.fusion`; its depth is the caller's: `items` are the candidates to rerank); with
+    `explain_top` K > 0 also decode reasons for the top K of that ranking and their K-1 adjacent pairs (at
+    most `max_new_tokens` each, default the trained target length).
 
     `batch_size` is rounded up to a multiple of the mesh's data-parallel size. With `share_prefix` each
     query's common prompt prefix runs once (`inference.prefix`; the same scores, fewer positions). Every process
@@ -154,7 +152,7 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
                                   pr.prompt_template, pr.max_prompt_len, batch_size, mesh, progress=bar.update,
                                   prefix_steps=student.prefix_steps() if share_prefix else None,
                                   truncation=truncation)
-    local_run = {qc.qid: rank_query(qc, scores[qc.qid]) for qc in share}
+    local_run = {qc.qid: fuse_query(qc, dict(rank_query(qc, scores[qc.qid])), fusion) for qc in share}
     gathered = gather_from_all({"run": local_run, "truncation": dataclasses.astuple(truncation)})
     total = TruncationStats()
     for part in gathered:
