@@ -110,9 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     width = max(len(n) for n in COMMANDS)
     listing = "\n".join(f"  {n:<{width}}  {h}" for n, (_, h) in COMMANDS.items())
-    usage = f"r2r <command> [options]\n\ncommands:\n{listing}\n\n`r2r <command> --help` describes one."
+    usage = f"r2r <command> [options]   (r2r --version)\n\ncommands:\n{listing}\n\n`r2r <command> --help` describes one."
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {usage}")
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from r2r_jax import __version__
+
+        print(f"r2r-jax {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
