@@ -6,10 +6,10 @@ adds up to the number of non-blank lines; every repair and rejection is listed a
 R2R authors' release: passages `unsorted_docs` are shown to the teacher as identifiers
 1..n; the record's docids are `f"{qid}-{identifier}"` because `sorted_docids` is unreliable.
 `re_rank_id` is the ranking. Each `direct_reason` becomes `direct_reasons[docid]`. Each `listwise_reason`
-("compared to the other passages, this one ...") becomes a Comparison over the whole window whose
-`docids` start with the passage the reason is about, followed by the others in teacher order, and whose
-`preferred` is the teacher's best passage of the window -- so "preferred" keeps its meaning (the winner),
-and the passage the text calls "this one" is always "[1]" in the comparison prompt. `scores` (MS MARCO
+("compared to the other passages, this one ...") becomes a Comparison over the whole window with `docids` in
+the window's own order (identifiers 1..n, as the teacher saw them) and `about` naming the passage the reason
+explains, so a reason's "passage 3" is [3] in the student's comparison prompt; `preferred` is unset (a
+listwise reason judges one passage against all, not a pair). `scores` (MS MARCO
 labels) are kept as `teacher.source_labels`; `direct_answer_sentence` has no place in the schema.
 
 rank_llm (a reranked request/response JSONL): the candidates' list order is the teacher's ranking; rank_llm
