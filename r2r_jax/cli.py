@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     width = max(len(n) for n in COMMANDS)
     listing = "\n".join(f"  {n:<{width}}  {h}" for n, (_, h) in COMMANDS.items())
-    usage = f"r2r <command> [options]   (r2r --version)\n\ncommands:\n{listing}\n\n`r2r <command> --help` describes one."
+    usage = (f"r2r <command> [options]   (r2r --version)\n\ncommands:\n{listing}\n\n"
+             "`r2r <command> --help` describes one.")
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {usage}")
         return 0
