@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "base": ("r2r_jax.convert.base_cli", "a Llama-architecture GGUF (default SmolLM2-135M) as an HF base folder"),
     "train": ("r2r_jax.train.trainer", "train a student from teacher records (dataclass config + overrides)"),
     "demo": ("r2r_jax.demo", "the embedded demo: train a tiny student on the shipped data set, rerank, explain"),
+    "data": ("r2r_jax.retrieval.data_cli", "the named data sets behind --dataset: list, add, fetch, path"),
     "import-teacher": ("r2r_jax.data.import_cli", "convert R2R-release or rank_llm records to teacher.jsonl"),
     "retrieve": ("r2r_jax.retrieval.cli", "BM25 top-k candidates (bm25s or pyserini) as rank_llm JSONL"),
     "mine-negatives": ("r2r_jax.retrieval.negatives_cli", "add BM25-mined hard negatives to teacher records"),
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     width = max(len(n) for n in COMMANDS)
     listing = "\n".join(f"  {n:<{width}}  {h}" for n, (_, h) in COMMANDS.items())
-    usage = (f"r2r <command> [options]   (r2r --version)\n\ncommands:\n{listing}\n\n"
-             "`r2r <command> --help` describes one.")
+    usage = (f"r2r <command> [options]\n\ncommands:\n{listing}\n\n"
+             "`r2r <command> --help` describes one; `r2r --version` prints the version.")
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {usage}")
         return 0

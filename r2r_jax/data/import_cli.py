@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from r2r_jax.atomic import write_json
+from r2r_jax.atomic import check_output_files, write_json
 from r2r_jax.cli_types import non_negative_int
+from r2r_jax.data.datasets import KNOWN_SETS, DatasetError, dataset_file
 from r2r_jax.data.importers import FORMATS, import_file
 from r2r_jax.data.records import write_records
 
@@ -16,9 +17,13 @@ FILE_ARGUMENTS = (("output", "report"), ("input",))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS,
-                        help="r2r: the Reason-to-Rank authors' release; rank_llm: reranked rank_llm JSONL")
-    parser.add_argument("--input", required=True, help="input JSONL file")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="r2r: the Reason-to-Rank authors' release; rank_llm: reranked rank_llm JSONL "
+                             "(with --dataset: the set's own)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="input JSONL file")
+    source.add_argument("--dataset", metavar="NAME",
+                        help="a named set's teacher file in place of --input: r2r-release (r2r data list)")
     parser.add_argument("--output", required=True, help="teacher.jsonl to write (atomically)")
     parser.add_argument("--report", default=None,
                         help="JSON file for the summary and every repaired or rejected row")
@@ -34,7 +39,26 @@ def _write_json_atomic(path: Path, obj) -> None:
     write_json(path, obj)
 
 
+def _resolve_dataset(args: argparse.Namespace) -> None:
+    """--dataset: the set's teacher file (checked against its SHA-256) and the format the table records for it."""
+    args.input = str(dataset_file(args.dataset, "teacher"))  # raises for a set without one, naming its files
+    entry = next(f for f in KNOWN_SETS[args.dataset].files if f.role == "teacher")  # only known sets have one
+    if args.format not in (None, entry.format):
+        raise DatasetError(f"dataset {args.dataset} is in --format {entry.format}, not {args.format}")
+    args.format = entry.format
+    check_output_files(args, *FILE_ARGUMENTS)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.dataset:
+        try:
+            _resolve_dataset(args)
+        except DatasetError as e:
+            print(f"r2r import-teacher: error: {e}", file=sys.stderr)
+            return 2
+    if args.format is None:
+        print("r2r import-teacher: error: argument --format is required with --input", file=sys.stderr)
+        return 2
     source = Path(args.input)
     if not source.is_file():
         why = "is a directory, not a file" if source.is_dir() else "no such file"

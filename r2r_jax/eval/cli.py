@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from r2r_jax.atomic import check_output_files
 from r2r_jax.cli_types import non_negative_float, non_negative_int
+from r2r_jax.data.datasets import dataset_file
 from r2r_jax.data.records import RecordError
 from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_query
 from r2r_jax.eval.metrics import DEFAULT_METRICS, EvalError, EvalResult, evaluate, parse_metrics
@@ -19,7 +21,10 @@ FILE_ARGUMENTS = (("json", "plot"), ("run", "qrels", "compare"))
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
-    parser.add_argument("--qrels", required=True, help="TREC qrels: qid Q0 docid grade")
+    judgements = parser.add_mutually_exclusive_group(required=True)
+    judgements.add_argument("--qrels", help="TREC qrels (qid Q0 docid grade) or BEIR qrels TSV")
+    judgements.add_argument("--dataset", metavar="NAME",
+                            help="the qrels of a named set (r2r data list): dl19, dl20 or your BEIR set's test split")
     parser.add_argument("--metrics", default=DEFAULT_METRICS,
                         help=f"comma-separated: ndcg@k, mrr@k, r@k, p@k, map, success@k, judged@k (the share of "
                              f"the top k with a judgement), or ir_measures names (default {DEFAULT_METRICS})")
@@ -55,6 +60,9 @@ def _table(rows: list[list[str]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.dataset:  # a named set's qrels, checked against its recorded hash (r2r data)
+            args.qrels = str(dataset_file(args.dataset, "qrels"))
+            check_output_files(args, *FILE_ARGUMENTS)
         specs = parse_metrics(args.metrics, args.rel_level)
         qrels = read_qrels(args.qrels)
         a = _evaluate_file(args.run, qrels, specs)
@@ -101,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             plot_differences(a, b, args.plot, (name_a, name_b), tests)
         print(f"plot: {args.plot}")
     if args.json:
-        out = {"run": args.run, "qrels": args.qrels, "rel_level": args.rel_level, "result": a.to_dict(),
+        out = {"run": args.run, "qrels": args.qrels, "dataset": args.dataset, "rel_level": args.rel_level,
+               "result": a.to_dict(),
                "warnings": a.warnings()}
         if filtered:
             out["non_standard_means_above"] = {"threshold": args.min_query_value, "runs": [

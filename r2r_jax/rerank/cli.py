@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     inp = parser.add_argument_group("candidates (one of)")
     inp.add_argument("--candidates", metavar="FILE", help="rank_llm request JSONL or RankGPT hits JSON")
+    inp.add_argument("--dataset", metavar="NAME", help="a named set's BM25 top 100 as --candidates (r2r data list)")
     inp.add_argument("--run", metavar="RUN", help="first-stage TREC run (with --corpus and --queries)")
     inp.add_argument("--corpus", metavar="FILE", help="passages: JSONL {id, contents} or TSV docid<TAB>text")
     inp.add_argument("--queries", metavar="FILE", help="queries: TSV qid<TAB>text, JSONL or TREC topics")
@@ -102,8 +103,13 @@ def read_inputs(args: argparse.Namespace):
     from itertools import islice
 
     from r2r_jax.data.candidates import iter_candidates
+    from r2r_jax.data.datasets import dataset_file
     from r2r_jax.retrieval.trec import read_run, read_run_candidates
 
+    if getattr(args, "dataset", None):  # a named set (r2r data): its checked candidates file is --candidates
+        if args.candidates:
+            raise ValueError("give either --dataset or --candidates, not both")
+        args.candidates = str(dataset_file(args.dataset, "candidates"))
     run_args = (args.run, args.corpus, args.queries)
     if args.candidates and any(run_args):
         raise ValueError("give either --candidates or --run/--corpus/--queries, not both")

@@ -1,7 +1,8 @@
 """TREC run and qrels files, and a run + corpus as candidate lists: the formats the IR field uses.
 
 Run line: `qid Q0 docid rank score tag`. Qrels line: `qid Q0 docid grade` (many files put 0 in place of Q0;
-trec_eval ignores that column, and so do we). Every problem is a `RecordError` naming file, line and field.
+trec_eval ignores that column, and so do we); BEIR's qrels TSV (a `query-id corpus-id score` header, then
+`qid docid grade`) is read too. Every problem is a `RecordError` naming file, line and field.
 
 A run is held as `{qid: [(docid, score), ...]}`, best first. trec_eval ranks by score (highest first, ties by
 docid, descending) and ignores the rank column; `read_run` returns hits in that order so that what a reader
@@ -25,6 +26,7 @@ Qrels = dict[str, dict[str, int]]  # qid -> {docid: grade}
 
 RUN_FIELDS = ("qid", "Q0", "docid", "rank", "score", "tag")
 QREL_FIELDS = ("qid", "Q0", "docid", "grade")
+BEIR_QREL_FIELDS = ("query-id", "corpus-id", "score")  # BEIR's qrels/<split>.tsv header, then qid docid grade
 
 
 def _lines(path: str) -> Iterable[tuple[int, list[str]]]:
@@ -128,14 +130,21 @@ def candidates_to_run(items: Iterable[QueryCandidates], scores: Literal["first_s
 
 
 def read_qrels(path: str | Path) -> Qrels:
-    """Read TREC qrels (`qid Q0 docid grade`, or 0 in place of Q0); a docid judged twice differently is an error."""
+    """Read qrels: TREC (`qid Q0 docid grade`, or 0 in place of Q0), or BEIR's TSV, recognised by its header line
+    `query-id corpus-id score` and then `qid docid grade`. A docid judged twice differently is an error. Only a
+    file that starts with BEIR's header is read as three columns, so a TREC line missing a field stays an error."""
     path = str(path)
     qrels: Qrels = {}
+    fields: tuple[str, ...] | None = None
     for lineno, parts in _lines(path):
-        if len(parts) != 4:
-            raise RecordError(f"expected 4 fields {' '.join(QREL_FIELDS)}, got {len(parts)}", path=path,
+        if fields is None:
+            fields = BEIR_QREL_FIELDS if tuple(p.lower() for p in parts) == BEIR_QREL_FIELDS else QREL_FIELDS
+            if fields is BEIR_QREL_FIELDS:
+                continue
+        if len(parts) != len(fields):
+            raise RecordError(f"expected {len(fields)} fields {' '.join(fields)}, got {len(parts)}", path=path,
                               line=lineno)
-        qid, _, docid, grade = parts
+        qid, docid, grade = parts if fields is BEIR_QREL_FIELDS else (parts[0], parts[2], parts[3])
         try:
             value = int(grade)
         except ValueError:
