@@ -446,3 +446,17 @@ def test_a_student_is_restored_only_onto_the_base_it_was_trained_on(trained, tmp
     assert main(["export", "--checkpoint", str(trained.ckpt), "--base-model", str(tmp_path / "other"),
                  "--format", "peft", "--output", str(tmp_path / "out")]) == 2
     assert "not on" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_the_runs_rerank_default_travels_with_its_export(trained, tmp_path):
+    """A default chosen by `r2r tune-fusion` for the run is what `r2r rerank --model EXPORT` applies too."""
+    from r2r_jax.inference.fusion import DEFAULT_FILE, Fusion, read_default
+
+    setting = Fusion("interpolate", 0.6, depth=20)
+    (trained.ckpt / DEFAULT_FILE).write_text(json.dumps({"fusion": setting.to_dict(), "chosen_by": "ndcg@10"}))
+    try:
+        folder = export_prepared(trained.prepared, trained.step, trained.ckpt, tmp_path / "seq-cls", "seq-cls",
+                                 "float32")
+    finally:
+        (trained.ckpt / DEFAULT_FILE).unlink()
+    assert read_default(folder)[0] == setting
