@@ -3,7 +3,8 @@ a held-out selection set, and DL19 candidate files.
 
     python -m benchmarks.recipe_data --out runs/recipe/data
 
-writes
+reads the named sets `r2r-release`, `dl19` and `dl20` (`r2r data add` / `r2r data fetch`, docs/datasets.md)
+unless files are given, and writes
 - `teacher_all.jsonl` (the whole release through `r2r import-teacher --format r2r`), `train.jsonl`,
   `heldout.jsonl`: the release with `--heldout` queries (default 50, chosen by a hash of the qid, so the split
   does not depend on file order) kept out of training; the held-out records' teacher reasons are the
@@ -33,17 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SHARED, use_cpu
+from benchmarks.common import use_cpu
 from r2r_jax.atomic import atomic_write
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
+from r2r_jax.data.datasets import dataset_file
 from r2r_jax.data.importers import import_file
 from r2r_jax.data.records import Candidate, TeacherRecord, write_records
 from r2r_jax.retrieval.bm25 import Bm25Params, Bm25sIndex
 from r2r_jax.retrieval.hard_negatives import mine_negatives, pooled_corpus
 from r2r_jax.retrieval.trec import candidates_to_run, write_run
 
-RELEASE = SHARED / "data" / "teacher" / "r2r_gpt4_msmarco_500.jsonl"
-TEST_SETS = {name: SHARED / "data" / name / "bm25_top100.json" for name in ("dl19", "dl20")}
+TEST_SETS = ("dl19", "dl20")
 TEACHER_GRADES = (4, 3, 2, 1, 1)  # teacher rank 1..5 -> graded relevance of the selection set
 
 
@@ -109,9 +110,9 @@ def write_selection_set(out: Path, name: str, items: list[QueryCandidates], qrel
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/recipe/data")
-    parser.add_argument("--release", default=str(RELEASE))
-    for name, path in TEST_SETS.items():
-        parser.add_argument(f"--{name}", default=str(path), help=f"{name} BM25 top 100 (RankGPT hits JSON)")
+    parser.add_argument("--release", help="the R2R release JSONL (default: the named set r2r-release)")
+    for name in TEST_SETS:
+        parser.add_argument(f"--{name}", help=f"{name} BM25 top 100, RankGPT hits JSON (default: the named set)")
     parser.add_argument("--depth", type=int, default=100, help="the deep selection set's depth")
     parser.add_argument("--heldout", type=int, default=50)
     parser.add_argument("--distractors", type=int, default=15)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     use_cpu()  # bm25s picks JAX for its top-k when installed: keep an installed libtpu's start-up out of it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records, report = import_file(args.release, "r2r")
+    records, report = import_file(args.release or dataset_file("r2r-release", "teacher"), "r2r")
     print(report.summary())
     write_records(out / "teacher_all.jsonl", records)
     train, heldout = split_heldout(records, args.heldout)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     write_selection_set(out, "heldout_deep", *deep_selection_set(records, heldout, args.depth))
     sizes = []
     for name in TEST_SETS:
-        test = read_candidates(getattr(args, name))
+        test = read_candidates(getattr(args, name) or dataset_file(name, "candidates"))
         sizes.append(f"{len(test)} {name.upper()}")
         for depth in (20, 100):
             top = [QueryCandidates(q.qid, q.query, q.candidates[:depth]) for q in test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The real-base recipe behind docs/results.md: SmolLM2-135M-Instruct, trained on the R2R release (450 queries,
-# 50 held out), evaluated on DL19 (BM25 top-20 and top-100) and on the held-out queries' reasons.
-#   bash benchmarks/recipe_smollm2.sh [OUT]      (OUT defaults to runs/recipe)
+# Every setting compared in docs/results.md ("Settings compared"): SmolLM2-135M-Instruct trained on the R2R
+# release (450 queries, 50 held out), evaluated on DL19 (BM25 top-20 and top-100) and on the held-out queries'
+# reasons. The one-hour recipe alone, with DL20 and the rerank default, is benchmarks/recipe.sh.
+#   bash benchmarks/recipe_smollm2.sh [OUT]      (OUT defaults to runs/recipe; needs `r2r data` sets dl19, r2r-release)
 # Each stage writes into OUT and is timed; the figures and wall times go to docs/results.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ OUT=${1:-runs/recipe}
 R2R=.venv/bin/r2r
 export JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=1
 BASE=runs/bases/smollm2-135m
-QRELS=../shared/data/dl19/qrels.txt
+QRELS=$($R2R data path dl19 qrels)
 # the rows trained before the config took the CPU settings (unrolled layers, `loop` attention) ran with these
 AS_RUN=(--model.scan-layers true --model.attention xla)
 timed() { local name=$1; shift; local t0; t0=$(date +%s); "$@"; echo "[$name] $(( $(date +%s) - t0 )) s" | tee -a "$OUT/times.txt"; }
@@ -109,20 +110,3 @@ timed "direct_hn8_b1 reasons" $R2R evaluate-reasons --checkpoint "$OUT/direct_hn
   --teacher "$OUT/data/heldout.jsonl" --output "$OUT/direct_hn8_b1_heldout_reasons.json"
 timed reasons $R2R evaluate-reasons --checkpoint "$OUT/smollm2_r2r" --teacher "$OUT/data/heldout.jsonl" \
   --output "$OUT/heldout_reasons.json"
-# docs/results.md "The rerank default": the one-hour student's default ranking, chosen on the deep selection set
-# (held-out queries, BM25 top 100 over every release passage), then DL19 and DL20 top 100 once each: the student
-# alone (one scoring run per set gives every depth) and the default, with the depth curve
-NAME=direct_hn8_b1
-timed "$NAME deep selection" $R2R rerank --checkpoint "$OUT/$NAME" --student-only \
-  --candidates "$OUT/data/heldout_deep_candidates.jsonl" --output "$OUT/${NAME}_heldout_deep.trec" --tag "$NAME"
-$R2R tune-fusion --checkpoint "$OUT/$NAME" --student-run "$OUT/${NAME}_heldout_deep.trec" --overwrite \
-  --candidates "$OUT/data/heldout_deep_candidates.jsonl" --qrels "$OUT/data/heldout_deep_qrels.txt"
-for set in dl19 dl20; do
-  timed "$NAME $set top-100 student alone" $R2R rerank --checkpoint "$OUT/$NAME" --student-only \
-    --candidates "$OUT/data/${set}_top100.jsonl" --output "$OUT/student_${set}_top100.trec" --tag smollm2_student
-  timed "$NAME $set top-100 default" $R2R rerank --checkpoint "$OUT/$NAME" \
-    --candidates "$OUT/data/${set}_top100.jsonl" --output "$OUT/default_${set}_top100.trec" --tag smollm2_default
-done
-.venv/bin/python -m benchmarks.depth_curve --default "$OUT/$NAME/rerank_default.json" --out "$OUT" \
-  --set dl19 "$OUT/data/dl19_top100.jsonl" "$OUT/student_dl19_top100.trec" "$QRELS" \
-  --set dl20 "$OUT/data/dl20_top100.jsonl" "$OUT/student_dl20_top100.trec" ../shared/data/dl20/qrels.txt
