@@ -6,9 +6,13 @@ run or an export can rebuild the student. Restores go onto whatever mesh the cal
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +29,55 @@ ITEMS = ("state", "loader", "meta")  # a checkpoint's parts: train state, loader
 
 class CheckpointError(ValueError):
     pass
+
+
+# Silence what a failed restore leaves running, so a torn checkpoint is reported in one line. When one array
+# cannot be read, orbax raises at once, but the other reads it started are still in flight: their tensorstore
+# callbacks land on the event loop orbax has already closed and print "Event loop is closed" tracebacks from
+# tensorstore's threads (through sys.excepthook), asyncio logs "Task exception was never retrieved", orbax logs
+# through absl: from none to hundreds of lines around the one line that says what is wrong, at random, for as
+# long as the process lives.
+NOISY_LOGGERS = ("asyncio", "absl", "orbax")
+_failed = False
+
+
+def restore_failed() -> bool:
+    """Whether a restore in this process failed (its abandoned work is silenced from then on)."""
+    return _failed
+
+
+@contextlib.contextmanager
+def quiet_abandoned_work() -> Iterator[None]:
+    """Around a restore: exceptions outside the main thread, unraisable exceptions and the asyncio, absl and
+    orbax loggers are silenced while the block runs. When it succeeds everything is put back; when it raises, the
+    silence stays for the rest of the process (the abandoned reads may report at any time) and `restore_failed()`
+    turns true, so `r2r` leaves right after its one line (`os._exit`: no interpreter teardown that waits for those
+    reads). The main thread's own uncaught exceptions, and Ctrl-C, still show."""
+    global _failed
+    previous_excepthook, previous_thread_hook, previous_unraisable = (sys.excepthook, threading.excepthook,
+                                                                      sys.unraisablehook)
+    levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+
+    def excepthook(exc_type, exc, tb) -> None:  # tensorstore's threads print their callbacks' errors here
+        if threading.current_thread() is threading.main_thread():
+            previous_excepthook(exc_type, exc, tb)
+
+    def unraisablehook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            previous_unraisable(unraisable)  # a lost Ctrl-C is still redelivered (cli.redeliver_lost_interrupts)
+
+    sys.excepthook, threading.excepthook, sys.unraisablehook = excepthook, lambda _args: None, unraisablehook
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    except BaseException:
+        _failed = True
+        raise
+    sys.excepthook, threading.excepthook, sys.unraisablehook = (previous_excepthook, previous_thread_hook,
+                                                                previous_unraisable)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def base_fingerprint(folder: str | Path | None, seed: int = 0, model_config: dict | None = None) -> str:
@@ -129,7 +182,8 @@ class Checkpointer:
 
     def _restore(self, step: int, manager: ocp.CheckpointManager, **items: Any) -> dict:
         try:
-            return manager.restore(step, args=ocp.args.Composite(**items))
+            with quiet_abandoned_work():  # a failed restore leaves reads in flight that print tracebacks
+                return manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # a truncated or missing piece: name the checkpoint, not orbax's internals
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
             raise CheckpointError(f"{self.directory / str(step)}: cannot restore the checkpoint of step {step} "
@@ -158,21 +212,19 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, int | None]:
 def read_meta(path: str | Path) -> tuple[dict[str, Any], Path, int]:
     """The metadata of a checkpoint (latest step unless the path names one) without restoring arrays."""
     directory, step = resolve_checkpoint(path)
-    absl_log = logging.getLogger("absl")
-    level = absl_log.level
-    absl_log.setLevel(logging.ERROR)  # orbax warns that a read-only manager does not save, on every read
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
-                                    item_names=ITEMS)
-    try:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"{directory}: holds no finished checkpoint")
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except CheckpointError:
-        raise
-    except Exception as e:  # a torn or foreign folder
-        raise CheckpointError(f"{directory / str(step)}: cannot read checkpoint metadata ({e})") from None
-    finally:
-        manager.close()
-        absl_log.setLevel(level)
+    # quiet: orbax warns that a read-only manager does not save on every read, and a torn folder's reads stray
+    with quiet_abandoned_work():
+        manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                                        item_names=ITEMS)
+        try:
+            step = manager.latest_step() if step is None else step
+            if step is None:
+                raise CheckpointError(f"{directory}: holds no finished checkpoint")
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except CheckpointError:
+            raise
+        except Exception as e:  # a torn or foreign folder
+            raise CheckpointError(f"{directory / str(step)}: cannot read checkpoint metadata ({e})") from None
+        finally:
+            manager.close()
     return meta, directory, step

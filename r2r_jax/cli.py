@@ -128,6 +128,26 @@ def main(argv: list[str] | None = None) -> int:
     _keep_tpu_runtime_quiet(name)
     if as_program:
         redeliver_lost_interrupts()
+    code = _run(name, rest, debug, as_program)
+    if as_program and _restore_failed():  # leave before the failed restore's abandoned reads print anything
+        _leave(code)
+    return code
+
+
+def _restore_failed() -> bool:
+    checkpoint = sys.modules.get("r2r_jax.checkpoint")  # loaded only by commands that read checkpoints
+    return checkpoint is not None and checkpoint.restore_failed()
+
+
+def _leave(code: int) -> None:
+    """Exit now, skipping interpreter teardown (every output is already written or cleaned up)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(name: str, rest: list[str], debug: bool, as_program: bool) -> int:
+    """Load, parse and run one command; its failures become one line and an exit code."""
     try:
         module = _load(name)
         if hasattr(module, "main"):
@@ -139,16 +159,15 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(rest)
         except SystemExit as e:  # --help (0) or a usage error already printed on one line (2): a return code
             return int(e.code or 0)
-        check_output_files(args, *getattr(module, "FILE_ARGUMENTS", ((), ())))
+        derived = module.derived_outputs(args) if hasattr(module, "derived_outputs") else {}
+        check_output_files(args, *getattr(module, "FILE_ARGUMENTS", ((), ())), derived=derived)
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         if debug:
             raise
         print(f"\nr2r {name}: interrupted", file=sys.stderr)
         if as_program:  # leave now: XLA's compiler threads can crash interpreter teardown (SIGSEGV) when a
-            sys.stdout.flush()  # compile was cut short; every output was already cleaned up while unwinding
-            sys.stderr.flush()
-            os._exit(130)
+            _leave(130)  # compile was cut short; every output was already cleaned up while unwinding
         return 130
     except Exception as e:
         if debug:

@@ -20,11 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or a Llama-architecture .gguf file")
     parser.add_argument("--output", default=None,
                         help=f"folder to write (default {DEFAULT_OUTPUT.format(name='<name>')}); "
-                             "kept as it is when it already holds the same base")
+                             "kept as it is when it already holds the same base with every file as written, "
+                             "written again when it lost or changed a file")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                         help="dtype of the written weights (GGUF weights are dequantized)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a folder that `r2r base` wrote from another file (never any other folder)")
+                        help="replace a folder that `r2r base` wrote from another file or in another dtype "
+                             "(never any other folder)")
 
 
 def default_output(source: str) -> str:

@@ -2,12 +2,13 @@
 
 Hugging Face Hub downloads are not always possible (air-gapped clusters, CI), but pretrained weights often
 travel as GGUF files inside ordinary packages. transformers reads GGUF (through the `gguf` package) and
-dequantizes it to float32; this module checks the architecture first, drops the `quantization_config` that
-the GGUF loader records (the saved weights are plain float tensors, and a folder that claims to be
-quantized will not load), and writes config, safetensors, tokenizer and chat template into a staged folder
-that is renamed into place only when complete. `r2r_base.json` records where the weights came from (file,
-SHA-256), so a second call with the same source is a no-op and `--overwrite` only ever replaces a folder
-this command wrote.
+dequantizes it to float32; this module checks the architecture first and that the file holds every tensor its
+config describes (gguf_header.py), drops the `quantization_config` that the GGUF loader records (the saved
+weights are plain float tensors, and a folder that claims to be quantized will not load), and writes config,
+safetensors, tokenizer and chat template into a staged folder that is renamed into place only when complete.
+`r2r_base.json` records where the weights came from (file, SHA-256) and every file written (size, and SHA-256
+of the small ones), so a second call with the same source is a no-op while the folder is as written, a folder
+that lost or changed a file is written again, and `--overwrite` only ever replaces a folder this command wrote.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from r2r_jax.atomic import current_umask, staged_folder
+from r2r_jax.atomic import current_umask, output_lock, staged_folder
+from r2r_jax.convert.gguf_header import check_tensors, gguf_architecture, read_header
 from r2r_jax.model.hf_mapping import ConversionError
 
 MARKER = "r2r_base.json"
@@ -81,77 +82,64 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-# GGUF value types (gguf.GGUFValueType) -> size in bytes of the fixed-size ones; 8 = string, 9 = array
-_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+SMALL_FILE = 16 << 20  # recorded with its SHA-256 too (config, tokenizer): cheap to verify on every call
 
 
-def _skip_value(f, vtype: int) -> None:
-    if vtype in _GGUF_SIZES:
-        f.seek(_GGUF_SIZES[vtype], 1)
-    elif vtype == 8:
-        f.seek(struct.unpack("<Q", f.read(8))[0], 1)
-    elif vtype == 9:
-        etype, count = struct.unpack("<IQ", f.read(12))
-        if etype in _GGUF_SIZES:
-            f.seek(count * _GGUF_SIZES[etype], 1)
-        else:
-            for _ in range(count):
-                _skip_value(f, etype)
-    else:
-        raise ValueError(f"unknown value type {vtype}")
+def _record(folder: Path) -> dict[str, dict]:
+    """Every file in `folder` with its size, and the SHA-256 of the small ones: what `r2r_base.json` lists."""
+    files = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
+        entry: dict = {"bytes": f.stat().st_size}
+        if entry["bytes"] <= SMALL_FILE:
+            entry["sha256"] = file_sha256(f)
+        files[str(f.relative_to(folder))] = entry
+    return files
 
 
-def _read_string(f, limit: int = 1 << 16) -> bytes:
-    """A key or a short string value (the length is checked before reading: a corrupt file must not make
-    us allocate exabytes)."""
-    n = struct.unpack("<Q", f.read(8))[0]
-    if n > limit:
-        raise ValueError(f"implausible string length {n}")
-    return f.read(n)
+def _missing(folder: Path, files: object) -> str | None:
+    """What makes `folder` differ from the files its marker lists (None: nothing)."""
+    if not isinstance(files, dict) or not files:
+        return f"its {MARKER} lists no files"
+    for name, entry in files.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if not isinstance(entry, dict) or f.stat().st_size != entry.get("bytes"):
+            return f"{name} is not the size it was written with"
+        if "sha256" in entry and file_sha256(f) != entry["sha256"]:
+            return f"{name} changed since it was written"
+    return None
 
 
-def gguf_architecture(path: Path) -> str:
-    """`general.architecture` from the GGUF header. Read with a few struct reads: `gguf.GGUFReader` parses
-    every tensor and every vocabulary entry first (~7 s for SmolLM2), which a no-op call must not pay."""
-    try:
-        with open(path, "rb") as f:
-            magic, version = f.read(4), struct.unpack("<I", f.read(4))[0]
-            if magic != b"GGUF" or version < 2:
-                raise ValueError("no GGUF v2+ magic")
-            _tensors, kv_count = struct.unpack("<QQ", f.read(16))
-            for _ in range(kv_count):
-                key = _read_string(f)
-                vtype = struct.unpack("<I", f.read(4))[0]
-                if key == b"general.architecture" and vtype == 8:
-                    return _read_string(f).decode("utf-8")
-                _skip_value(f, vtype)
-    except (ValueError, struct.error, UnicodeDecodeError) as e:  # struct.error: the file ends early
-        raise ConversionError(f"{path}: not a readable GGUF file ({e})") from None
-    raise ConversionError(f"{path}: GGUF header has no general.architecture")
-
-
-def _existing(output: Path, sha: str, dtype: str) -> str:
-    """'absent', 'same' (this command wrote it from the same file in the same dtype), 'ours' (from another
-    file or in another dtype) or 'foreign'."""
+def _existing(output: Path, sha: str, dtype: str) -> tuple[str, str | None]:
+    """('absent' | 'same' | 'incomplete' | 'ours' | 'foreign', what is missing). 'same': this command wrote it
+    from the same file in the same dtype and every file it wrote is there as written; 'incomplete': the same,
+    but a file is missing or changed; 'ours': from another file or in another dtype."""
     if not output.exists():
-        return "absent"
+        return "absent", None
     marker = output / MARKER
     if not marker.is_file():
-        return "foreign"
+        return "foreign", None
     try:
         info = json.loads(marker.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return "foreign"
+        return "foreign", None
     if not isinstance(info, dict):
-        return "foreign"
-    return "same" if info.get("sha256") == sha and info.get("dtype", "float32") == dtype else "ours"
+        return "foreign", None
+    if info.get("sha256") != sha or info.get("dtype", "float32") != dtype:
+        return "ours", None
+    missing = _missing(output, info.get("files"))
+    return ("incomplete", missing) if missing else ("same", None)
 
 
 def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype: str = "float32") -> Path:
     """Write the HF folder for `source` (a known base name or a .gguf path) at `output`; returns it.
 
-    An existing folder written from the same file in the same dtype is kept as it is. `overwrite` replaces
-    a folder this command wrote from another file or in another dtype, never a folder it did not write."""
+    An existing folder written from the same file in the same dtype is kept as it is while every file it was
+    written with is there as written, and written again when one is missing or changed (or its marker lists
+    none). `overwrite` replaces a folder this command wrote from another file or in another dtype, never a
+    folder it did not write. The output is held (`atomic.output_lock`) from its check to its rename, so a second
+    `r2r base` to it is refused."""
     path = resolve_source(source)
     arch = gguf_architecture(path)
     if arch not in SUPPORTED_ARCHITECTURES:
@@ -159,14 +147,23 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
                               f"models: {', '.join(SUPPORTED_ARCHITECTURES)})")
     output = Path(output)
     sha = file_sha256(path)
-    state = _existing(output, sha, dtype)
-    if state == "same":
-        return output
-    if state == "foreign":
-        raise ConversionError(f"{output} exists and was not written by `r2r base`; choose another --output")
-    if state == "ours" and not overwrite:
-        raise ConversionError(f"{output} holds a base converted from another file or to another --dtype; "
-                              "pass --overwrite to replace it")
+    with output_lock(output, "r2r base"):
+        state, missing = _existing(output, sha, dtype)
+        if state == "same":
+            return output
+        if state == "foreign":
+            raise ConversionError(f"{output} exists and was not written by `r2r base`; choose another --output")
+        if state == "ours" and not overwrite:
+            raise ConversionError(f"{output} holds a base converted from another file or to another --dtype; "
+                                  "pass --overwrite to replace it")
+        if state == "incomplete":  # this command wrote it, from this file: nothing but its own files to lose
+            print(f"r2r base: {output} is incomplete ({missing}); writing it again")
+        check_tensors(path, read_header(path))  # before transformers builds a model of whatever the header says
+        _convert(path, output, arch, sha, dtype)
+    return output
+
+
+def _convert(path: Path, output: Path, arch: str, sha: str, dtype: str) -> None:
     import torch  # only now: a no-op or a refusal answers without loading torch and transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -182,10 +179,12 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
     with staged_folder(output, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        info = {"source": str(path.absolute()), "sha256": sha, "architecture": arch, "dtype": dtype,
-                "name": next((n for n, b in KNOWN_BASES.items() if b.filename == path.name), None)}
-        (tmp / MARKER).write_text(json.dumps(info, indent=1) + "\n")
         mode = 0o666 & ~current_umask()  # some writers create their files private
-        for f in tmp.iterdir():
-            f.chmod(mode)
-    return output
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                f.chmod(mode)
+        info = {"source": str(path.absolute()), "sha256": sha, "architecture": arch, "dtype": dtype,
+                "name": next((n for n, b in KNOWN_BASES.items() if b.filename == path.name), None),
+                "files": _record(tmp)}  # a folder is current only while every one of them is there as written
+        (tmp / MARKER).write_text(json.dumps(info, indent=1) + "\n")
+        (tmp / MARKER).chmod(mode)

@@ -9,6 +9,7 @@ writes, into a hidden folder beside the output that is renamed into place once e
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from r2r_jax.atomic import check_output_folder, staged_folder
+from r2r_jax.atomic import check_output_folder, output_lock, staged_folder
 from r2r_jax.checkpoint import read_meta
 from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.convert.export_files import ExportInfo, write_side_files
@@ -221,19 +222,25 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, dtyp
                       max_shard_size: str | int = "5GB", base_model: str | None = None, overwrite: bool = False,
                       progress: bool = False) -> Path:
     """Restore a training checkpoint onto all devices (FSDP over every device, so an 8B student fits where
-    it was trained or on one host) and export it as `fmt`. Returns the output folder."""
+    it was trained or on one host) and export it as `fmt`. Returns the output folder. Process 0 holds the output
+    (`atomic.output_lock`) from its check to its rename, so a second export to it is refused, not mixed in."""
     parse_size(max_shard_size)
-    # before minutes of restore: never replace the run being exported, nor a folder an export did not write
-    check_output_folder(output, flag="--output", inputs=[checkpoint, *_run_folder(checkpoint)],
-                        marker=STUDENT_FILE, writer="r2r export", overwrite=overwrite)
-    meta, _, _ = read_meta(checkpoint)
-    if not meta.get("config", {}).get("data", {}).get("tokenizer"):
-        raise ExportError(f"{checkpoint}: its config names no data.tokenizer; cannot write tokenizer files")
-    check_request(fmt, dtype, base_model or meta.get("base_model", ""),
-                  meta.get("config", {}).get("lora", {}).get("train", ""))
+
+    def check() -> None:  # never replace the run being exported, nor a folder an export did not write
+        check_output_folder(output, flag="--output", inputs=[checkpoint, *_run_folder(checkpoint)],
+                            marker=STUDENT_FILE, writer="r2r export", overwrite=overwrite)
+
+    check()  # before minutes of restore, and before the lock (its file goes beside the output)
     maybe_initialize_distributed()
-    prepared, step = load_trained(checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), base_model)
-    return export_prepared(prepared, step, checkpoint, output, fmt, dtype, max_shard_size, overwrite, progress)
+    with output_lock(output, "r2r export") if jax.process_index() == 0 else contextlib.nullcontext():
+        check()  # again: another export may have written it meanwhile
+        meta, _, _ = read_meta(checkpoint)
+        if not meta.get("config", {}).get("data", {}).get("tokenizer"):
+            raise ExportError(f"{checkpoint}: its config names no data.tokenizer; cannot write tokenizer files")
+        check_request(fmt, dtype, base_model or meta.get("base_model", ""),
+                      meta.get("config", {}).get("lora", {}).get("train", ""))
+        prepared, step = load_trained(checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), base_model)
+        return export_prepared(prepared, step, checkpoint, output, fmt, dtype, max_shard_size, overwrite, progress)
 
 
 def _run_folder(checkpoint: str | Path) -> list[Path]:

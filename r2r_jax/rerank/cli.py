@@ -167,6 +167,22 @@ def student_folder(args: argparse.Namespace) -> Path:
     return path.parent if path.name == "checkpoints" else path
 
 
+def explanations_path(args: argparse.Namespace) -> str | None:
+    """--explanations, or with --explain-top and no --explanations, <output stem>.explanations.jsonl."""
+    if args.explanations is None and args.explain_top:
+        return str(Path(args.output).with_suffix("")) + ".explanations.jsonl"
+    return args.explanations
+
+
+def derived_outputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """What rerank writes that no flag names: `r2r` refuses these too when they are, hold or lie in an input."""
+    from r2r_jax.rerank.shards import shard_dir
+
+    default = explanations_path(args) if args.explanations is None else None
+    return {"--explanations (default with --explain-top)": default,
+            "--output's shard folder": str(shard_dir(args.output))}
+
+
 def job_settings(args: argparse.Namespace, files: list[str], student, explanations: str | None) -> dict:
     """What a finished shard's results depend on: a resumed job must match it (rerank/shards.py)."""
     from r2r_jax.rerank.shards import file_identity
@@ -203,9 +219,7 @@ def run(args: argparse.Namespace) -> int:
             raise RecordError("no queries to rerank", path=source)
     except (RecordError, ValueError, OSError) as e:
         return fail(e, 2)
-    explanations = args.explanations
-    if explanations is None and args.explain_top:
-        explanations = str(Path(args.output).with_suffix("")) + ".explanations.jsonl"
+    explanations = explanations_path(args)
 
     maybe_initialize_distributed()
     prompts = {"prompt_template": args.prompt_template, "comparison_template": args.comparison_template,

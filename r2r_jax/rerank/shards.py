@@ -8,12 +8,15 @@ writes the one TREC run (and explanations JSONL) in input order, then removes th
 Host memory holds one shard, whatever the number of queries.
 
 `job.json` in the folder records what the shards were made from (inputs, student, settings that change a
-score or a reason); a run whose settings differ is refused rather than mixed with them. Every process
-follows process 0's list of finished shards (sent through JAX's collectives: no shared file system needed).
+score or a reason); a run whose settings differ is refused rather than mixed with them, and while a job runs
+process 0 holds the folder (`atomic.folder_lock`), so a second job with the same --output is refused too. Every
+process follows process 0's list of finished shards (sent through JAX's collectives: no shared file system
+needed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import jax
 
-from r2r_jax.atomic import atomic_write, write_json, write_jsonl
+from r2r_jax.atomic import LOCK_FILE, OutputRefused, atomic_write, folder_lock, write_json, write_jsonl
 from r2r_jax.data.candidates import QueryCandidates
 from r2r_jax.data.templates import TruncationStats
 from r2r_jax.rerank.job import RerankResult, explanation_records, gather_from_all, with_first_stage_tail
@@ -35,7 +38,7 @@ JOB_FILE = "job.json"
 
 
 class ShardMismatch(ValueError):
-    """The shard folder holds results of a different job."""
+    """The shard folder holds results of a different job, or another job is working in it."""
 
 
 def shard_dir(output: str | Path) -> Path:
@@ -85,10 +88,9 @@ def _open_folder(folder: Path, job: dict) -> set[int]:
             raise ShardMismatch(f"{folder} holds shards of a different job (changed: {', '.join(changed)}); "
                                 "run with the same arguments to resume, or remove that folder to start over")
         return {int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("shard-*.trec")}
-    if folder.exists():  # removed at the end: never take over a folder this job did not make
+    if any(p.name != LOCK_FILE for p in folder.iterdir()):  # removed at the end: never take over another folder
         raise ShardMismatch(f"{folder} exists and holds no {JOB_FILE}: it is not an r2r rerank shard folder; move "
                             "it or choose another --output")
-    folder.mkdir(parents=True)
     write_json(record, {"fingerprint": fingerprint, "job": job})
     return set()
 
@@ -99,6 +101,16 @@ def run_sharded(rerank_shard: Callable[[list[QueryCandidates]], RerankResult],
     """Rerank `items` ((query, first-stage docids kept below the reranked ones)) shard by shard with
     `rerank_shard`, resuming from the shards already on disk; then the final run (and explanations)."""
     folder, main = shard_dir(output), jax.process_index() == 0
+    try:  # process 0 holds the shard folder (made if new) while the job runs; the others write nothing
+        with folder_lock(folder, "r2r rerank") if main else contextlib.nullcontext():
+            return _run_sharded(rerank_shard, items, output, folder, main, job, shard_size, tag, explanations)
+    except OutputRefused as e:  # another job holds it: bad input, as a shard folder of another job is
+        raise ShardMismatch(str(e)) from None
+
+
+def _run_sharded(rerank_shard: Callable[[list[QueryCandidates]], RerankResult],
+                 items: Iterable[tuple[QueryCandidates, list[str]]], output: str | Path, folder: Path, main: bool,
+                 job: dict, shard_size: int, tag: str, explanations: str | Path | None) -> ShardedOutcome:
     done = sorted(_open_folder(folder, job)) if main else []
     done = set(gather_from_all({"done": done})[0]["done"])  # every process follows process 0's list
     outcome = ShardedOutcome(resumed_shards=len(done))

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from r2r_jax.atomic import write_json
+from r2r_jax.atomic import output_lock, write_json
 from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.records import RecordError
@@ -104,11 +104,35 @@ def _settings(args: argparse.Namespace) -> TeachSettings:
     return dataclasses.replace(settings, **PRESETS[args.preset]) if args.preset else settings
 
 
+def cache_path(args: argparse.Namespace) -> str:
+    return args.cache or f"{args.output}.cache.sqlite"
+
+
+def failures_path(args: argparse.Namespace) -> str:
+    return args.failures or f"{args.output}.failures.jsonl"
+
+
+def derived_outputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The default cache and failures paths (derived from --output): `r2r` refuses them too when they are an
+    input."""
+    return {"--cache (default <output>.cache.sqlite)": None if args.cache else cache_path(args),
+            "--failures (default <output>.failures.jsonl)": None if args.failures else failures_path(args)}
+
+
 def _write_json(path: str, obj: dict) -> None:
     write_json(path, obj)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Teach; a real run holds its output and its cache (`atomic.output_lock`) from reading what is done to the
+    summary, so a second `r2r teach` on either is refused instead of appending the same queries again."""
+    if args.dry_run:
+        return _run(args)
+    with output_lock(args.output, "r2r teach"), output_lock(cache_path(args), "r2r teach"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from r2r_jax.teacher.cost import CostMeter, prices_for
     from r2r_jax.teacher.output import TeacherOutput, read_done
     from r2r_jax.teacher.summary import Stats
@@ -167,7 +191,7 @@ def _teach(args, teacher, stats, meter, queries, todo, api_key, output) -> int:
     from r2r_jax.teacher.output import OrderedAppender, write_failures
     from r2r_jax.teacher.summary import build_summary, format_summary
 
-    cache = ResponseCache(args.cache or f"{args.output}.cache.sqlite")
+    cache = ResponseCache(cache_path(args))
     policy = RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max, args.timeout)
     client = TeacherClient(args.base_url, api_key, cache, meter, stats, policy, max_in_flight=args.concurrency)
     appender = OrderedAppender(output, len(todo))
@@ -187,8 +211,8 @@ def _teach(args, teacher, stats, meter, queries, todo, api_key, output) -> int:
     finally:
         output.close()
         cache.close()
-    failures_path = args.failures or f"{args.output}.failures.jsonl"
-    write_failures(failures_path, outcome.failures)
+    failures = failures_path(args)
+    write_failures(failures, outcome.failures)
     counts = {"total": len(queries), "already_done": len(queries) - len(todo), **outcome.counts}
     summary = build_summary(stats, meter, counts, args.mode, outcome.stopped)
     print(f"r2r teach: {args.output}\n{format_summary(summary)}", file=sys.stderr)
@@ -204,7 +228,7 @@ def _teach(args, teacher, stats, meter, queries, todo, api_key, output) -> int:
         print("r2r teach: stopped at the budget; rerun with a higher --max-cost to continue", file=sys.stderr)
         return EXIT_BUDGET
     if outcome.failures:
-        print(f"r2r teach: {len(outcome.failures)} queries failed, listed in {failures_path}; "
+        print(f"r2r teach: {len(outcome.failures)} queries failed, listed in {failures}; "
               "a rerun retries only them", file=sys.stderr)
         return EXIT_FAILED
     return 0

@@ -3,15 +3,17 @@
 A run folder is one `r2r train` created (it holds `config.yaml` or `checkpoints/`). Training refuses a folder
 that is someone else's (non-empty, neither of those), a folder that is or holds the base model or the tokenizer,
 and a resume whose checkpoint was trained with another model shape, LoRA layout or base — each with one line
-naming the field, before `config.yaml` is rewritten.
+naming the field, before `config.yaml` is rewritten. While a run trains, its folder is locked: a second run
+into it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
-from r2r_jax.atomic import overlaps
+from r2r_jax.atomic import LOCK_FILE, folder_lock, overlaps
 from r2r_jax.checkpoint import CheckpointError, base_fingerprint, check_same_base, read_meta
 from r2r_jax.config import ConfigError, ModelConfig, TrainConfig
 
@@ -25,16 +27,28 @@ def run_marker(out: Path) -> bool:
     return (out / "config.yaml").is_file() or (out / "checkpoints").is_dir()
 
 
-def check_run_folder(cfg: TrainConfig, model_cfg: ModelConfig) -> int | None:
-    """Raise ConfigError if training may not use `cfg.output_dir`; return the step a resume starts from
-    (None for a fresh run)."""
-    out = Path(cfg.output_dir)
+def hold_run_folder(cfg: TrainConfig, is_main: bool) -> contextlib.AbstractContextManager:
+    """Process 0 holds `cfg.output_dir` for the whole run (`atomic.folder_lock`): a second `r2r train` into it
+    is refused with the holder's PID instead of mixing its checkpoints and logs with this run's. Taken after the
+    checks that need no lock, so a folder that is a file, or holds the base or the tokenizer, is never written."""
+    _check_place(Path(cfg.output_dir), cfg)
+    return folder_lock(cfg.output_dir, "r2r train") if is_main else contextlib.nullcontext()
+
+
+def _check_place(out: Path, cfg: TrainConfig) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output-dir {out} is a file, not a folder")
     for flag, source in (("--base-model", cfg.base_model), ("--data.tokenizer", cfg.data.tokenizer)):
         if source and Path(source).exists() and overlaps(out, source):
             raise ConfigError(f"--output-dir {out} overlaps {flag} {source}; choose a folder outside it")
-    if out.is_dir() and any(out.iterdir()) and not run_marker(out):
+
+
+def check_run_folder(cfg: TrainConfig, model_cfg: ModelConfig) -> int | None:
+    """Raise ConfigError if training may not use `cfg.output_dir`; return the step a resume starts from
+    (None for a fresh run)."""
+    out = Path(cfg.output_dir)
+    _check_place(out, cfg)
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not run_marker(out):
         raise ConfigError(f"--output-dir {out} holds files but is not a training run (no config.yaml or "
                           "checkpoints/); choose a new or empty folder")
     checkpoints = out / "checkpoints"

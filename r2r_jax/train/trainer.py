@@ -39,7 +39,7 @@ from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
 from r2r_jax.retrieval.trec import read_qrels, write_run
 from r2r_jax.train.logging import LOSS_KEYS, MetricsLog, plot_losses
 from r2r_jax.train.remat_choice import resolve_auto
-from r2r_jax.train.run_folder import check_run_folder
+from r2r_jax.train.run_folder import check_run_folder, hold_run_folder
 from r2r_jax.train.setup import Prepared, prepare, resolve_model_config
 from r2r_jax.train.step import jit_train_step, make_train_step, state_shardings
 
@@ -101,7 +101,13 @@ def pack_for_step(local: dict, shapes: BatchShapes, pack: PackShapes | None, pad
 
 
 def train(cfg: TrainConfig) -> dict:
+    """Train as `cfg` says; process 0 holds the output folder for the whole run (one job per folder)."""
     maybe_initialize_distributed()
+    with hold_run_folder(cfg, jax.process_index() == 0):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
     mesh = make_mesh(cfg.mesh)
     out = Path(cfg.output_dir)
     is_main = jax.process_index() == 0
