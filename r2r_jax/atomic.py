@@ -191,6 +191,9 @@ def check_output_files(args: Any, outputs: Sequence[str], inputs: Sequence[str],
 
     named = [(flag(d), getattr(args, d, None)) for d in outputs] + list((derived or {}).items())
     sources = [(flag(d), getattr(args, d, None)) for d in inputs]
+    for out, target in named[: len(outputs)]:
+        if target:
+            check_file_target(out, target)
     for i, (out, target) in enumerate(named):
         if not target:
             continue
@@ -198,6 +201,17 @@ def check_output_files(args: Any, outputs: Sequence[str], inputs: Sequence[str],
             if path and overlaps(target, path):
                 raise OutputRefused(f"{out} {target} is also {other}; writing it would destroy that file: choose "
                                     "another path")
+
+
+def check_file_target(flag: str, target: str | Path) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder is there, or something on its
+    way is a file. Otherwise the failure comes at the end, naming the temporary file the writer used."""
+    path = Path(target)
+    if path.is_dir():
+        raise OutputRefused(f"{flag} {target} is a folder; give the path of a file to write")
+    above = next((p for p in path.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise OutputRefused(f"{flag} {target}: {above} is a file, not a folder")
 
 
 @contextlib.contextmanager

@@ -38,3 +38,14 @@ def unit_float(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def mesh_size(text: str) -> int:
+    """A device-mesh axis size: a positive count, or -1 for all the devices the other axes leave."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"must be a positive size or -1 (all remaining devices), got {text}")
+    return value

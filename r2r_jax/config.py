@@ -7,18 +7,23 @@ raised by `validate()`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
+import string
 import tempfile
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import draccus
 import yaml
-from draccus.utils import DecodingError
+from draccus.utils import DecodingError, DraccusException
 
-from r2r_jax.config_help import canonical_flag
+from r2r_jax.config_help import canonical_flag, user_flag
 
 
 class ConfigError(ValueError):
@@ -34,6 +39,9 @@ class RopeScalingConfig:
     low_freq_factor: float = 1.0  # wavelengths above original/low_freq_factor are fully scaled
     high_freq_factor: float = 4.0  # wavelengths below original/high_freq_factor are kept
     original_max_position_embeddings: int = 8192  # the context the base was pre-trained with
+
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")  # the floating dtypes model.dtype/param_dtype may name
 
 
 @dataclass
@@ -70,6 +78,13 @@ class ModelConfig:
     attention: Literal["xla", "loop", "cudnn", "splash"] = "xla"
 
     def validate(self) -> None:
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ConfigError(f"model.{name}={getattr(self, name)!r} is not a dtype; choose from {list(DTYPES)}")
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"model.num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -121,6 +136,8 @@ class LoraConfig:
             raise ConfigError(f"lora.targets has unknown modules {sorted(unknown)}; known: {sorted(known)}")
         if self.rank < 1:
             raise ConfigError(f"lora.rank must be >= 1, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -131,12 +148,18 @@ class MeshConfig:
     fsdp: int = 1  # parameter sharding (ZeRO-3 style); the batch is split over data and fsdp
     tensor: int = 1  # tensor parallelism over heads / MLP / vocab
 
+    def validate(self) -> None:
+        """What no device count can make work, found with the config (before any device or model is touched)."""
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        for name, size in sizes.items():
+            if size == 0 or size < -1:
+                raise ConfigError(f"mesh.{name} must be a positive size or -1 (all remaining devices), got {size}")
+        if list(sizes.values()).count(-1) > 1:
+            raise ConfigError(f"mesh: at most one axis may be -1, got {list(sizes.values())}")
+
     def shape(self, num_devices: int) -> tuple[int, int, int]:
+        self.validate()
         sizes = [self.data, self.fsdp, self.tensor]
-        if sizes.count(-1) > 1:
-            raise ConfigError(f"mesh: at most one axis may be -1, got {sizes}")
-        if any(s == 0 or s < -1 for s in sizes):
-            raise ConfigError(f"mesh: axis sizes must be positive or -1, got {sizes}")
         known = 1
         for s in sizes:
             if s != -1:
@@ -186,6 +209,8 @@ class LossConfig:
             raise ConfigError(f"loss.gamma_comparison must be >= 0, got {self.gamma_comparison}")
         if self.temperature <= 0:
             raise ConfigError(f"loss.temperature must be > 0, got {self.temperature}")
+        if self.gen_chunk < 1:
+            raise ConfigError(f"loss.gen_chunk must be >= 1, got {self.gen_chunk}")
 
 
 @dataclass
@@ -206,6 +231,14 @@ class OptimConfig:
             raise ConfigError(f"optim.learning_rate must be >= 0, got {self.learning_rate}")
         if self.head_lr_multiplier <= 0:
             raise ConfigError(f"optim.head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("b1", "b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @dataclass
@@ -243,6 +276,28 @@ class DataConfig:
     dev_max_queries: int = 0  # 0: all
     dev_max_candidates: int = 0  # per query; 0: all
 
+    def validate(self) -> None:
+        """Counts and templates, checked before anything is read: a wrong one would otherwise surface only once
+        the records are tokenized or the model is built. (A template's length against the prompt limit needs
+        the tokenizer: `data.templates.check_template_fits`.)"""
+        for name in ("group_size", "max_prompt_len", "max_target_len", "max_comparison_prompt_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("random_negatives", "hard_negatives", "pack_length", "pack_rows", "comparisons_per_query",
+                     "dev_max_queries", "dev_max_candidates"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        if bool(self.pack_length) != bool(self.pack_rows):
+            raise ConfigError(f"data.pack_length and data.pack_rows go together, got {self.pack_length} and "
+                              f"{self.pack_rows}")
+        if self.pack_length and self.pack_length < self.max_prompt_len + self.max_target_len:
+            raise ConfigError(f"data.pack_length={self.pack_length} is shorter than one sequence "
+                              f"(max_prompt_len + max_target_len = {self.max_prompt_len + self.max_target_len})")
+        for name, fields in (("prompt_template", ("query", "passage")), ("comparison_template", ("query", "passages"))):
+            problem = template_problem(getattr(self, name), fields)
+            if problem:
+                raise ConfigError(f"data.{name}: {problem}")
+
     @property
     def rows_per_query(self) -> int:
         """Scored sequences per query in a training batch: the teacher group plus the negatives."""
@@ -275,25 +330,49 @@ class TrainConfig:
     score_init_tokens: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        non_finite = next(((path, v) for path, v in _floats(self) if not math.isfinite(v)), None)
+        if non_finite is not None:  # nan compares false with every bound, so it is refused before any of them
+            raise ConfigError(f"{non_finite[0]} must be a finite number, got {non_finite[1]}")
         self.model.validate()
         self.lora.validate()
+        self.mesh.validate()
         self.loss.validate()
         self.optim.validate()
+        self.data.validate()
+        for name in ("steps", "batch_size", "micro_batches", "log_every", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.batch_size % self.micro_batches:
             raise ConfigError(f"batch_size={self.batch_size} is not divisible by micro_batches={self.micro_batches}")
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.score_init_tokens and len(self.score_init_tokens) != 2:
             raise ConfigError(f"score_init_tokens takes [positive, negative], got {self.score_init_tokens}")
-        for name in ("random_negatives", "hard_negatives", "pack_length", "pack_rows"):
-            if getattr(self.data, name) < 0:
-                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self.data, name)}")
-        d = self.data
-        if bool(d.pack_length) != bool(d.pack_rows):
-            raise ConfigError(f"data.pack_length and data.pack_rows go together, got {d.pack_length} and {d.pack_rows}")
-        if d.pack_length and d.pack_length < d.max_prompt_len + d.max_target_len:
-            raise ConfigError(f"data.pack_length={d.pack_length} is shorter than one sequence "
-                              f"(max_prompt_len + max_target_len = {d.max_prompt_len + d.max_target_len})")
+
+
+def _floats(cfg: object, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted field path, value) of every float in a config and its sections."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _floats(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            yield f"{prefix}{f.name}", value
+
+
+def template_problem(template: str, fields: Sequence[str]) -> str | None:
+    """Why `template` cannot render a prompt from exactly `fields` (a missing or unknown {field}, a stray
+    brace), or None: found when the config is read, not when the first prompt is rendered."""
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as e:  # a lone { or }
+        return f"{template!r} is not a format string ({e}; write {{{{ and }}}} for literal braces)"
+    if used != set(fields):
+        missing, unknown = sorted(set(fields) - used), sorted(used - set(fields))
+        parts = ([f"lacks {', '.join('{' + n + '}' for n in missing)}"] if missing else []) + \
+                ([f"has unknown field(s) {', '.join('{' + n + '}' for n in unknown)}"] if unknown else [])
+        return f"{template!r} {' and '.join(parts)}; it takes exactly {', '.join('{' + n + '}' for n in fields)}"
+    return None
 
 
 INCLUDE_KEY = "include"  # a config file may name a base file whose fields it overrides
@@ -317,10 +396,14 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return path, rest
 
 
-def load_config(cls: type, argv: list[str], prog: str = "r2r"):
-    """Parse `--config FILE` and dotted overrides into `cls`; validate when it has `validate()`."""
+def load_config(cls: type, argv: list[str], prog: str = "r2r", spell: Callable[[str], str] | None = None):
+    """Parse `--config FILE` and dotted overrides into `cls`; validate when it has `validate()`.
+
+    Every problem is a one-line ConfigError naming the option as the user spells it (`spell` maps a field
+    path to that spelling; default `--data.train-path`): draccus would print its 49-line usage first."""
+    spell = spell or user_flag
     path, rest = _split_config_flag(argv)
-    rest = [canonical_flag(arg) for arg in rest]  # --output-dir and --output_dir are one flag
+    rest = _quote_strings(cls, [canonical_flag(arg) for arg in rest])  # --output-dir and --output_dir are one flag
     fields, included = ({}, False) if path is None else _resolve_includes(path, ())
     if path is not None and not fields:
         raise ConfigError(f"--config {path}: the file is empty (leave --config out to use the defaults)")
@@ -330,12 +413,56 @@ def load_config(cls: type, argv: list[str], prog: str = "r2r"):
             parsed_path = str(Path(tmp) / Path(path).name)  # the merged file draccus reads
             Path(parsed_path).write_text(yaml.safe_dump(fields, sort_keys=False))
         try:
-            cfg = draccus.parse(config_class=cls, config_path=parsed_path, args=rest, prog=prog)
+            cfg = draccus.parse(config_class=cls, config_path=parsed_path, args=rest, prog=prog, exit_on_error=False)
         except DecodingError as e:  # a wrong type, in the file or on the command line: names the field
             raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
+        except argparse.ArgumentError as e:  # a bad choice, a flag without its value
+            name = (e.argument_name or "").split("/")[0].removeprefix("--")
+            raise ConfigError(f"{spell(name) if name else 'an option'}: {e.message} ({prog} --help lists the "
+                              "options)") from None
+        except DraccusException as e:  # "unrecognized arguments: --a.b=1 ..."
+            raise ConfigError(f"{_unrecognized(str(e), spell)} ({prog} --help lists the options)") from None
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
+
+
+def _unrecognized(message: str, spell: Callable[[str], str]) -> str:
+    """The first unknown option of draccus' "unrecognized arguments: ..." message, as the user spells it."""
+    words = message.partition(":")[2].split()
+    flag = next((w for w in words if w.startswith("--")), None)
+    if flag is not None:
+        return f"unknown option {spell(flag[2:].partition('=')[0])}"
+    return f"unexpected argument {words[0]!r} (options are spelled --name=value)" if words else message
+
+
+def _field_type(cls: type, path: str) -> object:
+    """The declared type of the dotted field `path` of the config class `cls` (None for no such field)."""
+    kind: object = cls
+    for part in path.split("."):
+        if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
+            return None
+        kind = typing.get_type_hints(kind).get(part)
+        sections = [a for a in typing.get_args(kind) if dataclasses.is_dataclass(a)]  # `X | None`
+        kind = sections[0] if sections else kind
+    return kind
+
+
+def _quote_strings(cls: type, args: list[str]) -> list[str]:
+    """Values of `str` fields quoted for draccus, which reads every value as YAML: unquoted, a template such
+    as `Q: {query}` would become a mapping and `123` a number. A string field takes the text as written."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if _field_type(cls, key) is not str:
+            continue
+        if eq:
+            out[i] = f"--{key}={json.dumps(value)}"
+        elif i + 1 < len(out) and not out[i + 1].startswith("--"):
+            out[i + 1] = json.dumps(out[i + 1])
+    return out
 
 
 def _merged(base: dict, over: dict) -> dict:

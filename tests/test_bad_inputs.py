@@ -138,6 +138,21 @@ NUMBERS = [
     (["train", "--data.pack-length=16", "--data.pack-rows=2", "--output_dir={o}"], "pack_length"),
     (["train", "--batch_size=3", "--micro_batches=2", "--output_dir={o}"], "micro_batches"),
     (["train", "--loss.gamma-comparison=-0.5", "--output-dir={o}"], "gamma_comparison"),
+    # values that used to pass the config and fail only once the model was built (exit 1)
+    (["train", "--mesh.data=0", "--output-dir={o}"], "mesh.data"),
+    (["train", "--model.dtype=float99", "--output-dir={o}"], "model.dtype"),
+    (["train", "--data.group-size=0", "--output-dir={o}"], "data.group_size"),
+    (["train", "--optim.learning-rate=nan", "--output-dir={o}"], "optim.learning_rate"),
+    (["train", "--optim.learning-rate=inf", "--output-dir={o}"], "optim.learning_rate"),
+    (["train", "--loss.temperature=nan", "--output-dir={o}"], "loss.temperature"),
+    (["train", "--data.prompt-template=Q: {{query}}", "--output-dir={o}"], "data.prompt_template"),
+    (["train", "--data.comparison-template={{query}} {{passage}}", "--output-dir={o}"], "data.comparison_template"),
+    (["rerank", "--candidates", "{c}", "--checkpoint", "{o}", "--output", "{o}", "--mesh.data", "0"], "--mesh.data"),
+    (["evaluate-reasons", "--teacher", "{t}", "--checkpoint", "{o}", "--output", "{o}", "--mesh.fsdp", "-2"],
+     "--mesh.fsdp"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--rel-level", "0"], "--rel-level"),
+    (["compile", "--config", "{cfg}", "--topology", "v9z:2x2"], "--topology v9z:2x2: unknown chip"),
+    (["compile", "--config", "{cfg}", "--topology", "v5p:2xa"], "--topology v5p:2xa"),
 ]
 
 
@@ -145,7 +160,8 @@ NUMBERS = [
 def test_out_of_range_numbers_name_the_flag(argv, flag, good, tmp_path, capsys):
     out = tmp_path / "out"
     values = {"c": good / "candidates.jsonl", "o": out, "r": good / "run.trec", "q": good / "qrels.txt",
-              "t": good / "teacher.jsonl", "qs": good / "queries.jsonl", "k": good / "corpus.jsonl"}
+              "t": good / "teacher.jsonl", "qs": good / "queries.jsonl", "k": good / "corpus.jsonl",
+              "cfg": good / "config.yaml"}
     code, err = run_cli([a.format(**{k: str(v) for k, v in values.items()}) for a in argv], capsys)
     assert_one_line_error(code, err, argv[0], (flag,))
     assert not out.exists()
@@ -544,3 +560,181 @@ def test_a_torn_checkpoint_is_one_line_every_time(tiny_run, good, tmp_path):
             assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
             assert lines[0].startswith(f"r2r {command}: error: ") and "cannot restore the checkpoint" in lines[0]
     assert not (tmp_path / "run.trec").exists() and not (tmp_path / "export").exists()
+
+
+# --- bad values found before any model loads -------------------------------------------------------------------
+
+UNKNOWN_OPTIONS = [
+    (["train", "--trainer.steps=3"], "r2r train: error: unknown option --trainer.steps (r2r train --help lists the "
+                                     "options)"),
+    (["train", "--loss.reasons", "bogus"], "r2r train: error: --loss.reasons: invalid choice: 'bogus'"),
+    (["train", "--steps"], "r2r train: error: --steps: expected one argument"),
+    (["compile", "--config", "{cfg}", "--topology", "v5p:2x2x1", "--set", "nokey=3"],
+     "r2r compile: error: unknown option --set nokey "),
+]
+
+
+@pytest.mark.parametrize("argv,line", UNKNOWN_OPTIONS, ids=[" ".join(a[:2]) + " " + a[-1] for a, _ in UNKNOWN_OPTIONS])
+def test_an_unknown_or_ill_formed_config_flag_is_one_line(argv, line, good, capsys):
+    """draccus printed its 49-line usage before the error line: now the one line names the option."""
+    code, err = run_cli([a.format(cfg=good / "config.yaml") for a in argv], capsys)
+    assert_one_line_error(code, err, argv[0], (line.split(": error: ")[1],))
+    assert err.startswith(line)
+
+
+def test_template_limits_are_checked_with_the_tokenizer_before_the_model(good, tiny_run, tmp_path, capsys):
+    """A template with a wrong field or a prompt limit below the template's own length: exit 2 naming the flag,
+    found with the tokenizer alone (the model would be built first, and the run fail with exit 1)."""
+    run = tmp_path / "run"
+    train = ["train", f"--data.train_path={good / 'teacher.jsonl'}", f"--data.tokenizer={good / 'tok'}",
+             "--model.vocab_size=128", f"--output_dir={run}"]
+    cases = [
+        (train + ["--data.max-prompt-len=3"], "data.max_prompt_len=3: the template alone takes"),
+        (train + ["--data.max-comparison-prompt-len=4"], "data.max_comparison_prompt_len=4: the template alone"),
+        (train[:2] + [f"--data.tokenizer={tmp_path / 'no' / 'tok'}"] + train[3:], "data.tokenizer: tokenizer "),
+    ]
+    rerank = ["rerank", "--checkpoint", str(tiny_run), "--candidates", str(good / "candidates.jsonl"), "--output",
+              str(tmp_path / "out.trec")]
+    cases += [
+        (rerank + ["--prompt-template", "{query} {bogus} {passage}"], "--prompt-template: '{query} {bogus} {passage}'"
+                                                                     " has unknown field(s) {bogus}"),
+        (rerank + ["--comparison-template", "{query}", "--explain-top", "2"], "--comparison-template: '{query}' lacks"),
+        (rerank + ["--max-prompt-len", "2"], "--max-prompt-len 2: the template alone takes"),
+        (rerank + ["--tokenizer", str(tmp_path / "no" / "tok")], "not found"),
+    ]
+    for argv, message in cases:
+        code, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, argv[0], (message,))
+        assert not [p for p in tmp_path.iterdir()], sorted(tmp_path.iterdir())
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused_before_the_model(good, tmp_path, capsys):
+    import jax
+
+    from r2r_jax.config import MeshConfig
+    from r2r_jax.parallel.batch import data_parallel_size
+    from r2r_jax.parallel.mesh import make_mesh
+
+    devices = data_parallel_size(make_mesh(MeshConfig(), jax.devices()))
+    if devices < 2:
+        pytest.skip("one device: every batch splits")
+    code, err = run_cli(["train", f"--data.train_path={good / 'teacher.jsonl'}", f"--data.tokenizer={good / 'tok'}",
+                         "--model.vocab_size=128", f"--batch_size={devices + 1}", f"--output_dir={tmp_path / 'run'}"],
+                        capsys)
+    assert_one_line_error(code, err, "train", (f"batch_size={devices + 1} does not split",))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_local_tokenizer_fails_at_once(tmp_path):
+    """A local-looking path that is not there is not looked up on the Hub (a minute of retries offline)."""
+    import time
+
+    from r2r_jax.data.templates import load_tokenizer, looks_local
+
+    start = time.perf_counter()
+    for path in (tmp_path / "no" / "tok", "./tok-missing", "runs/x/tokenizer"):
+        with pytest.raises(FileNotFoundError, match="no such folder"):
+            load_tokenizer(path)
+    assert time.perf_counter() - start < 5
+    assert not looks_local("meta-llama/Llama-3.1-8B") and not looks_local("gpt2")
+
+
+FOLDER_FOR_A_FILE = [
+    (["rerank", "--candidates", "{c}", "--checkpoint", "{dir}", "--output", "{dir}"], "--output"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--json", "{dir}"], "--json"),
+    (["evaluate-reasons", "--teacher", "{t}", "--checkpoint", "{dir}", "--output", "{dir}"], "--output"),
+    (["compile", "--config", "{cfg}", "--topology", "h100:1", "--json", "{dir}"], "--json"),
+    (["retrieve", "--queries", "{qs}", "--corpus", "{k}", "--output", "{dir}"], "--output"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--json", "{file}/x.json"], "is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", FOLDER_FOR_A_FILE, ids=[f"{a[0]} {a[-1]}" for a, _ in FOLDER_FOR_A_FILE])
+def test_an_output_file_that_cannot_be_written_is_refused_up_front(argv, flag, good, tmp_path, capsys):
+    """A folder where an output file goes (or a file on its way) failed at the end, naming a temporary file."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "plain").write_text("x\n")
+    values = {"c": good / "candidates.jsonl", "r": good / "run.trec", "q": good / "qrels.txt",
+              "t": good / "teacher.jsonl", "qs": good / "queries.jsonl", "k": good / "corpus.jsonl",
+              "cfg": good / "config.yaml", "dir": tmp_path / "out", "file": tmp_path / "plain"}
+    code, err = run_cli([a.format(**values) for a in argv], capsys)
+    assert_one_line_error(code, err, argv[0], (flag,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "plain"] and not any((tmp_path / "out").iterdir())
+
+
+def test_a_non_finite_loss_stops_with_one_line_and_a_consistent_folder(good, tmp_path, capsys):
+    """--optim.learning-rate 1e30 blows up at step 2, before the first save: one line naming the step, exit 1,
+    a report saying so, and nothing of the lost step (the state it would have saved was donated to it)."""
+    run = tmp_path / "run"
+    write_records(tmp_path / "teacher.jsonl", make_synthetic_records(8, seed=0))
+    argv = ["train", f"--data.train_path={tmp_path / 'teacher.jsonl'}", f"--data.tokenizer={good / 'tok'}",
+            "--model.vocab_size=128", "--data.max_prompt_len=40", "--data.max_target_len=16",
+            "--data.max_comparison_prompt_len=64", "--data.group_size=4", "--batch_size=8", "--steps=3",
+            "--optim.learning-rate=1e30", "--optim.warmup-steps=0", f"--output_dir={run}"]
+    code, err = run_cli(argv, capsys)
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("r2r train")]
+    assert code == 1 and "Traceback" not in err and "deleted" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("r2r train: error: non-finite loss at step 2 ("), err
+    report = json.loads((run / "report.json").read_text())
+    assert report["exit_code"] == 1 and report["final_step"] == 0 and "non-finite loss at step 2" in report["stopped"]
+    assert not list((run / "checkpoints").iterdir()) and not (run / ".r2r.lock").exists()
+
+
+def test_compare_labels_runs_apart_and_takes_one_query(good, tmp_path, capsys):
+    """Two runs named alike are labelled by their paths; one shared query prints the means and says why there
+    is no paired test (scipy used to raise)."""
+    for name, score in (("a", "3.0"), ("b", "1.0")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.trec").write_text(f"q0 Q0 d0-0 1 {score} t\nq0 Q0 d0-1 2 2.0 t\n")
+    (tmp_path / "qrels.txt").write_text("q0 0 d0-0 1\n")
+    a, b = str(tmp_path / "a" / "run.trec"), str(tmp_path / "b" / "run.trec")
+    code = cli.main(["evaluate", "--run", a, "--qrels", str(tmp_path / "qrels.txt"), "--compare", b,
+                     "--json", str(tmp_path / "cmp.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    header = next(line for line in out.splitlines() if line.startswith("metric"))
+    assert a in header and b in header
+    assert "a paired test needs two or more" in out
+    tests = json.loads((tmp_path / "cmp.json").read_text())["tests"]
+    assert tests[0]["n"] == 1 and tests[0]["p_ttest"] is None and tests[0]["p_permutation"] is None
+    from r2r_jax.eval.cli import run_labels
+
+    assert run_labels(a, a) == ("A (run.trec)", "B (run.trec)")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_qid(tmp_path):
+    from r2r_jax.retrieval.inputs import read_queries
+    from r2r_jax.retrieval.trec import read_qrels, read_run
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "run.trec").write_bytes(bom + b"q0 Q0 d0 1 3.0 t\n")
+    (tmp_path / "qrels.txt").write_bytes(bom + b"q0 0 d0 1\n")
+    (tmp_path / "queries.tsv").write_bytes(bom + b"q0\tquery zero\n")
+    assert list(read_run(tmp_path / "run.trec")) == ["q0"]
+    assert list(read_qrels(tmp_path / "qrels.txt")) == ["q0"]
+    assert read_queries(tmp_path / "queries.tsv") == [("q0", "query zero")]
+
+
+def test_retrieve_refuses_what_a_run_cannot_hold_and_leaves_out_empty_queries(good, tmp_path, capsys):
+    """A qid or docid with a space is refused naming the line; a query that matches nothing is left out of the
+    candidates (rerank and teach refuse a query without candidates), with a warning naming it."""
+    bad = tmp_path / "queries.jsonl"
+    bad.write_text('{"qid": "q 0", "text": "text"}\n')
+    out = tmp_path / "cands.jsonl"
+    base = ["retrieve", "--corpus", str(good / "corpus.jsonl"), "--output", str(out), "--no-progress"]
+    code, err = run_cli(base + ["--queries", str(bad)], capsys)
+    assert_one_line_error(code, err, "retrieve", ("qid 'q 0' contains whitespace",))
+    assert f"{bad}:1" in err or "line 1" in err
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("d 1\ttext one\n")
+    code, err = run_cli(["retrieve", "--corpus", str(corpus), "--queries", str(good / "queries.jsonl"), "--output",
+                         str(out), "--no-progress"], capsys)
+    assert_one_line_error(code, err, "retrieve", ("docid 'd 1' is empty or contains whitespace",))
+    good_queries = tmp_path / "q.jsonl"
+    good_queries.write_text('{"qid": "q0", "text": "text"}\n{"qid": "q1", "text": "zebra"}\n')
+    code, err = run_cli(base + ["--queries", str(good_queries)], capsys)
+    assert code == 0, err
+    assert "1 queries matched nothing and are left out" in err and ": q1" in err
+    from r2r_jax.data.candidates import read_candidates
+
+    assert [qc.qid for qc in read_candidates(out)] == ["q0"]

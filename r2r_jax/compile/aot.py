@@ -20,28 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from r2r_jax.compile.chips import CHIPS, Chip, parse_topology
 from r2r_jax.inference.score_step import make_score_step
 from r2r_jax.parallel.rules import MESH_AXES
 from r2r_jax.train.lowering import abstract_batch, abstract_student, lower_train_step
 from r2r_jax.train.student import join_variables
-
-GiB = 1024**3
-
-
-@dataclass(frozen=True)
-class Chip:
-    name: str
-    hbm_bytes: int
-    peak_flops: float  # dense bf16 FLOP/s
-    hbm_bandwidth: float  # bytes/s
-
-
-CHIPS = {  # the vendors' published figures
-    "v5p": Chip("TPU v5p", 95 * GiB, 459e12, 2765e9),
-    "v5e": Chip("TPU v5e", 16 * GiB, 197e12, 819e9),
-    "v6e": Chip("TPU v6e", 32 * GiB, 918e12, 1640e9),
-    "h100": Chip("NVIDIA H100", 80 * GiB, 989e12, 3350e9),
-}
 
 
 @dataclass
@@ -70,12 +53,9 @@ def resolve_target(topology: str) -> Target:
     """`v5p:2x2x1`, `v5e:4x4`, `v6e:2x4`, ... (TPU, via libtpu) or `h100:8` (fake CPU devices)."""
     import jax
 
-    kind, _, shape = topology.partition(":")
-    kind = kind.lower()
-    if kind not in CHIPS:
-        raise ValueError(f"unknown chip {kind!r} in topology {topology!r}; known: {sorted(CHIPS)}")
+    kind, dims = parse_topology(topology)
     if kind == "h100":
-        count = int(shape or 8)
+        count = dims[0]
         devices = jax.devices("cpu")
         if len(devices) < count:
             raise ValueError(f"{topology} needs {count} fake CPU devices, have {len(devices)}: set "
@@ -83,7 +63,6 @@ def resolve_target(topology: str) -> Target:
         return Target(topology, CHIPS[kind], devices[:count], estimate=True)
     from jax.experimental import topologies
 
-    dims = [int(x) for x in shape.split("x")] if shape else []
     chips = 1
     for d in dims:
         chips *= d

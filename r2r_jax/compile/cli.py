@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
+from r2r_jax.atomic import write_json
 from r2r_jax.cli_types import non_negative_int
+from r2r_jax.compile.chips import parse_topology
 
 TOLERANCE = 0.15  # compiler vs analytic FLOPs
 
@@ -61,9 +62,9 @@ def _time(seconds: float) -> str:
 def _prepare_runtime(topology: str) -> None:
     """Before JAX starts: CPU as the host platform, and enough fake CPU devices for a GPU estimate."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    kind, _, shape = topology.partition(":")
-    if kind.lower() == "h100" and "jax" not in sys.modules:
-        count = int(shape or 8)
+    kind, dims = parse_topology(topology)
+    if kind == "h100" and "jax" not in sys.modules:
+        count = dims[0]
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_force_host_platform_device_count" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
@@ -73,7 +74,8 @@ def _load(args):
     from r2r_jax.config import ConfigError, TrainConfig, load_config
 
     overrides = [f"--{s}" if not s.startswith("--") else s for s in args.set]
-    cfg = load_config(TrainConfig, ["--config", args.config, *overrides], prog="r2r compile")
+    cfg = load_config(TrainConfig, ["--config", args.config, *overrides], prog="r2r compile",
+                      spell=lambda key: f"--set {key}")
     on_gpu = args.topology.lower().startswith("h100")
     notes = []
     if on_gpu and cfg.model.attention != "xla":
@@ -142,12 +144,13 @@ def _flops_report(analytic, measured, chips: int, chip, tokens: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    parse_topology(args.topology)  # the flags and the config are checked before JAX or libtpu starts
+    cfg, notes = _load(args)
     _prepare_runtime(args.topology)
     from r2r_jax.compile import aot, flops
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.train import lowering
 
-    cfg, notes = _load(args)
     target = aot.resolve_target(args.topology)
     mesh = make_mesh(cfg.mesh, target.devices)
     chip, d, m = target.chip, cfg.data, cfg.model
@@ -265,5 +268,4 @@ def _refused(name: str, error, chip, report: dict, args) -> int:
 
 def _write(report: dict, args) -> None:
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report, indent=2)  # atomic, its folder made, like every other r2r output

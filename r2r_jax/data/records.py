@@ -183,12 +183,18 @@ def check_readable(path: str | Path) -> None:
         raise RecordError("is a directory, not a file", path=str(path))
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) of a UTF-8 text file, streamed; bytes that are not UTF-8 raise a
-    RecordError naming the file and line, as does a missing file or a folder."""
+    RecordError naming the file and line, as does a missing file or a folder. A byte-order mark at the start
+    (Windows editors write one) is dropped: kept, it would become part of the first qid or key."""
     check_readable(path)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:

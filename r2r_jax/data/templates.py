@@ -11,6 +11,7 @@ ordinary tokens (`split_special_tokens=True`).
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,11 +35,27 @@ class SpecialIds:
     bos: int | None
 
 
+def looks_local(path: str | Path) -> bool:
+    """Whether a model or tokenizer name is meant as a local folder, not a Hub id (`org/name`): it is absolute,
+    starts with '.' or '~', has two or more separators, or names a folder that exists (`runs/tok`)."""
+    text = str(path)
+    parts = Path(text).parts
+    return (text.startswith(("/", ".", "~")) or os.sep != "/" and os.sep in text or len(parts) > 2
+            or (len(parts) == 2 and Path(parts[0]).is_dir()))
+
+
 def load_tokenizer(path: str | Path):
-    """Any Hugging Face tokenizer folder, through `AutoTokenizer`."""
+    """Any Hugging Face tokenizer folder, through `AutoTokenizer`. A local-looking path (`looks_local`) that
+    is not there fails at once with FileNotFoundError: transformers would take it for a Hub id and spend
+    about a minute of retries offline before saying so."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    text = str(path)
+    if looks_local(text):
+        text = str(Path(text).expanduser())
+        if not Path(text).exists():
+            raise FileNotFoundError(f"tokenizer {path}: no such folder")
+    return AutoTokenizer.from_pretrained(text)
 
 
 def _token_id(tokenizer, token: str) -> int | None:
@@ -75,6 +92,19 @@ def check_template(template: str, fields: Sequence[str], tokenizer=None) -> None
     bos = getattr(tokenizer, "bos_token", None) or BOS_TOKEN
     if bos in template:
         raise ValueError(f"template {template!r} contains {bos}; the tokenizer adds it, never add it twice")
+
+
+def template_fit_problem(tokenizer, template: str, max_len: int, comparison: bool = False) -> str | None:
+    """Why prompts of `template` cannot fit `max_len` tokens (the template with an empty query and passages
+    takes them all, leaving a passage none), or None. Checked once the tokenizer is loaded and before any model
+    is: otherwise the first prompt finds it, after the model load."""
+    text = render_comparison(template, "", ["", ""], 1) if comparison else render_prompt(template, "", "")
+    own = len(encode_texts(tokenizer, [text])[0])
+    if own < max_len:
+        return None
+    passage = "passages" if comparison else "passage"
+    return (f"the template alone takes {own} tokens (with an empty query and {passage}), leaving none of the "
+            f"limit {max_len} for the {passage}; raise the limit above {own} or shorten the template")
 
 
 def render_prompt(template: str, query: str, passage: str) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 
-from r2r_jax.atomic import check_output_files
-from r2r_jax.cli_types import non_negative_float, non_negative_int
+from r2r_jax.atomic import check_output_files, write_json
+from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int
 from r2r_jax.data.datasets import dataset_file
 from r2r_jax.data.records import RecordError
 from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_query
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=DEFAULT_METRICS,
                         help=f"comma-separated: ndcg@k, mrr@k, r@k, p@k, map, success@k, judged@k (the share of "
                              f"the top k with a judgement), or ir_measures names (default {DEFAULT_METRICS})")
-    parser.add_argument("--rel-level", type=non_negative_int, default=1,
+    parser.add_argument("--rel-level", type=positive_int, default=1,
                         help="lowest grade counted relevant by binary measures (trec_eval -l; TREC DL uses 2)")
     parser.add_argument("--per-query", action="store_true", help="print per-query values too")
     parser.add_argument("--compare", metavar="RUN2", help="a second run: paired significance test RUN2 vs RUN")
@@ -48,6 +48,18 @@ def _evaluate_file(path: str, qrels, specs) -> EvalResult:
     for warning in result.warnings():
         print(f"r2r evaluate: warning: {path}: {warning}", file=sys.stderr)
     return result
+
+
+def run_labels(run: str, compare: str | None) -> tuple[str, str]:
+    """Column names for the two runs: their file names, else (same name in two folders) their paths, else (the
+    same file twice) A and B, so the columns never read alike."""
+    if not compare:
+        return Path(run).name, ""
+    if Path(run).name != Path(compare).name:
+        return Path(run).name, Path(compare).name
+    if run != compare:
+        return run, compare
+    return f"A ({Path(run).name})", f"B ({Path(compare).name})"
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -72,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"r2r evaluate: error: {e}", file=sys.stderr)
         return 2
 
-    name_a, name_b = Path(args.run).name, Path(args.compare).name if args.compare else ""
+    name_a, name_b = run_labels(args.run, args.compare)
     print(f"{len(a.qids)} queries evaluated" + (f" ({name_a}), {len(b.qids)} ({name_b})" if b else ""))
     if b is None:
         rows = [["metric", name_a]] + [[m, f"{a.means[m]:.4f}"] for m in a.metrics]
@@ -81,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
         for t in tests:
             perm = "-" if t.p_permutation is None else f"{t.p_permutation:.4g}"
             rows.append([t.metric, f"{t.mean_a:.4f}", f"{t.mean_b:.4f}", f"{t.mean_diff:+.4f}",
-                         f"{t.p_ttest:.4g}", perm])
+                         "-" if math.isnan(t.p_ttest) else f"{t.p_ttest:.4g}", perm])
     print(_table(rows))
+    if tests and min(t.n for t in tests) < 2:
+        print(f"note: the runs share {min(t.n for t in tests)} evaluated query; a paired test needs two or more, "
+              "so only the means are compared")
     filtered = []  # (run file, its means above the threshold)
     if args.min_query_value is not None:
         filtered = [(path, r.means_above(args.min_query_value)) for path, r in ((args.run, a), (args.compare, b)) if r]
@@ -118,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
         if b is not None:
             out.update(compare=args.compare, compare_result=b.to_dict(), compare_warnings=b.warnings(),
                        tests=[t.to_dict() for t in tests])
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, out, indent=2)
         print(f"json: {args.json}")
     return 0

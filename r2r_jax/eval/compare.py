@@ -37,12 +37,14 @@ class PairedTest:
     unpaired: int  # queries evaluated for only one of the runs
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As JSON takes it: a test that could not run (one shared query) has null, not NaN, p-values."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
 
 
 def paired_test(a: Mapping[str, float], b: Mapping[str, float], metric: str = "",
                 permutations: int = 0, seed: int = 0) -> PairedTest:
-    """Paired t-test (scipy) and, with `permutations > 0`, a paired randomisation test of mean(B − A)."""
+    """Paired t-test (scipy) and, with `permutations > 0`, a paired randomisation test of mean(B − A). Both need
+    two or more shared queries: with one, the means are compared and the p-values are NaN / None."""
     qids = sorted(a.keys() & b.keys())
     if not qids:
         raise EvalError(f"{metric or 'metric'}: the two runs share no evaluated query")
@@ -57,7 +59,7 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float], metric: str = ""
         res = stats.ttest_rel(y, x)
         t_stat, p_t = float(res.statistic), float(res.pvalue)
     p_perm = None
-    if permutations > 0:
+    if permutations > 0 and (len(qids) > 1 or not np.any(diff)):
         if not np.any(diff):
             p_perm = 1.0
         else:

@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int, unit_float
+from r2r_jax.cli_types import mesh_size, non_negative_float, non_negative_int, positive_int, unit_float
 from r2r_jax.data.records import RecordError
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
@@ -91,9 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="comparison prompt tokens (default: trained)")
 
     mesh = parser.add_argument_group("devices (this host's; each host reranks its share of the queries)")
-    mesh.add_argument("--mesh.data", dest="mesh_data", type=int, default=-1, help="data-parallel size (-1: rest)")
-    mesh.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=int, default=1, help="parameter-sharding size")
-    mesh.add_argument("--mesh.tensor", dest="mesh_tensor", type=int, default=1, help="tensor-parallel size")
+    mesh.add_argument("--mesh.data", dest="mesh_data", type=mesh_size,
+                      default=-1, help="data-parallel size (-1: rest)")
+    mesh.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=mesh_size,
+                      default=1, help="parameter-sharding size")
+    mesh.add_argument("--mesh.tensor", dest="mesh_tensor", type=mesh_size,
+                      default=1, help="tensor-parallel size")
 
 
 def read_inputs(args: argparse.Namespace):
@@ -203,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
     from r2r_jax.rerank.job import rerank, validate_candidates
     from r2r_jax.rerank.shards import ShardMismatch, run_sharded
-    from r2r_jax.trained.loading import load_from_checkpoint, load_from_hf
+    from r2r_jax.trained.loading import check_student_prompts, load_from_checkpoint, load_from_hf, student_prompts
 
     def fail(e: BaseException, code: int) -> int:
         print(f"r2r rerank: error: {e}", file=sys.stderr)
@@ -217,13 +220,17 @@ def run(args: argparse.Namespace) -> int:
         stream, source, files = read_inputs(args)
         if not validate_candidates((qc for qc, _ in stream()), source):  # one streaming pass, before any model
             raise RecordError("no queries to rerank", path=source)
+        MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor).validate()
+        prompts = {"prompt_template": args.prompt_template, "comparison_template": args.comparison_template,
+                   "max_prompt_len": args.max_prompt_len,
+                   "max_comparison_prompt_len": args.max_comparison_prompt_len}
+        settings, tokenizer = student_prompts(args.checkpoint, args.model, args.tokenizer, **prompts)
+        check_student_prompts(settings, tokenizer, comparisons=args.explain_top > 1)
     except (RecordError, ValueError, OSError) as e:
         return fail(e, 2)
     explanations = explanations_path(args)
 
     maybe_initialize_distributed()
-    prompts = {"prompt_template": args.prompt_template, "comparison_template": args.comparison_template,
-               "max_prompt_len": args.max_prompt_len, "max_comparison_prompt_len": args.max_comparison_prompt_len}
     try:
         mesh = make_mesh(MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor), jax.local_devices())
         if args.checkpoint:

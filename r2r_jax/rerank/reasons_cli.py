@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from r2r_jax.cli_types import positive_int
+from r2r_jax.cli_types import mesh_size, positive_int
 from r2r_jax.data.records import RecordError, TeacherRecord, read_records
 from r2r_jax.eval import text_metrics as tm
 from r2r_jax.rerank.reasons import KINDS, ReasonItem, collect_reasons, parse_kinds
@@ -44,9 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompts per decoding batch, rounded up to a multiple of the devices (default 16)")
     parser.add_argument("--base-model", metavar="DIR", help="the HF base, if it moved since training")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's)")
-    parser.add_argument("--mesh.data", dest="mesh_data", type=int, default=-1, help="data-parallel size (-1: rest)")
-    parser.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=int, default=1, help="parameter-sharding size")
-    parser.add_argument("--mesh.tensor", dest="mesh_tensor", type=int, default=1, help="tensor-parallel size")
+    parser.add_argument("--mesh.data", dest="mesh_data", type=mesh_size,
+                        default=-1, help="data-parallel size (-1: rest)")
+    parser.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=mesh_size,
+                        default=1, help="parameter-sharding size")
+    parser.add_argument("--mesh.tensor", dest="mesh_tensor", type=mesh_size,
+                        default=1, help="tensor-parallel size")
 
 
 def _fail(e: BaseException | str, status: int) -> int:
@@ -120,12 +123,17 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_checkpoint(args.checkpoint)  # a wrong path fails here, before jax and the model load
         tm.bleu_signatures()  # the metric libraries are importable
+        from r2r_jax.config import MeshConfig
+        from r2r_jax.trained.loading import check_student_prompts, student_prompts
+
+        MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor).validate()
+        prompts, tokenizer = student_prompts(args.checkpoint, None, args.tokenizer)
+        check_student_prompts(prompts, tokenizer, comparisons="comparison" in kinds)
     except (RecordError, ValueError, OSError, ImportError) as e:
         return _fail(e, 2)
 
     import jax
 
-    from r2r_jax.config import MeshConfig
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.rerank.reasons import generate_reasons
     from r2r_jax.trained.loading import load_from_checkpoint

@@ -99,13 +99,22 @@ def run(args: argparse.Namespace) -> int:
     except (RecordError, RetrievalError) as e:
         print(f"r2r retrieve: error: {e}", file=sys.stderr)
         return 2
+    empty = [r.qid for r in results if not r.candidates]
+    results = [r for r in results if r.candidates]  # rerank and teach refuse a query without candidates
+    if empty:
+        shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        print(f"r2r retrieve: warning: {len(empty)} queries matched nothing and are left out of {args.output}: "
+              f"{shown}", file=sys.stderr)
+    if not results:
+        print(f"r2r retrieve: error: no query matched any passage; nothing written to {args.output}",
+              file=sys.stderr)
+        return 1
     n = write_candidates(args.output, results)
     if args.trec:
         write_run(args.trec, candidates_to_run(results), tag=f"bm25-{args.backend}")
-    empty = sum(1 for r in results if not r.candidates)
     where = "built" if built else "reused"
     print(f"r2r retrieve: {n} queries, top-{args.top_k} from {args.backend} (index {where}) -> {args.output}"
           + (f" and {args.trec}" if args.trec else "") + " "
-          f"in {time.perf_counter() - start:.1f}s" + (f"; {empty} queries matched nothing" if empty else ""),
+          f"in {time.perf_counter() - start:.1f}s" + (f"; {len(empty)} queries matched nothing" if empty else ""),
           file=sys.stderr)
     return 0

@@ -66,7 +66,8 @@ def _trec_topics(text: str, path: str) -> list[tuple[str, str]]:
 
 
 def read_queries(path: str | Path) -> list[tuple[str, str]]:
-    """(qid, text) pairs in file order; duplicate qids and empty texts are errors naming the line."""
+    """(qid, text) pairs in file order; duplicate qids, qids with whitespace and empty texts are errors naming
+    the line."""
     path = str(path)
     text = read_text(path)
     if re.search(r"<top>", text, re.I):
@@ -88,6 +89,9 @@ def read_queries(path: str | Path) -> list[tuple[str, str]]:
     for qid, qtext, lineno in pairs:
         if not qtext.strip():
             raise RecordError(f"empty text for qid {qid!r}", path=path, line=lineno, field_name="text")
+        if any(c.isspace() for c in qid):  # a TREC run's columns are split on whitespace
+            raise RecordError(f"qid {qid!r} contains whitespace, which a TREC run cannot hold", path=path,
+                              line=lineno, field_name="qid")
         if qid in seen:
             raise RecordError(f"qid {qid!r} appears twice", path=path, line=lineno, field_name="qid")
         seen.add(qid)
@@ -113,7 +117,7 @@ def _doc_from_json(obj: dict, path: str, lineno: int) -> tuple[str, str]:
 
 
 def iter_corpus(path: str | Path) -> Iterator[tuple[str, str]]:
-    """Stream (docid, text); duplicate docids are errors naming the line."""
+    """Stream (docid, text); duplicate docids and docids with whitespace are errors naming the line."""
     path = str(path)
     seen: set[str] = set()
     for lineno, raw in text_lines(path):
@@ -126,6 +130,9 @@ def iter_corpus(path: str | Path) -> Iterator[tuple[str, str]]:
             if not sep or not docid.strip():
                 raise RecordError("expected docid<TAB>text (or a JSON object)", path=path, line=lineno)
             docid = docid.strip()
+        if not docid or any(c.isspace() for c in docid):
+            raise RecordError(f"docid {docid!r} is empty or contains whitespace, which a TREC run cannot hold",
+                              path=path, line=lineno)
         if docid in seen:
             raise RecordError(f"docid {docid!r} appears twice", path=path, line=lineno)
         seen.add(docid)

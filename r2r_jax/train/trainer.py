@@ -30,7 +30,7 @@ from r2r_jax.data.packing import PackShapes, pack_batch, packed_batch_spec
 from r2r_jax.data.pipeline import TeacherLoader
 from r2r_jax.data.record_store import open_store
 from r2r_jax.data.records import RecordError
-from r2r_jax.data.templates import load_tokenizer
+from r2r_jax.data.templates import check_template, load_tokenizer, template_fit_problem
 from r2r_jax.eval.metrics import evaluate
 from r2r_jax.inference.score_step import make_score_step
 from r2r_jax.inference.scoring import rank_query, score_candidates
@@ -78,6 +78,38 @@ class DevSet:
         return {k: float(v) for k, v in result.means.items()}
 
 
+def _tokenizer(data: DataConfig):
+    """The run's tokenizer, and the templates checked against it before the records or the model load: no
+    BOS spelled out, and each prompt limit above the template's own length."""
+    try:
+        tokenizer = load_tokenizer(data.tokenizer)
+    except FileNotFoundError as e:
+        raise ConfigError(f"data.tokenizer: {e}") from None
+    checks = [("prompt_template", "max_prompt_len", False)]
+    if data.comparisons_per_query:
+        checks.append(("comparison_template", "max_comparison_prompt_len", True))
+    for template, limit, comparison in checks:
+        fields = ("query", "passages") if comparison else ("query", "passage")
+        try:
+            check_template(getattr(data, template), fields, tokenizer)
+        except ValueError as e:
+            raise ConfigError(f"data.{template}: {e}") from None
+        problem = template_fit_problem(tokenizer, getattr(data, template), getattr(data, limit), comparison)
+        if problem:
+            raise ConfigError(f"data.{limit}={getattr(data, limit)}: {problem}")
+    return tokenizer
+
+
+def _non_finite(step: int, metrics: dict[str, float], ckpt: Checkpointer) -> str:
+    """The one line a non-finite loss ends a run with: the step, the losses that blew up, what is kept."""
+    bad = ", ".join(f"{k} {metrics[k]}" for k in LOSS_KEYS if not math.isfinite(metrics[k]))
+    saved = ckpt.latest_step()
+    kept = (f"the last checkpoint, step {saved}, is intact in {ckpt.directory}" if saved is not None
+            else "no checkpoint was saved before it")
+    return (f"non-finite loss at step {step} ({bad}); stopped without saving that step: {kept} (a lower "
+            "--optim.learning-rate or --optim.max-grad-norm usually helps)")
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """After a resume, drop log lines written after the restored checkpoint (they will be rewritten)."""
     if not path.is_file():
@@ -111,6 +143,9 @@ def _train(cfg: TrainConfig) -> dict:
     mesh = make_mesh(cfg.mesh)
     out = Path(cfg.output_dir)
     is_main = jax.process_index() == 0
+    if cfg.batch_size % data_parallel_size(mesh):  # found when the first batch is sharded, after the model loads
+        raise ConfigError(f"batch_size={cfg.batch_size} does not split over the {data_parallel_size(mesh)} "
+                          "data-parallel devices (mesh.data x mesh.fsdp); use a multiple of it")
     if not cfg.data.tokenizer:
         raise ConfigError("data.tokenizer is required (a Hugging Face tokenizer folder)")
     # every check that can refuse the run comes before the first write into the output folder
@@ -125,7 +160,7 @@ def _train(cfg: TrainConfig) -> dict:
         saved = out / "report.json"
         previous = json.loads(saved.read_text()) if saved.is_file() else {}
         return {**previous, "final_step": resume_step, "exit_code": 0, "finished_before": True}
-    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    tokenizer = _tokenizer(cfg.data)
     if len(tokenizer) > model_cfg.vocab_size:
         raise ConfigError(f"data.tokenizer {cfg.data.tokenizer} has {len(tokenizer)} tokens but the model's "
                           f"vocabulary is {model_cfg.vocab_size}; use the base's tokenizer or a larger vocab_size")
@@ -181,7 +216,7 @@ def _train(cfg: TrainConfig) -> dict:
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.steps, initial=start, disable=not is_main, desc="train", dynamic_ncols=True)
-    last, exit_code = None, 0
+    last, exit_code, final_step = None, 0, start
     window_tokens, window_start = 0, time.perf_counter()
     try:
         for step in range(start, cfg.steps):
@@ -194,12 +229,15 @@ def _train(cfg: TrainConfig) -> dict:
             if pack:
                 metrics["packed"] = float(packed is not None)
             if not all(math.isfinite(metrics[k]) for k in LOSS_KEYS):
-                print(f"\nnon-finite loss at step {step + 1}: {metrics}; stopping. The last good checkpoint "
-                      f"({ckpt.latest_step()}) in {ckpt.directory} is intact.", file=sys.stderr)
+                # the step donated the old state, so nothing below may read prepared.state again
+                report["stopped"] = _non_finite(step + 1, metrics, ckpt)
+                final_step = ckpt.latest_step() or 0  # what the folder holds, and where a rerun starts
+                if is_main:
+                    print(f"\nr2r train: error: {report['stopped']}", file=sys.stderr)
                 exit_code = 1
                 break
             prepared.state, loader.step, last = new_state, step + 1, metrics
-            done = step + 1
+            done = final_step = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             if done % cfg.log_every == 0 or done == cfg.steps:
@@ -228,7 +266,6 @@ def _train(cfg: TrainConfig) -> dict:
         log.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    final_step = int(jax.device_get(prepared.state.step))
     report.update({"final_step": final_step, "requested_steps": cfg.steps, "interrupted": bool(stop),
                    "last_metrics": last, "checkpoints": str(ckpt.directory), "metrics": str(log.path),
                    "exit_code": exit_code})

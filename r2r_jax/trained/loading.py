@@ -7,6 +7,7 @@ and lengths from its `r2r_student.json` when the export wrote one). Explicit ove
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -15,15 +16,16 @@ from typing import Any
 
 from jax.sharding import Mesh
 
-from r2r_jax.config import DataConfig
-from r2r_jax.data.templates import load_tokenizer
+from r2r_jax.checkpoint import read_meta
+from r2r_jax.config import DataConfig, template_problem
+from r2r_jax.data.templates import check_template, load_tokenizer, template_fit_problem
 from r2r_jax.inference.prefix import make_prefix_steps
 from r2r_jax.inference.score_step import make_score_step
 from r2r_jax.model.generate import make_generate
 from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config, weight_files
 from r2r_jax.model.hf_mapping import ConversionError
 from r2r_jax.model.llama import LlamaForRanking
-from r2r_jax.trained.restore import load_trained
+from r2r_jax.trained.restore import config_from_meta, load_trained
 
 STUDENT_FILE = "r2r_student.json"  # what an export writes beside the weights: prompt settings, provenance
 
@@ -101,10 +103,46 @@ def read_student_json(folder: str | Path) -> dict[str, Any]:
     return out
 
 
-def _tokenizer(path: str | Path):
+@functools.lru_cache(maxsize=2)
+def _tokenizer(path: str):
+    """The tokenizer folder, loaded once per path: `check_student_prompts` loads it before the model to check
+    the prompt limits, and the student built after reuses it."""
     if not str(path) or not Path(path).exists():
         raise FileNotFoundError(f"tokenizer folder {str(path)!r} not found; pass --tokenizer")
     return load_tokenizer(path)
+
+
+def student_prompts(checkpoint: str | None, model: str | None, tokenizer: str | None,
+                    **prompt_overrides: Any) -> tuple[PromptSettings, str]:
+    """(the prompt settings, the tokenizer folder) a student from `checkpoint` or the `model` folder will use,
+    read without loading any weights: the run's saved config, or the export's `r2r_student.json`."""
+    if checkpoint:
+        data = config_from_meta(read_meta(checkpoint)[0]).data
+        return PromptSettings.from_data_config(data).with_overrides(**prompt_overrides), tokenizer or data.tokenizer
+    assert model is not None
+    return PromptSettings(**read_student_json(model)).with_overrides(**prompt_overrides), tokenizer or model
+
+
+def check_student_prompts(prompts: PromptSettings, tokenizer_path: str, comparisons: bool) -> None:
+    """ValueError naming the flag when a template cannot render (a missing or unknown field) or takes the whole
+    prompt limit: found with the tokenizer alone, before any model loads (the scoring would find it after)."""
+    checks = [("--prompt-template", prompts.prompt_template, "--max-prompt-len", prompts.max_prompt_len, False)]
+    if comparisons:
+        checks.append(("--comparison-template", prompts.comparison_template, "--max-comparison-prompt-len",
+                       prompts.max_comparison_prompt_len, True))
+    for flag, template, _, _, comparison in checks:
+        problem = template_problem(template, ("query", "passages") if comparison else ("query", "passage"))
+        if problem:
+            raise ValueError(f"{flag}: {problem}")
+    tok = _tokenizer(str(tokenizer_path))
+    for flag, template, limit_flag, limit, comparison in checks:
+        try:
+            check_template(template, ("query", "passages") if comparison else ("query", "passage"), tok)
+        except ValueError as e:
+            raise ValueError(f"{flag}: {e}") from None
+        problem = template_fit_problem(tok, template, limit, comparison)
+        if problem:
+            raise ValueError(f"{limit_flag} {limit}: {problem}")
 
 
 def load_from_checkpoint(checkpoint: str | Path, mesh: Mesh, base_model: str | None = None,
@@ -113,7 +151,7 @@ def load_from_checkpoint(checkpoint: str | Path, mesh: Mesh, base_model: str | N
     prepared, step = load_trained(checkpoint, mesh, base_model=base_model)
     data = prepared.cfg.data
     prompts = PromptSettings.from_data_config(data).with_overrides(**prompt_overrides)
-    tok = _tokenizer(tokenizer or data.tokenizer)
+    tok = _tokenizer(str(tokenizer or data.tokenizer))
     return RerankStudent(prepared.student.model, prepared.student.variables(prepared.state.trainable), tok,
                          prompts, True, f"checkpoint {checkpoint} (step {step})", mesh)
 
@@ -132,5 +170,5 @@ def load_from_hf(folder: str | Path, mesh: Mesh, dtype: str = "bfloat16", attent
     has_lm_head = cfg.tie_word_embeddings or "lm_head.weight" in files
     params = import_hf_params(folder, cfg, mesh=mesh, with_score=True, with_lm_head=has_lm_head)
     prompts = PromptSettings(**read_student_json(folder)).with_overrides(**prompt_overrides)
-    tok = _tokenizer(tokenizer or folder)
+    tok = _tokenizer(str(tokenizer or folder))
     return RerankStudent(LlamaForRanking(cfg), {"params": params}, tok, prompts, has_lm_head, f"model {folder}", mesh)
