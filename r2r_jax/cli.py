@@ -56,7 +56,7 @@ _INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, IsADirector
 def _input_errors() -> tuple[type[BaseException], ...]:
     """The project's own bad-input errors, imported only once a command failed (they pull in its modules)."""
     from r2r_jax.atomic import OutputRefused
-    from r2r_jax.config import ConfigError
+    from r2r_jax.config_io import ConfigError
     from r2r_jax.data.records import RecordError
 
     errors = (*_INPUT_ERRORS, OutputRefused, ConfigError, RecordError)

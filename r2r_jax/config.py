@@ -1,33 +1,21 @@
-"""Typed dataclass configs, YAML files and dotted command-line overrides (through draccus).
+"""Typed dataclass configs and their validation: what `r2r train` takes, section by section.
 
-`load_config(TrainConfig, argv)` accepts `--config FILE` plus overrides such as `--model.num-hidden-layers=2`;
-unknown keys and wrong types are errors from draccus, impossible combinations are `ConfigError`s
-raised by `validate()`.
+Each section's `validate()` turns an impossible combination into a `ConfigError` before any data, device or
+model is touched. Reading them from YAML files and command-line flags is `config_io.py`; `load_config` is
+importable from here too.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import string
-import tempfile
-import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-import draccus
-import yaml
-from draccus.utils import DecodingError, DraccusException
-
-from r2r_jax.config_help import canonical_flag, user_flag
-
-
-class ConfigError(ValueError):
-    """A configuration that parses but cannot work (an impossible mesh, a bad loss weight, ...)."""
+from r2r_jax.config_io import ConfigError
+from r2r_jax.config_io import load_config as load_config  # the public spelling: r2r_jax.config.load_config
 
 
 @dataclass
@@ -373,147 +361,3 @@ def template_problem(template: str, fields: Sequence[str]) -> str | None:
                 ([f"has unknown field(s) {', '.join('{' + n + '}' for n in unknown)}"] if unknown else [])
         return f"{template!r} {' and '.join(parts)}; it takes exactly {', '.join('{' + n + '}' for n in fields)}"
     return None
-
-
-INCLUDE_KEY = "include"  # a config file may name a base file whose fields it overrides
-
-
-def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
-    rest: list[str] = []
-    path = None
-    it = iter(range(len(argv)))
-    for i in it:
-        arg = argv[i]
-        if arg == "--config":
-            if i + 1 >= len(argv):
-                raise ConfigError("--config needs a file")
-            path = argv[i + 1]
-            next(it, None)
-        elif arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-    return path, rest
-
-
-def load_config(cls: type, argv: list[str], prog: str = "r2r", spell: Callable[[str], str] | None = None):
-    """Parse `--config FILE` and dotted overrides into `cls`; validate when it has `validate()`.
-
-    Every problem is a one-line ConfigError naming the option as the user spells it (`spell` maps a field
-    path to that spelling; default `--data.train-path`): draccus would print its 49-line usage first."""
-    spell = spell or user_flag
-    path, rest = _split_config_flag(argv)
-    rest = _quote_strings(cls, [canonical_flag(arg) for arg in rest])  # --output-dir and --output_dir are one flag
-    fields, included = ({}, False) if path is None else _resolve_includes(path, ())
-    if path is not None and not fields:
-        raise ConfigError(f"--config {path}: the file is empty (leave --config out to use the defaults)")
-    with tempfile.TemporaryDirectory() as tmp:
-        parsed_path = path
-        if included:
-            parsed_path = str(Path(tmp) / Path(path).name)  # the merged file draccus reads
-            Path(parsed_path).write_text(yaml.safe_dump(fields, sort_keys=False))
-        try:
-            cfg = draccus.parse(config_class=cls, config_path=parsed_path, args=rest, prog=prog, exit_on_error=False)
-        except DecodingError as e:  # a wrong type, in the file or on the command line: names the field
-            raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
-        except argparse.ArgumentError as e:  # a bad choice, a flag without its value
-            name = (e.argument_name or "").split("/")[0].removeprefix("--")
-            raise ConfigError(f"{spell(name) if name else 'an option'}: {e.message} ({prog} --help lists the "
-                              "options)") from None
-        except DraccusException as e:  # "unrecognized arguments: --a.b=1 ..."
-            raise ConfigError(f"{_unrecognized(str(e), spell)} ({prog} --help lists the options)") from None
-    if hasattr(cfg, "validate"):
-        cfg.validate()
-    return cfg
-
-
-def _unrecognized(message: str, spell: Callable[[str], str]) -> str:
-    """The first unknown option of draccus' "unrecognized arguments: ..." message, as the user spells it."""
-    words = message.partition(":")[2].split()
-    flag = next((w for w in words if w.startswith("--")), None)
-    if flag is not None:
-        return f"unknown option {spell(flag[2:].partition('=')[0])}"
-    return f"unexpected argument {words[0]!r} (options are spelled --name=value)" if words else message
-
-
-def _field_type(cls: type, path: str) -> object:
-    """The declared type of the dotted field `path` of the config class `cls` (None for no such field)."""
-    kind: object = cls
-    for part in path.split("."):
-        if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
-            return None
-        kind = typing.get_type_hints(kind).get(part)
-        sections = [a for a in typing.get_args(kind) if dataclasses.is_dataclass(a)]  # `X | None`
-        kind = sections[0] if sections else kind
-    return kind
-
-
-def _quote_strings(cls: type, args: list[str]) -> list[str]:
-    """Values of `str` fields quoted for draccus, which reads every value as YAML: unquoted, a template such
-    as `Q: {query}` would become a mapping and `123` a number. A string field takes the text as written."""
-    out = list(args)
-    for i, arg in enumerate(out):
-        if not arg.startswith("--"):
-            continue
-        key, eq, value = arg[2:].partition("=")
-        if _field_type(cls, key) is not str:
-            continue
-        if eq:
-            out[i] = f"--{key}={json.dumps(value)}"
-        elif i + 1 < len(out) and not out[i + 1].startswith("--"):
-            out[i + 1] = json.dumps(out[i + 1])
-    return out
-
-
-def _merged(base: dict, over: dict) -> dict:
-    """`over` laid on `base`, mapping by mapping (a list or scalar in `over` replaces the base's)."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _resolve_includes(path: str, seen: tuple[str, ...]) -> tuple[dict, bool]:
-    """(the file's fields laid over those of the file its `include:` names (relative to it), recursively;
-    whether it includes one): a platform config states only what differs from the base it includes, so the
-    two cannot drift apart."""
-    fields = dict(_read_yaml_mapping(path) or {})
-    base = fields.pop(INCLUDE_KEY, None)
-    if base is None:
-        return fields, False
-    if not isinstance(base, str) or not base:
-        raise ConfigError(f"--config {path}: {INCLUDE_KEY}: expected the path of a config file")
-    base_path = str(Path(path).parent / base)
-    chain = (*seen, str(Path(path).resolve()))
-    if str(Path(base_path).resolve()) in chain:
-        raise ConfigError(f"--config {path}: {INCLUDE_KEY}: {base} includes itself")
-    return _merged(_resolve_includes(base_path, chain)[0], fields), True
-
-
-def _read_yaml_mapping(path: str) -> dict | None:
-    """The config file's top-level mapping (None when it is empty), or a ConfigError naming the file and, for
-    broken YAML, its line and column — before draccus, whose errors name neither."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: " + ("is a directory, not a file" if p.is_dir() else "no such file"))
-    try:
-        data = yaml.safe_load(p.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"--config {path}: not valid UTF-8 (byte {e.start + 1})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"--config {path}: {where}{problem}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of fields (field: value), got {type(data).__name__}")
-    return data
-
-
-def to_dict(cfg) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def save_yaml(cfg, path: str | Path) -> None:
-    with open(path, "w") as f:
-        draccus.dump(cfg, f)

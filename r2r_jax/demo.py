@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from r2r_jax.config import ConfigError, TrainConfig, load_config
+from r2r_jax.config import TrainConfig
+from r2r_jax.config_io import ConfigError, load_config
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 DEFAULT_BASE_DIR = "runs/bases/smollm2-135m"  # shared with the recipe; `r2r base` keeps it when it is current

@@ -87,7 +87,8 @@ def test_listwise_quick(tmp_path, smollm2_base):
 @pytest.mark.parametrize("config", ["configs/smollm2_135m.yaml"])
 def test_recipe_preset_is_the_recipe_batch(smollm2_base, config):
     from benchmarks.common import recipe_preset
-    from r2r_jax.config import TrainConfig, load_config
+    from r2r_jax.config import TrainConfig
+    from r2r_jax.config_io import load_config
 
     cfg = load_config(TrainConfig, ["--config", str(REPO / config)])
     p = recipe_preset(smollm2_base, REPO / config)

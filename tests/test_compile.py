@@ -8,7 +8,8 @@ import pytest
 
 from r2r_jax.cli import main
 from r2r_jax.compile import flops
-from r2r_jax.config import TrainConfig, load_config
+from r2r_jax.config import TrainConfig
+from r2r_jax.config_io import load_config
 
 pytest.importorskip("libtpu", reason="AOT compilation for TPU needs libtpu (pip install libtpu)")
 

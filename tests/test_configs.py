@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from r2r_jax.config import ConfigError, TrainConfig, llama3_1_8b, load_config
+from r2r_jax.config import TrainConfig, llama3_1_8b
+from r2r_jax.config_io import ConfigError, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -69,3 +70,10 @@ def test_include_merges_mapping_by_mapping_and_names_bad_includes(tmp_path):
     (tmp_path / "orphan.yaml").write_text("include: missing.yaml\n")
     with pytest.raises(ConfigError, match="missing.yaml: no such file"):
         load_config(TrainConfig, ["--config", str(tmp_path / "orphan.yaml")])
+
+
+def test_load_config_keeps_its_public_spelling():
+    """Users write `from r2r_jax.config import TrainConfig, load_config`; the loader lives in config_io."""
+    from r2r_jax import config
+
+    assert config.load_config is load_config and config.ConfigError is ConfigError

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from r2r_jax import cli
-from r2r_jax.config import ConfigError, DataConfig
+from r2r_jax.config import DataConfig
+from r2r_jax.config_io import ConfigError
 from r2r_jax.data.features import BatchShapes, build_batch, tokenize_records
 from r2r_jax.data.records import Candidate, RecordError, TeacherRecord, read_records, record_from_dict, write_records
 from r2r_jax.data.templates import load_tokenizer, special_ids

@@ -42,7 +42,8 @@ def test_every_policy_gives_the_same_loss_and_adapter_gradients(scan_layers, pol
 
 
 def test_auto_is_resolved_before_the_model_is_built():
-    from r2r_jax.config import ConfigError, TrainConfig
+    from r2r_jax.config import TrainConfig
+    from r2r_jax.config_io import ConfigError
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.train.remat_choice import resolve_auto
 

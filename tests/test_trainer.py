@@ -14,7 +14,8 @@ import pytest
 from train_fixtures import restored_trainable
 
 from r2r_jax.cli import main
-from r2r_jax.config import TrainConfig, load_config
+from r2r_jax.config import TrainConfig
+from r2r_jax.config_io import load_config
 from r2r_jax.data.candidates import write_candidates
 from r2r_jax.data.records import write_records
 from r2r_jax.data.synthetic import make_synthetic_dev, make_synthetic_records, synthetic_tokenizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from r2r_jax.config import ConfigError
+from r2r_jax.config_io import ConfigError
 
 GiB = 1024**3
 

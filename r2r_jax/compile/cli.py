@@ -71,7 +71,8 @@ def _prepare_runtime(topology: str) -> None:
 
 
 def _load(args):
-    from r2r_jax.config import ConfigError, TrainConfig, load_config
+    from r2r_jax.config import TrainConfig
+    from r2r_jax.config_io import ConfigError, load_config
 
     overrides = [f"--{s}" if not s.startswith("--") else s for s in args.set]
     cfg = load_config(TrainConfig, ["--config", args.config, *overrides], prog="r2r compile",

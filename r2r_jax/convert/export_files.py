@@ -9,7 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from r2r_jax.config import LoraConfig, ModelConfig, TrainConfig, to_dict
+from r2r_jax.config import LoraConfig, ModelConfig, TrainConfig
+from r2r_jax.config_io import to_dict
 from r2r_jax.data.templates import SpecialIds, load_tokenizer
 from r2r_jax.model.hf_mapping import hf_config_from_model
 from r2r_jax.trained.loading import STUDENT_FILE, PromptSettings

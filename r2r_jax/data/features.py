@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from r2r_jax.config import ConfigError, DataConfig
+from r2r_jax.config import DataConfig
+from r2r_jax.config_io import ConfigError
 from r2r_jax.data.negatives import NEGATIVE_POOL, ListPassages, PassageTable, negative_pool, negative_pools
 from r2r_jax.data.records import TeacherRecord
 from r2r_jax.data.templates import (

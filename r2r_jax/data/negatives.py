@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from r2r_jax.config import ConfigError
+from r2r_jax.config_io import ConfigError
 from r2r_jax.data.records import TeacherRecord
 
 # each record keeps NEGATIVE_POOL x N other records' passages; a step draws N of them, so epochs vary

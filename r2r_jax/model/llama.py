@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from r2r_jax.config import ConfigError, LoraConfig, ModelConfig
+from r2r_jax.config import LoraConfig, ModelConfig
+from r2r_jax.config_io import ConfigError
 from r2r_jax.model.attention import dot_product_attention
 from r2r_jax.model.lora import LoraDense
 from r2r_jax.parallel.rules import constrain

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from r2r_jax.atomic import LOCK_FILE, folder_lock, overlaps
 from r2r_jax.checkpoint import CheckpointError, base_fingerprint, check_same_base, read_meta
-from r2r_jax.config import ConfigError, ModelConfig, TrainConfig
+from r2r_jax.config import ModelConfig, TrainConfig
+from r2r_jax.config_io import ConfigError
 
 # what fixes the shapes of the saved LoRA, head and optimizer state
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

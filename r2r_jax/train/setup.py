@@ -10,7 +10,8 @@ import jax
 from jax.sharding import Mesh
 
 from r2r_jax.checkpoint import base_fingerprint
-from r2r_jax.config import ConfigError, ModelConfig, TrainConfig, to_dict
+from r2r_jax.config import ModelConfig, TrainConfig
+from r2r_jax.config_io import ConfigError, to_dict
 from r2r_jax.data.templates import encode_texts, load_tokenizer
 from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.train.step import TrainState, init_train_state, learning_rate_schedule, make_optimizer

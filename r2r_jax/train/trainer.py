@@ -22,8 +22,9 @@ import numpy as np
 
 from r2r_jax.atomic import write_json
 from r2r_jax.checkpoint import BEST_METRIC, Checkpointer, CheckpointError
-from r2r_jax.config import ConfigError, DataConfig, TrainConfig, load_config, save_yaml
+from r2r_jax.config import DataConfig, TrainConfig
 from r2r_jax.config_help import config_help
+from r2r_jax.config_io import ConfigError, load_config, save_yaml
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.features import BatchShapes, batch_spec
 from r2r_jax.data.packing import PackShapes, pack_batch, packed_batch_spec
