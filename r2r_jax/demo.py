@@ -4,7 +4,7 @@ Converts the real base (SmolLM2-135M-Instruct, shipped as a GGUF in the `llm-smo
 `r2r base`, trains a LoRA student on it with the combined loss for a few steps, reranks the held-out queries,
 evaluates against the shipped qrels (BM25 first stage, the untrained student, the trained student) and prints
 one explanation. It shows every stage on real weights in minutes; the measured recipe on real teacher data
-is `configs/smollm2_135m.yaml` (docs/results.md).
+is `configs/smollm2_135m_recipe.yaml` (docs/results.md).
 """
 
 from __future__ import annotations
