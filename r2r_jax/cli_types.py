@@ -49,3 +49,12 @@ def mesh_size(text: str) -> int:
     if value < 1 and value != -1:
         raise argparse.ArgumentTypeError(f"must be a positive size or -1 (all remaining devices), got {text}")
     return value
+
+
+def add_mesh_arguments(group) -> None:
+    """This host's device mesh, the same three flags on every command that loads a student (`r2r rerank`,
+    `r2r evaluate-reasons`); -1 takes the devices the other axes leave."""
+    group.add_argument("--mesh.data", dest="mesh_data", type=mesh_size, default=-1,
+                       help="data-parallel size (-1: rest)")
+    group.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=mesh_size, default=1, help="parameter-sharding size")
+    group.add_argument("--mesh.tensor", dest="mesh_tensor", type=mesh_size, default=1, help="tensor-parallel size")

@@ -10,12 +10,13 @@ import jax
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
+from train_fixtures import saved_moved_checkpoint
 
 from r2r_jax import Ranked, Reranker
 from r2r_jax.cli import main as r2r
-from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig, TrainConfig
+from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candidates
-from r2r_jax.data.synthetic import make_synthetic_dev, synthetic_data_config, synthetic_tokenizer
+from r2r_jax.data.synthetic import make_synthetic_dev, synthetic_tokenizer
 from r2r_jax.inference.fusion import DEFAULT_FILE, STUDENT_ONLY, Fusion, fuse_run
 from r2r_jax.model.hf_mapping import hf_config_from_model
 from r2r_jax.parallel.mesh import make_mesh
@@ -31,22 +32,8 @@ def tiny(vocab: int) -> ModelConfig:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A training run whose checkpoint's LoRA and head differ from their init, saved without training."""
-    from r2r_jax.checkpoint import Checkpointer
-    from r2r_jax.train.setup import prepare
-
-    root = tmp_path_factory.mktemp("ckpt")
-    synthetic_tokenizer().save_pretrained(root / "tok")
-    cfg = TrainConfig(model=tiny(512), lora=LoraConfig(rank=4, alpha=8.0), output_dir=str(root / "run"),
-                      data=synthetic_data_config(tokenizer=str(root / "tok")))
-    prepared = prepare(cfg, make_mesh(MeshConfig(), jax.devices()[:1]))
-    leaves, treedef = jax.tree.flatten(prepared.state.trainable)
-    keys = jax.random.split(jax.random.key(3), len(leaves))
-    moved = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
-                                         for x, k in zip(leaves, keys, strict=True)])
-    ckpt = Checkpointer(root / "run" / "checkpoints", async_save=False)
-    ckpt.save(prepared.state.replace(trainable=moved), {}, prepared.meta(), force=True)
-    ckpt.close()
-    return root / "run"
+    mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+    return saved_moved_checkpoint(tmp_path_factory.mktemp("ckpt"), tiny(512), mesh)[0]
 
 
 @pytest.fixture(scope="module")

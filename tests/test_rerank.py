@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import LLAMA_TOKENIZER
 from safetensors.numpy import save_file
+from train_fixtures import saved_moved_checkpoint
 
 from r2r_jax.cli import main as r2r
-from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig, TrainConfig
+from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.data.synthetic import FILLER, make_synthetic_dev, synthetic_data_config, synthetic_tokenizer
@@ -174,22 +175,7 @@ def test_known_scores_put_the_known_best_first(tmp_path):
 def checkpoint(tmp_path_factory):
     """A checkpoint whose LoRA and head differ from their init (so a restore that fell back to init shows),
     saved without training; returns (run dir, the Prepared it came from, its trainable tree)."""
-    from r2r_jax.checkpoint import Checkpointer
-    from r2r_jax.train.setup import prepare
-
-    root = tmp_path_factory.mktemp("ckpt")
-    synthetic_tokenizer().save_pretrained(root / "tok")
-    cfg = TrainConfig(model=tiny(512), lora=LoraConfig(rank=4, alpha=8.0), output_dir=str(root / "run"),
-                      data=synthetic_data_config(tokenizer=str(root / "tok")))
-    prepared = prepare(cfg, mesh_of(1))
-    leaves, treedef = jax.tree.flatten(prepared.state.trainable)
-    keys = jax.random.split(jax.random.key(3), len(leaves))
-    moved = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
-                                         for x, k in zip(leaves, keys, strict=True)])
-    ckpt = Checkpointer(root / "run" / "checkpoints", async_save=False)
-    ckpt.save(prepared.state.replace(trainable=moved), {}, prepared.meta(), force=True)
-    ckpt.close()
-    return root / "run", prepared, moved
+    return saved_moved_checkpoint(tmp_path_factory.mktemp("ckpt"), tiny(512), mesh_of(1))
 
 
 def test_checkpoint_student_scores_with_its_restored_adapters(checkpoint):

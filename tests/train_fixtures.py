@@ -100,3 +100,26 @@ def restored_trainable(out, step: int) -> list[np.ndarray]:
                               dict(m.item_metadata(step)["state"]))
         tree = m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
     return [np.asarray(x) for x in jax.tree.leaves(tree["trainable"])]
+
+
+def saved_moved_checkpoint(root, model_cfg: ModelConfig, mesh):
+    """A run folder `root/run` whose one checkpoint holds LoRA and head moved away from their init (so a restore
+    that fell back to init shows), saved without training; the synthetic tokenizer in `root/tok`. Returns
+    (run dir, the Prepared it came from, its trainable tree)."""
+    from r2r_jax.checkpoint import Checkpointer
+    from r2r_jax.config import TrainConfig
+    from r2r_jax.data.synthetic import synthetic_data_config, synthetic_tokenizer
+    from r2r_jax.train.setup import prepare
+
+    synthetic_tokenizer().save_pretrained(root / "tok")
+    cfg = TrainConfig(model=model_cfg, lora=LoraConfig(rank=4, alpha=8.0), output_dir=str(root / "run"),
+                      data=synthetic_data_config(tokenizer=str(root / "tok")))
+    prepared = prepare(cfg, mesh)
+    leaves, treedef = jax.tree.flatten(prepared.state.trainable)
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    moved = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape, x.dtype)
+                                         for x, k in zip(leaves, keys, strict=True)])
+    ckpt = Checkpointer(root / "run" / "checkpoints", async_save=False)
+    ckpt.save(prepared.state.replace(trainable=moved), {}, prepared.meta(), force=True)
+    ckpt.close()
+    return root / "run", prepared, moved

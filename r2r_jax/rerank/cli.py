@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from r2r_jax.cli_types import mesh_size, non_negative_float, non_negative_int, positive_int, unit_float
+from r2r_jax.cli_types import add_mesh_arguments, non_negative_float, non_negative_int, positive_int, unit_float
 from r2r_jax.data.records import RecordError
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
@@ -91,12 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="comparison prompt tokens (default: trained)")
 
     mesh = parser.add_argument_group("devices (this host's; each host reranks its share of the queries)")
-    mesh.add_argument("--mesh.data", dest="mesh_data", type=mesh_size,
-                      default=-1, help="data-parallel size (-1: rest)")
-    mesh.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=mesh_size,
-                      default=1, help="parameter-sharding size")
-    mesh.add_argument("--mesh.tensor", dest="mesh_tensor", type=mesh_size,
-                      default=1, help="tensor-parallel size")
+    add_mesh_arguments(mesh)
 
 
 def read_inputs(args: argparse.Namespace):

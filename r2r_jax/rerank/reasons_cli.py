@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from r2r_jax.cli_types import mesh_size, positive_int
+from r2r_jax.cli_types import add_mesh_arguments, positive_int
 from r2r_jax.data.records import RecordError, TeacherRecord, read_records
 from r2r_jax.eval import text_metrics as tm
 from r2r_jax.rerank.reasons import KINDS, ReasonItem, collect_reasons, parse_kinds
@@ -44,12 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompts per decoding batch, rounded up to a multiple of the devices (default 16)")
     parser.add_argument("--base-model", metavar="DIR", help="the HF base, if it moved since training")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's)")
-    parser.add_argument("--mesh.data", dest="mesh_data", type=mesh_size,
-                        default=-1, help="data-parallel size (-1: rest)")
-    parser.add_argument("--mesh.fsdp", dest="mesh_fsdp", type=mesh_size,
-                        default=1, help="parameter-sharding size")
-    parser.add_argument("--mesh.tensor", dest="mesh_tensor", type=mesh_size,
-                        default=1, help="tensor-parallel size")
+    add_mesh_arguments(parser)
 
 
 def _fail(e: BaseException | str, status: int) -> int:
