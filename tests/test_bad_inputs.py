@@ -272,7 +272,11 @@ def test_an_interrupt_lost_in_a_callback_is_raised_again():
     import sys
 
     program = """
+import signal
 import time
+# Python's own Ctrl-C handler, whatever the parent left (a shell's background job ignores SIGINT, and
+# interrupt_main then does nothing)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from r2r_jax.cli import redeliver_lost_interrupts
 redeliver_lost_interrupts()
 class Lost:
