@@ -219,13 +219,13 @@ def run(args: argparse.Namespace) -> int:
         prompts = {"prompt_template": args.prompt_template, "comparison_template": args.comparison_template,
                    "max_prompt_len": args.max_prompt_len,
                    "max_comparison_prompt_len": args.max_comparison_prompt_len}
+        maybe_initialize_distributed()  # before reading the checkpoint's settings: orbax starts JAX's backend
         settings, tokenizer = student_prompts(args.checkpoint, args.model, args.tokenizer, **prompts)
         check_student_prompts(settings, tokenizer, comparisons=args.explain_top > 1)
     except (RecordError, ValueError, OSError) as e:
         return fail(e, 2)
     explanations = explanations_path(args)
 
-    maybe_initialize_distributed()
     try:
         mesh = make_mesh(MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor), jax.local_devices())
         if args.checkpoint:
