@@ -125,3 +125,24 @@ def test_tune_fusion_refuses_a_student_run_that_skipped_candidates(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("r2r tune-fusion: error: --student-run") and "lacks 19 of its 20" in err
     assert not (run_dir / DEFAULT_FILE).exists()
+
+
+def test_the_depth_curve_report_agrees_with_the_fusion_it_reports(tmp_path):
+    """benchmarks/depth_curve.py: its default row is the stored setting applied at its own depth, and each
+    depth row is `fuse_run` at that depth, so the table cannot drift from what `r2r rerank` writes."""
+    from benchmarks.depth_curve import rows_for_set
+    from r2r_jax.data.candidates import read_candidates
+    from r2r_jax.eval.metrics import evaluate
+    from r2r_jax.retrieval.trec import read_qrels, read_run
+
+    args = selection_set(tmp_path)
+    items, student = read_candidates(args[3]), read_run(args[1])
+    qrels = read_qrels(args[5])
+    default = Fusion("interpolate", 0.3, depth=10)
+    res = rows_for_set(items, student, qrels, default)
+    want = evaluate(fuse_run(items, student, default), qrels, ["ndcg@10"]).means["ndcg@10"]
+    assert res["rows"]["default"]["means"]["ndcg@10"] == pytest.approx(want)
+    at20 = evaluate(fuse_run(items, student, Fusion("student", 1.0, 20)), qrels, ["ndcg@10"]).means["ndcg@10"]
+    assert res["curve"][20]["student"]["ndcg@10"] == pytest.approx(at20)
+    assert res["rows"]["bm25"]["means"]["ndcg@10"] == pytest.approx(res["bm25_ndcg10"])
+    assert set(res["rows"]["student"]["p"]) == {"ndcg@1", "ndcg@5", "ndcg@10"}
