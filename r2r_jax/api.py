@@ -6,7 +6,7 @@
 
 It is a thin layer over `r2r rerank`'s own parts, so a script and the command rank alike: the same loaders,
 the same ranking setting (the student folder's stored `rerank_default.json` unless told otherwise, resolved
-by the command's own `resolve_fusion`), the same depth handling and the same engine (`rerank.job.rerank`:
+by `inference.fusion.resolve`, the command's rule), the same depth handling and the same engine (`rerank.job.rerank`:
 length-sorted batches, shared prompt prefixes, jitted steps kept on the student, so repeated calls compile
 once per shape). Only the bookkeeping differs: plain strings get made-up qids and docids, and results come
 back as `Ranked` records that point into the caller's own list.
@@ -14,7 +14,6 @@ back as `Ranked` records that point into the caller's own list.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,11 +21,11 @@ from pathlib import Path
 
 import jax
 
+from r2r_jax.checkpoint import run_folder
 from r2r_jax.config import MeshConfig
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
-from r2r_jax.inference.fusion import STUDENT_ONLY, Fusion, split_at_depth, with_tail
+from r2r_jax.inference.fusion import STUDENT_ONLY, Fusion, resolve, split_at_depth, with_tail
 from r2r_jax.parallel.mesh import make_mesh
-from r2r_jax.rerank.cli import resolve_fusion
 from r2r_jax.rerank.job import rerank, validate_candidates
 from r2r_jax.trained.loading import RerankStudent, load_from_checkpoint, load_from_hf
 
@@ -105,10 +104,7 @@ class Reranker:
                 raise ValueError("give fusion or student_only, not both")
             if not isinstance(fusion, Fusion):
                 raise ValueError(f"fusion must be an r2r_jax.inference.fusion.Fusion, got {type(fusion).__name__}")
-        else:  # the command's own rule, given the arguments it would have parsed
-            args = argparse.Namespace(student_only=student_only, fusion=None, fusion_weight=None, depth=None,
-                                      model=str(path) if export else None, checkpoint=None if export else str(path))
-            fusion, _ = resolve_fusion(args)
+        fusion, _ = resolve(Path(path) if export else run_folder(path), student_only=student_only, explicit=fusion)
         mesh = make_mesh(MeshConfig(), jax.local_devices())
         if export:
             cpu = jax.default_backend() == "cpu"

@@ -209,6 +209,15 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, int | None]:
     return path, None
 
 
+def run_folder(path: str | Path) -> Path | None:
+    """The training run a checkpoint path belongs to (RUN, RUN/checkpoints or RUN/checkpoints/STEP), or None."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents[:2]):
+        if (folder / "checkpoints").is_dir():
+            return folder
+    return None
+
+
 def read_meta(path: str | Path) -> tuple[dict[str, Any], Path, int]:
     """The metadata of a checkpoint (latest step unless the path names one) without restoring arrays."""
     directory, step = resolve_checkpoint(path)

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from r2r_jax.atomic import check_output_folder, output_lock, staged_folder
-from r2r_jax.checkpoint import read_meta
+from r2r_jax.checkpoint import read_meta, run_folder
 from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.convert.export_files import ExportInfo, write_side_files
 from r2r_jax.convert.safetensors_writer import ShardedWriter, TensorEntry, parse_size
@@ -227,7 +227,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, dtyp
     parse_size(max_shard_size)
 
     def check() -> None:  # never replace the run being exported, nor a folder an export did not write
-        check_output_folder(output, flag="--output", inputs=[checkpoint, *_run_folder(checkpoint)],
+        check_output_folder(output, flag="--output", inputs=[checkpoint, run_folder(checkpoint)],
                             marker=STUDENT_FILE, writer="r2r export", overwrite=overwrite)
 
     check()  # before minutes of restore, and before the lock (its file goes beside the output)
@@ -241,15 +241,6 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, dtyp
                       meta.get("config", {}).get("lora", {}).get("train", ""))
         prepared, step = load_trained(checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), base_model)
         return export_prepared(prepared, step, checkpoint, output, fmt, dtype, max_shard_size, overwrite, progress)
-
-
-def _run_folder(checkpoint: str | Path) -> list[Path]:
-    """The training run a checkpoint path belongs to (RUN, RUN/checkpoints or RUN/checkpoints/STEP)."""
-    path = Path(checkpoint).resolve()
-    for folder in (path, *path.parents[:2]):
-        if (folder / "checkpoints").is_dir():
-            return [folder]
-    return []
 
 
 def export_prepared(prepared, step: int, checkpoint: str | Path, output: str | Path, fmt: str,
@@ -275,9 +266,9 @@ def export_prepared(prepared, step: int, checkpoint: str | Path, output: str | P
     with staged_folder(output, overwrite) as tmp:
         write_tensors(source, tmp, fmt, dtype, max_bytes, progress=progress)
         write_side_files(tmp, info, cfg.data.tokenizer, cfg.lora, adapter_targets(source))
-        for run in _run_folder(checkpoint):  # the run's rerank default travels with its export
-            if (run / FUSION_DEFAULT_FILE).is_file():
-                shutil.copyfile(run / FUSION_DEFAULT_FILE, tmp / FUSION_DEFAULT_FILE)
+        run = run_folder(checkpoint)  # the run's rerank default travels with its export
+        if run is not None and (run / FUSION_DEFAULT_FILE).is_file():
+            shutil.copyfile(run / FUSION_DEFAULT_FILE, tmp / FUSION_DEFAULT_FILE)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("r2r_export_done")
     return output

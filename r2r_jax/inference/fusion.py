@@ -156,3 +156,18 @@ def read_default(folder: str | Path) -> tuple[Fusion, dict[str, Any]] | None:
     if not isinstance(record, dict) or "fusion" not in record:
         raise ValueError(f"{path}: expected a JSON object with a 'fusion' field")
     return Fusion.from_dict(record["fusion"], where=f"{path}: field 'fusion'"), record
+
+
+def resolve(folder: str | Path | None, *, student_only: bool = False, explicit: Fusion | None = None,
+            depth: int | None = None) -> tuple[Fusion, str]:
+    """(the ranking a student applies, where it came from), one rule for `r2r rerank` and `Reranker`: the
+    student alone when asked, else an explicit setting, else the stored default of the student's `folder`
+    (a training run or an export), else the student alone. A given `depth` replaces the setting's."""
+    if student_only:
+        fusion, source = STUDENT_ONLY, "--student-only"
+    elif explicit is not None:
+        fusion, source = explicit, "--fusion"
+    else:
+        stored = read_default(folder) if folder is not None else None
+        fusion, source = (stored[0], "the student's stored default") if stored else (STUDENT_ONLY, "no stored default")
+    return (fusion if depth is None else dataclasses.replace(fusion, depth=depth)), source

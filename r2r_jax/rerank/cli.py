@@ -102,6 +102,7 @@ def read_inputs(args: argparse.Namespace):
 
     from r2r_jax.data.candidates import iter_candidates
     from r2r_jax.data.datasets import dataset_file
+    from r2r_jax.inference.fusion import split_at_depth
     from r2r_jax.retrieval.trec import read_run, read_run_candidates
 
     if getattr(args, "dataset", None):  # a named set (r2r data): its checked candidates file is --candidates
@@ -116,11 +117,7 @@ def read_inputs(args: argparse.Namespace):
 
         def stream():
             for qc in islice(iter_candidates(args.candidates), args.max_queries):
-                if args.depth is None:
-                    yield qc, []
-                else:
-                    yield (dataclasses.replace(qc, candidates=qc.candidates[: args.depth]),
-                           [c.docid for c in qc.candidates[args.depth:]])
+                yield split_at_depth(qc, args.depth)
         return stream, source, files
     if not all(run_args):
         if any(run_args):
@@ -134,35 +131,20 @@ def read_inputs(args: argparse.Namespace):
 
 
 def resolve_fusion(args: argparse.Namespace):
-    """(the ranking setting, where it came from): --student-only, --fusion, else the student folder's stored
-    default (a training run's or an export's `rerank_default.json`), else the student alone. An explicit
-    --depth replaces the setting's depth. Read before any model loads."""
-    from r2r_jax.inference.fusion import STUDENT_ONLY, Fusion, read_default
+    """(the ranking setting, where it came from), by `inference.fusion.resolve`: --student-only, --fusion,
+    else the stored default of the training run of --checkpoint or of the --model folder. An explicit --depth
+    replaces the setting's depth. Read before any model loads."""
+    from r2r_jax.checkpoint import run_folder
+    from r2r_jax.inference.fusion import Fusion, resolve
 
     if args.fusion_weight is not None and not args.fusion:
         raise ValueError("--fusion-weight goes with --fusion")
-    if args.student_only:
-        return dataclasses.replace(STUDENT_ONLY, depth=args.depth), "--student-only"
+    explicit = None
     if args.fusion:
         weight = 1.0 if args.fusion == "student" else 0.5 if args.fusion_weight is None else args.fusion_weight
-        return Fusion(args.fusion, weight, args.depth), "--fusion"
-    stored = read_default(student_folder(args))
-    if stored is None:
-        return dataclasses.replace(STUDENT_ONLY, depth=args.depth), "no stored default"
-    fusion, _ = stored
-    if args.depth is not None:
-        fusion = dataclasses.replace(fusion, depth=args.depth)
-    return fusion, "the student's stored default"
-
-
-def student_folder(args: argparse.Namespace) -> Path:
-    """The folder a stored default lives in: the training run of --checkpoint, or the --model folder."""
-    if args.model:
-        return Path(args.model)
-    path = Path(args.checkpoint).absolute()
-    if path.name.isdigit():  # runs/x/checkpoints/<step>
-        path = path.parent
-    return path.parent if path.name == "checkpoints" else path
+        explicit = Fusion(args.fusion, weight)
+    folder = Path(args.model) if args.model else run_folder(args.checkpoint)
+    return resolve(folder, student_only=args.student_only, explicit=explicit, depth=args.depth)
 
 
 def explanations_path(args: argparse.Namespace) -> str | None:
