@@ -133,3 +133,35 @@ def test_cli_writes_records_with_negatives_and_rejects_bad_input(tmp_path, capsy
     assert "\n" not in err and not (tmp_path / "x.jsonl").exists()
     assert cli.main(["mine-negatives", "--records", str(tmp_path / "none.jsonl"), "--output", str(out)]) == 2
     assert "none.jsonl" in capsys.readouterr().err
+
+
+def _graded_pool() -> list[TeacherRecord]:
+    """One query about volcanoes and nine other records whose passage says "volcano" k = 1..9 times in ten
+    words, so BM25 ranks the other records' passages k = 9 first, k = 1 last."""
+    out = [TeacherRecord("q", "volcano", [Candidate("qd", "A volcano erupts.")], ["qd"], {"qd": "it answers"})]
+    for k in range(1, 10):
+        text = " ".join(["volcano"] * k + [f"filler{k}"] * (10 - k))
+        out.append(TeacherRecord(f"r{k}", f"unrelated question {k}", [Candidate(f"d{k}", text)], [f"d{k}"],
+                                 {f"d{k}": "it answers"}))
+    return out
+
+
+def test_spread_takes_evenly_spaced_ranks_of_the_deep_list():
+    best = [c.docid for c in mine_negatives(_graded_pool(), 9)[0].negatives]
+    assert best == [f"d{k}" for k in range(9, 0, -1)]  # the pool's full BM25 order
+    spread = [c.docid for c in mine_negatives(_graded_pool(), 3, spread=9)[0].negatives]
+    assert spread == [best[0], best[3], best[6]]
+    # a query matching fewer passages than `spread` spreads over the ones it matches, still `count` of them
+    assert [c.docid for c in mine_negatives(_graded_pool(), 3, spread=100)[0].negatives] == spread
+    # after `skip`, ranks count from the first passage kept
+    assert [c.docid for c in mine_negatives(_graded_pool(), 2, skip=1, spread=4)[0].negatives] == [best[1], best[3]]
+    with pytest.raises(ValueError, match="below count"):
+        mine_negatives(_graded_pool(), 3, spread=2)
+
+
+def test_cli_spread_below_count_is_refused_before_reading(tmp_path, capsys):
+    out = tmp_path / "hn.jsonl"
+    assert cli.main(["mine-negatives", "--records", str(tmp_path / "none.jsonl"), "--output", str(out),
+                     "--count", "8", "--spread", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "r2r mine-negatives: error: --spread 4 is below --count 8" and not out.exists()

@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="negatives per record (default 8; train with data.hard_negatives <= this)")
     p.add_argument("--skip", type=non_negative_int, default=0,
                    help="BM25's best other-query passages to pass over first (default 0)")
+    p.add_argument("--spread", type=positive_int, default=None, metavar="DEPTH",
+                   help="take the negatives at evenly spaced ranks of BM25's top DEPTH (after --skip) instead of "
+                        "the very best, as a depth-DEPTH rerank shows them (default: the best)")
     add_bm25_arguments(p, "a PyStemmer algorithm (default porter) or none")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -30,10 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
+        if args.spread is not None and args.spread < args.count:
+            raise RetrievalError(f"--spread {args.spread} is below --count {args.count}")
         records = list(read_records(args.records))
         if len(records) < 2:
             raise RecordError("needs at least 2 records: negatives are other records' passages", path=args.records)
-        mined = mine_negatives(records, args.count, skip=args.skip, params=bm25_params(args),
+        mined = mine_negatives(records, args.count, skip=args.skip, spread=args.spread, params=bm25_params(args),
                                progress=not args.no_progress)
     except (RecordError, RetrievalError) as e:
         print(f"r2r mine-negatives: error: {e}", file=sys.stderr)
