@@ -389,6 +389,35 @@ def test_a_second_job_in_the_same_folder_is_refused_with_the_holders_pid(good, t
         assert not held.exists() and not [p for p in tmp_path.iterdir() if "lock" in p.name]
 
 
+def test_a_held_rerank_folder_is_refused_before_the_model_loads(good, tiny_run, tmp_path, capsys, monkeypatch):
+    """The second rerank with the same --output is refused before it loads a model (here loading would fail
+    the test), and a rerank that fails before its first shard leaves no shard folder to trip the next run."""
+    from r2r_jax.atomic import folder_lock
+    from r2r_jax.rerank import job
+    from r2r_jax.trained import loading
+
+    argv = ["rerank", "--checkpoint", str(tiny_run), "--candidates", str(good / "candidates.jsonl"), "--output",
+            str(tmp_path / "out.trec")]
+    real_load = loading.load_from_checkpoint
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded while another job held the folder")
+
+    monkeypatch.setattr(loading, "load_from_checkpoint", no_load)
+    with folder_lock(tmp_path / "out.trec.shards", "a test"):
+        code, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "rerank", ("is in use by another r2r job", "out.trec.shards"))
+
+    def failing_rerank(*args, **kwargs):
+        raise FloatingPointError("non-finite scores")
+
+    monkeypatch.setattr(loading, "load_from_checkpoint", real_load)
+    monkeypatch.setattr(job, "rerank", failing_rerank)
+    code, err = run_cli(argv, capsys)
+    assert code == 1 and "non-finite scores" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_lock_left_by_a_killed_job_blocks_nothing(good, tmp_path, capsys):
     """A job killed holding its folder leaves its lock file: the next job goes on (here to the next check)."""
     run, base = tmp_path / "run", tmp_path / "base"

@@ -15,15 +15,17 @@ from pathlib import Path
 
 from r2r_jax.cli_types import add_mesh_arguments, non_negative_float, non_negative_int, positive_int, unit_float
 from r2r_jax.data.records import RecordError
+from r2r_jax.rerank.explain_plan import COMPARISON_FORMATS
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
 FILE_ARGUMENTS = (("output", "explanations"), ("candidates", "run", "corpus", "queries"))
+EXAMPLE = "r2r rerank --checkpoint runs/r2r --dataset dl19 --output dl19.trec --explain-top 3"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("student (one of)")
     which = src.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", metavar="CKPT",
+    which.add_argument("--checkpoint", metavar="RUN",
                        help="training checkpoint: run dir, its checkpoints/ (latest step) or checkpoints/<step>")
     which.add_argument("--model", metavar="DIR", help="merged Hugging Face folder with score.weight (seq-cls export)")
     src.add_argument("--base-model", metavar="DIR", help="with --checkpoint: the HF base, if it moved since training")
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="rerank each query's top DEPTH candidates; the rest follow in first-stage order, below "
                           "them (rank_llm's convention; the R2R authors reranked the top 5). Default: the "
                           "student's stored default depth, else all")
-    inp.add_argument("--max-queries", type=positive_int, help="only the first N queries (a quick look)")
+    inp.add_argument("--max-queries", type=positive_int, metavar="N", help="only the first N queries (a quick look)")
     inp.add_argument("--shard-size", type=positive_int, default=1000, metavar="N",
                      help="queries per shard (default 1000): each finished shard is kept in <output>.shards/, "
                           "so a killed job run again with the same arguments resumes after the last one")
@@ -66,11 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--output", required=True, metavar="RUN", help="reranked TREC run to write")
     out.add_argument("--tag", default="r2r", help="run tag, the TREC run's last column (default r2r)")
-    out.add_argument("--explain-top", type=non_negative_int, default=0, metavar="K",
-                     help="decode a direct reason for each of the top K and a comparison reason for each "
-                          "adjacent pair among them (default 0: none)")
+    which_ranks = out.add_mutually_exclusive_group()
+    which_ranks.add_argument("--explain-top", type=non_negative_int, default=0, metavar="K",
+                             help="decode a direct reason for each of the top K and comparison reasons among them "
+                                  "(default 0: none)")
+    which_ranks.add_argument("--explain-ranks", metavar="RANKS",
+                             help="explain these ranks instead, e.g. 1-10,91-100 (the top and the bottom of a "
+                                  "top 100); ranges are cut at each list's end and must lie within --depth")
+    out.add_argument("--explain-comparisons", choices=COMPARISON_FORMATS, default="window",
+                     help="window (default): listwise reasons over windows of at most 5 explained passages, as in "
+                          "the R2R release; pair: one reason per adjacent pair, as `r2r teach` writes them; "
+                          "none: direct reasons only. Use the format the student was trained on")
     out.add_argument("--explanations", metavar="JSONL",
-                     help="per-query reranked lists, scores and reasons (default with --explain-top: "
+                     help="per-query reranked lists, scores and reasons (default with --explain-top/-ranks: "
                           "<output stem>.explanations.jsonl)")
 
     gen = parser.add_argument_group("batching and decoding")
@@ -81,10 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="sequences per batch, rounded up to a multiple of the data-parallel size (default 32)")
     gen.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                      help="reason length limit (default: the trained target length)")
-    gen.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default); > 0 samples")
-    gen.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (with --temperature > 0)")
-    gen.add_argument("--prompt-template", help="scoring template, fields {query} {passage} (default: trained one)")
-    gen.add_argument("--comparison-template", help="comparison template, fields {query} {passages}")
+    gen.add_argument("--temperature", type=non_negative_float, default=0.0, metavar="T",
+                     help="0 = greedy (default); > 0 samples")
+    gen.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                     help="sampling seed (with --temperature > 0)")
+    gen.add_argument("--prompt-template", metavar="TEMPLATE",
+                     help="scoring template, fields {query} {passage} (default: trained one)")
+    gen.add_argument("--comparison-template", metavar="TEMPLATE",
+                     help="comparison template, fields {query} {passages} (default: trained one)")
     gen.add_argument("--max-prompt-len", type=positive_int, metavar="N",
                      help="scoring prompt tokens (default: trained value)")
     gen.add_argument("--max-comparison-prompt-len", type=positive_int, metavar="N",
@@ -148,8 +162,9 @@ def resolve_fusion(args: argparse.Namespace):
 
 
 def explanations_path(args: argparse.Namespace) -> str | None:
-    """--explanations, or with --explain-top and no --explanations, <output stem>.explanations.jsonl."""
-    if args.explanations is None and args.explain_top:
+    """--explanations, or with --explain-top/--explain-ranks and no --explanations,
+    <output stem>.explanations.jsonl."""
+    if args.explanations is None and (args.explain_top or args.explain_ranks):
         return str(Path(args.output).with_suffix("")) + ".explanations.jsonl"
     return args.explanations
 
@@ -163,6 +178,23 @@ def derived_outputs(args: argparse.Namespace) -> dict[str, str | None]:
             "--output's shard folder": str(shard_dir(args.output))}
 
 
+def explain_plan(args: argparse.Namespace):
+    """The `ExplainPlan` of --explain-top / --explain-ranks and --explain-comparisons; ValueError naming the flag
+    when a rank spec is malformed or reaches below the reranked depth (ranks past it are first-stage order)."""
+    from r2r_jax.rerank.explain_plan import ExplainPlan, format_ranks, parse_ranks
+
+    if args.explain_ranks is not None:
+        plan = ExplainPlan(parse_ranks(args.explain_ranks), args.explain_comparisons)
+    else:
+        plan = ExplainPlan.top(args.explain_top, args.explain_comparisons)
+    depth = getattr(args, "depth", None)
+    if plan and depth is not None and plan.ranks[-1][1] > depth:
+        flag = "--explain-ranks" if args.explain_ranks is not None else "--explain-top"
+        raise ValueError(f"{flag} {format_ranks(plan.ranks)}: only the top {depth} are reranked (the ranking's "
+                         "depth); raise --depth, or use --student-only to rerank every candidate")
+    return plan
+
+
 def job_settings(args: argparse.Namespace, files: list[str], student, explanations: str | None) -> dict:
     """What a finished shard's results depend on: a resumed job must match it (rerank/shards.py)."""
     from r2r_jax.rerank.shards import file_identity
@@ -170,7 +202,7 @@ def job_settings(args: argparse.Namespace, files: list[str], student, explanatio
     return {"inputs": [file_identity(f) for f in files], "student": student.source,
             "prompts": dataclasses.asdict(student.prompts), "depth": args.depth,
             "fusion": args.fusion_setting, "max_queries": args.max_queries,
-            "shard_size": args.shard_size, "tag": args.tag, "explain_top": args.explain_top,
+            "shard_size": args.shard_size, "tag": args.tag, "explain": explain_plan(args).to_dict(),
             "explanations": str(Path(explanations).absolute()) if explanations else None,
             "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
 
@@ -182,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.config import MeshConfig
     from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
     from r2r_jax.rerank.job import rerank, validate_candidates
-    from r2r_jax.rerank.shards import ShardMismatch, run_sharded
+    from r2r_jax.rerank.shards import ShardMismatch, run_sharded, shard_folder_held
     from r2r_jax.trained.loading import check_student_prompts, load_from_checkpoint, load_from_hf, student_prompts
 
     def fail(e: BaseException, code: int) -> int:
@@ -203,27 +235,29 @@ def run(args: argparse.Namespace) -> int:
                    "max_comparison_prompt_len": args.max_comparison_prompt_len}
         maybe_initialize_distributed()  # before reading the checkpoint's settings: orbax starts JAX's backend
         settings, tokenizer = student_prompts(args.checkpoint, args.model, args.tokenizer, **prompts)
-        check_student_prompts(settings, tokenizer, comparisons=args.explain_top > 1)
+        plan = explain_plan(args)
+        check_student_prompts(settings, tokenizer, comparisons=plan.compares)
     except (RecordError, ValueError, OSError) as e:
         return fail(e, 2)
     explanations = explanations_path(args)
 
     try:
-        mesh = make_mesh(MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor), jax.local_devices())
-        if args.checkpoint:
-            student = load_from_checkpoint(args.checkpoint, mesh, args.base_model, args.tokenizer, **prompts)
-        else:
-            student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer,
-                                   scan_layers=not args.unroll_layers, **prompts)
+        with shard_folder_held(args.output):  # before the model loads: a second job is refused at once
+            mesh = make_mesh(MeshConfig(args.mesh_data, args.mesh_fsdp, args.mesh_tensor), jax.local_devices())
+            if args.checkpoint:
+                student = load_from_checkpoint(args.checkpoint, mesh, args.base_model, args.tokenizer, **prompts)
+            else:
+                student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer,
+                                       scan_layers=not args.unroll_layers, **prompts)
 
-        def rerank_shard(items):
-            return rerank(student, items, batch_size=args.batch_size, explain_top=args.explain_top,
-                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                          share_prefix=args.share_prefix, fusion=fusion)
+            def rerank_shard(items):
+                return rerank(student, items, batch_size=args.batch_size, explain=plan,
+                              max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                              share_prefix=args.share_prefix, fusion=fusion)
 
-        outcome = run_sharded(rerank_shard, stream(), args.output, job=job_settings(args, files, student,
-                                                                                     explanations),
-                              shard_size=args.shard_size, tag=args.tag, explanations=explanations)
+            outcome = run_sharded(rerank_shard, stream(), args.output,
+                                  job=job_settings(args, files, student, explanations),
+                                  shard_size=args.shard_size, tag=args.tag, explanations=explanations)
     except (RecordError, FileNotFoundError, CheckpointError, ShardMismatch) as e:  # bad checkpoint or records
         return fail(e, 2)
     except (ValueError, OSError, FloatingPointError) as e:
@@ -235,8 +269,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"reranked {outcome.reranked} queries{resumed}, {outcome.docs} passages with {student.source} in "
               f"{outcome.score_seconds:.1f} s: {outcome.docs_per_second:.1f} docs/s on {devices}; "
               f"{outcome.truncation.line(student.prompts.max_prompt_len)}")
-        if args.explain_top:
-            print(f"explained the top {args.explain_top}: {outcome.explained} reasons in "
+        if plan:
+            print(f"explained {plan.describe()}: {outcome.explained} reasons in "
                   f"{outcome.explain_seconds:.1f} s")
         print(f"ranking: {fusion.describe()} ({fusion_source})")
         print(f"wrote {args.output}" + (f" and {explanations}" if explanations else ""))

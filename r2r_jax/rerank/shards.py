@@ -9,7 +9,8 @@ Host memory holds one shard, whatever the number of queries.
 
 `job.json` in the folder records what the shards were made from (inputs, student, settings that change a
 score or a reason); a run whose settings differ is refused rather than mixed with them, and while a job runs
-process 0 holds the folder (`atomic.folder_lock`), so a second job with the same --output is refused too. Every
+process 0 holds the folder (`shard_folder_held`, taken before the model loads), so a second job with the same
+--output is refused at once too. A job that fails before its first shard takes its `job.json` with it. Every
 process follows process 0's list of finished shards (sent through JAX's collectives: no shared file system
 needed).
 """
@@ -95,17 +96,33 @@ def _open_folder(folder: Path, job: dict) -> set[int]:
     return set()
 
 
+@contextlib.contextmanager
+def shard_folder_held(output: str | Path) -> Iterator[None]:
+    """Process 0 holds `<output>.shards/` (made if new) for the block; the others write nothing. Taken before
+    the model loads, so a second job with the same --output is refused in a second, not after a load."""
+    with contextlib.ExitStack() as stack:
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(folder_lock(shard_dir(output), "r2r rerank"))
+            except OutputRefused as e:  # another job holds it: bad input, as a shard folder of another job is
+                raise ShardMismatch(str(e)) from None
+        yield
+
+
 def run_sharded(rerank_shard: Callable[[list[QueryCandidates]], RerankResult],
                 items: Iterable[tuple[QueryCandidates, list[str]]], output: str | Path, *, job: dict,
                 shard_size: int, tag: str = "r2r", explanations: str | Path | None = None) -> ShardedOutcome:
     """Rerank `items` ((query, first-stage docids kept below the reranked ones)) shard by shard with
-    `rerank_shard`, resuming from the shards already on disk; then the final run (and explanations)."""
+    `rerank_shard`, resuming from the shards already on disk; then the final run (and explanations). The
+    caller holds the shard folder (`shard_folder_held`)."""
     folder, main = shard_dir(output), jax.process_index() == 0
-    try:  # process 0 holds the shard folder (made if new) while the job runs; the others write nothing
-        with folder_lock(folder, "r2r rerank") if main else contextlib.nullcontext():
-            return _run_sharded(rerank_shard, items, output, folder, main, job, shard_size, tag, explanations)
-    except OutputRefused as e:  # another job holds it: bad input, as a shard folder of another job is
-        raise ShardMismatch(str(e)) from None
+    new = main and not (folder / JOB_FILE).exists()
+    try:
+        return _run_sharded(rerank_shard, items, output, folder, main, job, shard_size, tag, explanations)
+    except BaseException:
+        if new and not any(folder.glob("shard-*")):  # nothing to resume: leave no job.json behind
+            (folder / JOB_FILE).unlink(missing_ok=True)
+        raise
 
 
 def _run_sharded(rerank_shard: Callable[[list[QueryCandidates]], RerankResult],
