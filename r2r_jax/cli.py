@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -34,6 +35,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-parity": ("r2r_jax.convert.parity_cli", "compare a Hugging Face folder with the JAX model"),
     "compile": ("r2r_jax.compile.cli", "ahead-of-time compile the train step for a TPU topology"),
 }
+
+
+# flags every command takes (removed before the command parses its own): the level of the project's log lines
+LOG_LEVELS = {"--quiet": logging.WARNING, "--verbose": logging.DEBUG}
+
+
+class _CommandLog(logging.Handler):
+    """Library modules log (`logging.getLogger(__name__)`); a command shows their records on stderr as its own
+    lines: notices as they are, warnings as `r2r <command>: ...`, errors as `r2r <command>: error: ...`.
+    sys.stderr is looked up per line, so a caller's redirection of it holds."""
+
+    def __init__(self, command: str):
+        super().__init__()
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.levelno >= logging.ERROR:
+                text = f"r2r {self.command}: error: {text}"
+            elif record.levelno >= logging.WARNING:
+                text = f"r2r {self.command}: {text}"
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(command: str, level: int = logging.INFO) -> None:
+    """Route the `r2r_jax` loggers to this command's stderr at `level` (INFO; --quiet WARNING, --verbose
+    DEBUG), replacing what an earlier command in this process set up."""
+    logger = logging.getLogger("r2r_jax")
+    for handler in [h for h in logger.handlers if isinstance(h, _CommandLog)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_CommandLog(command))
+    logger.setLevel(level)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     as_program = argv is None  # the `r2r` executable, not a caller in this process
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("R2R_DEBUG", "") not in ("", "0")
-    argv = [a for a in argv if a != "--debug"]
+    level = next((LOG_LEVELS[a] for a in reversed(argv) if a in LOG_LEVELS), logging.INFO)
+    argv = [a for a in argv if a != "--debug" and a not in LOG_LEVELS]
     width = max(len(n) for n in COMMANDS)
     listing = "\n".join(f"  {n:<{width}}  {h}" for n, (_, h) in COMMANDS.items())
     usage = (f"r2r <command> [options]\n\ncommands:\n{listing}\n\n"
-             "`r2r <command> --help` describes one; `r2r --version` prints the version.")
+             "`r2r <command> --help` describes one; `r2r --version` prints the version. Every command takes\n"
+             "--quiet (warnings and errors only), --verbose (debugging detail) and --debug (tracebacks).")
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: {usage}")
         return 0
@@ -126,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r2r: unknown command {name!r}\nusage: {usage}", file=sys.stderr)
         return 2
     _keep_tpu_runtime_quiet(name)
+    configure_logging(name, level)
     if as_program:
         redeliver_lost_interrupts()
     code = _run(name, rest, debug, as_program)
@@ -154,6 +194,8 @@ def _run(name: str, rest: list[str], debug: bool, as_program: bool) -> int:
             return int(module.main(rest) or 0)
         parser = _Parser(prog=f"r2r {name}", description=COMMANDS[name][1])
         parser.add_argument("--debug", action="store_true", help="show tracebacks (also R2R_DEBUG=1)")
+        parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+        parser.add_argument("--verbose", action="store_true", help="log debugging detail too")
         module.add_arguments(parser)
         try:
             args = parser.parse_args(rest)

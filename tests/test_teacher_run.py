@@ -134,7 +134,7 @@ def test_api_key_never_leaks(candidates, tmp_path, capfd, caplog):
     out = tmp_path / "teacher.jsonl"
     caplog.set_level("DEBUG")
     with FakeOpenAI(KEY, faults) as server:
-        rc = cli.main(teach_args(candidates, out, server.url, "-v", "--concurrency", "1"))
+        rc = cli.main(teach_args(candidates, out, server.url, "--verbose", "--concurrency", "1"))
         assert server.fault_counts["401"] == 1
     assert rc == 1
     captured = capfd.readouterr()

@@ -50,7 +50,7 @@ class BatchRunner:
             lambda: api.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h",
                                        metadata={"tool": "r2r-jax teach"}), what="batch create")
         self.cache.add_batch(batch.id, [r.key for r in requests])
-        log.info("batch %s: %d requests submitted", batch.id, len(requests))
+        log.debug("batch %s: %d requests submitted", batch.id, len(requests))
         return batch.id
 
     def _wait(self, batch_id: str, total: int) -> Any:
@@ -118,7 +118,7 @@ class BatchRunner:
         outcome = RunOutcome()
         try:
             for batch_id, keys in self.cache.open_batches():
-                log.info("resuming batch %s from an earlier run", batch_id)
+                log.debug("resuming batch %s from an earlier run", batch_id)
                 self._finish(batch_id, keys)
             self._rounds(todo, appender, outcome)
         except KeyboardInterrupt:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import signal
 import sys
@@ -87,7 +86,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="stop before spending more than this many USD in this run")
     co.add_argument("--dry-run", action="store_true", help="estimate calls, tokens and cost; call nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="log retries and batch progress")
 
 
 # teaching protocols by name: the settings each one fixes
@@ -137,8 +135,6 @@ def _run(args: argparse.Namespace) -> int:
     from r2r_jax.teacher.output import TeacherOutput, read_done
     from r2r_jax.teacher.summary import Stats
 
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("r2r_jax").setLevel(logging.INFO if args.verbose else logging.WARNING)
     settings = _settings(args)
     stats = Stats()
     try:

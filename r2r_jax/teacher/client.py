@@ -165,7 +165,7 @@ class TeacherClient:
                     self.in_flight.busy()
                 headers = getattr(getattr(e, "response", None), "headers", None)
                 wait = self.policy.delay(attempt, retry_after_seconds(headers), busy)
-                log.info("%s: %s; retry %d in %.2fs", what, desc, attempt + 1, wait)
+                log.debug("%s: %s; retry %d in %.2fs", what, desc, attempt + 1, wait)
                 if self.stop.wait(wait):
                     raise Stopped("the run is stopping") from None
         raise AssertionError("unreachable")
