@@ -26,6 +26,7 @@ from r2r_jax.config import MeshConfig
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
 from r2r_jax.inference.fusion import STUDENT_ONLY, Fusion, resolve, split_at_depth, with_tail
 from r2r_jax.parallel.mesh import make_mesh
+from r2r_jax.rerank.explain_plan import ExplainPlan
 from r2r_jax.rerank.job import rerank, validate_candidates
 from r2r_jax.trained.loading import RerankStudent, load_from_checkpoint, load_from_hf
 
@@ -143,8 +144,9 @@ class Reranker:
             return []
         validate_candidates(records, source="rerank input")  # RecordError, a ValueError naming query and field
         heads, tails = zip(*(split_at_depth(qc, self.fusion.depth) for qc in records), strict=True)
-        result = rerank(self.student, list(heads), batch_size=self.batch_size, explain_top=explain,
-                        fusion=self.fusion, progress=False)
+        # only direct reasons come back: decoding comparison reasons would be time thrown away
+        result = rerank(self.student, list(heads), batch_size=self.batch_size,
+                        explain=ExplainPlan.top(explain, "none"), fusion=self.fusion, progress=False)
         out = []
         for qc, tail in zip(records, tails, strict=True):
             where = {c.docid: (j, c.text) for j, c in enumerate(qc.candidates)}

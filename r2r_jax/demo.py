@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
     from r2r_jax.eval.metrics import evaluate
     from r2r_jax.model.hf_mapping import ConversionError
     from r2r_jax.parallel.mesh import make_mesh
+    from r2r_jax.rerank.explain_plan import ExplainPlan
     from r2r_jax.rerank.job import rerank, write_outputs
     from r2r_jax.retrieval.trec import candidates_to_run, read_qrels, read_run, write_run
     from r2r_jax.train.trainer import dev_candidates, train
@@ -91,7 +92,8 @@ def main(argv: list[str]) -> int:
     write_run(out / "bm25.trec", candidates_to_run(items), tag="bm25")
     print("[3/4] explaining the first held-out query's top 2 with the trained student")
     student = load_from_checkpoint(cfg.output_dir, make_mesh(cfg.mesh))
-    explained = rerank(student, items[:1], explain_top=2, progress=False)  # decoding is the slow part on a CPU
+    # the demo's teacher records hold pairwise comparisons: explain in that format (decoding is the slow part)
+    explained = rerank(student, items[:1], explain=ExplainPlan.top(2, "pair"), progress=False)
     write_outputs(explained, items[:1], None, explanations=out / "explanations.jsonl")
 
     qrels = read_qrels(cfg.data.dev_qrels)

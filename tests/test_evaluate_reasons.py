@@ -227,3 +227,137 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
     write_records(bad, [rec])
     assert "no non-empty" in _error(capsys, *ckpt, "--teacher", str(bad))
     assert not (tmp_path / "r.json").exists()
+
+
+def test_agreement_rows_pool_the_top_and_the_bottom():
+    from r2r_jax.eval.agreement import agreement, blocks, table
+
+    assert blocks([92, 1, 2, 91, 3, 10]) == [[1, 2, 3], [10], [91, 92]]
+    top = {1: "yes", 2: "yes", 3: "no", **{r: "unclear" for r in range(4, 11)}}
+    bottom = {r: ("no" if r < 98 else "yes") for r in range(91, 101)}
+    queries = [({**top, **bottom}, 100),  # ranks 1-10 and 91-100 of a top 100
+               ({1: "no", 2: "yes", 3: "yes"}, 3),  # a list of 3, all explained: it counts for the top 10 too
+               ({1: "yes", 2: "unclear"}, 50),  # the top 2 of 50 only: not for the top 3 or 10
+               ({}, 20)]  # nothing explained
+    rows = {r.label: r for r in agreement(queries)}
+    assert list(rows) == ["top 1", "top 3", "top 10", "bottom (ranks 91-100)"]
+    assert (rows["top 1"].queries, rows["top 1"].passages, rows["top 1"].yes, rows["top 1"].no) == (3, 3, 2, 1)
+    assert (rows["top 3"].queries, rows["top 3"].yes, rows["top 3"].no, rows["top 3"].unclear) == (2, 4, 2, 0)
+    assert (rows["top 10"].passages, rows["top 10"].unclear) == (13, 7)
+    b = rows["bottom (ranks 91-100)"]
+    assert (b.expect, b.queries, b.passages, b.no, b.yes) == ("no", 1, 10, 7, 3) and b.agree == pytest.approx(0.7)
+    assert rows["top 3"].agree == pytest.approx(4 / 6)
+    printed = table(list(rows.values()))
+    assert "top 3: says it answers" in printed and "66.7%" in printed and "bottom (ranks 91-100): says it does not" \
+        in printed and "70.0%" in printed
+    assert agreement([({1: "yes"}, 1)])[0].label == "top 1"  # a one-passage list is the top 3 and 10 too
+    assert [r.label for r in agreement([({1: "yes"}, 1)])] == ["top 1", "top 3", "top 10"]
+
+
+def _explanation_lines(records) -> list[dict]:
+    """Explanations as `r2r rerank` writes them, for the demo records: the teacher's ranking, each top-3
+    passage's reason (the teacher's own for rank 1, a paraphrase below), one listwise and one pairwise
+    comparison."""
+    out = []
+    for rec in records:
+        top = rec.ranking[:3]
+        direct = [{"rank": 1, "docid": top[0], "reason": rec.direct_reasons[top[0]], "passage": "..."}]
+        direct += [{"rank": r, "docid": d, "reason": "This passage does not answer the query.", "passage": "..."}
+                   for r, d in ((2, top[1]), (3, top[2]))]
+        pair = list(reversed(rec.comparisons[0].docids))  # the teacher's pair, listed the other way round
+        comparisons = [{"ranks": [1, 2, 3], "docids": top, "about": top[0], "reason": "It is the best one."},
+                       {"ranks": [1, 2], "docids": pair, "reason": rec.comparisons[0].reason}]
+        out.append({"qid": rec.qid, "query": rec.query,
+                    "ranking": [{"rank": r, "docid": d, "score": 0.0, "first_stage_rank": r}
+                                for r, d in enumerate(rec.ranking, start=1)],
+                    "direct_reasons": direct, "comparisons": comparisons})
+    return out
+
+
+def test_served_reasons_are_matched_to_the_teachers_and_the_missing_counted(tmp_path, capsys):
+    """Each served reason meets the teacher's reason for the same passage (direct by docid, pairwise by its two
+    docids in any order); one the teacher has none for is counted, by why, never scored or dropped."""
+    from r2r_jax.eval.explanations import read_explanations, score_explanations
+
+    records = list(read_records(DEMO_TEACHER))[:HELD_OUT]
+    lines = _explanation_lines(records)
+    lines.append({**lines[0], "qid": "not-in-teacher"})
+    del records[1].direct_reasons[records[1].ranking[2]]  # the teacher has no reason for this passage
+    path = tmp_path / "run.explanations.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    queries = read_explanations(path)
+    report, rows = score_explanations(queries, records)
+    n = HELD_OUT + 1
+    assert report["coverage"]["direct"] == {"explained": 3 * n, "scored": 3 * HELD_OUT - 1,
+                                            "no_teacher_record": 3, "no_teacher_reason": 1}
+    # the listwise one: the demo teacher has pairwise comparisons only; the pairwise one matches
+    assert report["coverage"]["comparison"] == {"explained": 2 * n, "scored": HELD_OUT, "no_teacher_record": 2,
+                                                "no_teacher_reason": HELD_OUT}
+    scored = [d for q in report["queries"] for d in q["direct"] if d["reference"] is not None]
+    want = tm.summarize([d["reference"] for d in scored], [d["generated"] for d in scored])
+    assert report["means"]["direct"] == pytest.approx(want.to_dict())
+    assert [d["rouge_l"] for d in scored if d["rank"] == 1] == [pytest.approx(1.0)] * HELD_OUT
+    assert report["means"]["comparison"]["rouge_l"] == pytest.approx(1.0)  # the pair's reason is the teacher's
+    assert [q["qid"] for q in report["queries"]] == [line["qid"] for line in lines]
+    assert all(d["verdict"] == "no" for q in report["queries"] for d in q["direct"] if d["rank"] > 1)
+    top1 = next(r for r in rows if r.label == "top 1")
+    assert top1.passages == n and report["agreement"][0]["label"] == "top 1"
+    # and through the command, with and without the teacher
+    write_records(tmp_path / "teacher.jsonl", records)
+    out = tmp_path / "scores.json"
+    assert r2r(["evaluate-reasons", "--explanations", str(path), "--teacher", str(tmp_path / "teacher.jsonl"),
+                "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no teacher reason" in printed and "top 3: says it answers" in printed and str(out) in printed
+    written = json.loads(out.read_text())
+    assert written["coverage"] == report["coverage"] and written["settings"]["explanations"] == str(path)
+    assert r2r(["evaluate-reasons", "--explanations", str(path), "--output", str(out), "--kinds", "direct"]) == 0
+    written = json.loads(out.read_text())
+    assert "means" not in written and written["agreement"] == report["agreement"]
+    assert "ROUGE-L" not in capsys.readouterr().out
+
+
+def test_rerank_explanations_score_end_to_end(checkpoint, tmp_path, capsys):
+    """`r2r rerank --explain-top` on the held-out teacher records' own passages, then `evaluate-reasons
+    --explanations`: every direct reason the rerank wrote is scored against the teacher's for its passage."""
+    from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candidates
+
+    records = list(read_records(DEMO_TEACHER))[:2]
+    write_records(tmp_path / "heldout.jsonl", records)
+    write_candidates(tmp_path / "cands.jsonl", [QueryCandidates(r.qid, r.query, [ScoredPassage(c.docid, c.text)
+                                                                                 for c in r.candidates])
+                                                for r in records])
+    run = tmp_path / "run.trec"
+    assert r2r(["rerank", "--checkpoint", str(checkpoint), "--candidates", str(tmp_path / "cands.jsonl"),
+                "--output", str(run), "--explain-top", "4", "--explain-comparisons", "pair",
+                "--max-new-tokens", "4", "--batch-size", "8"]) == 0
+    explanations = tmp_path / "run.explanations.jsonl"
+    out = tmp_path / "scores.json"
+    assert r2r(["evaluate-reasons", "--explanations", str(explanations), "--teacher", str(tmp_path / "heldout.jsonl"),
+                "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    served = [json.loads(line) for line in explanations.read_text().splitlines()]
+    assert [[(d["docid"], d["generated"]) for d in q["direct"]] for q in report["queries"]] == [
+        [(d["docid"], d["reason"]) for d in s["direct_reasons"]] for s in served]
+    assert report["coverage"]["direct"] == {"explained": 8, "scored": 8, "no_teacher_record": 0,
+                                            "no_teacher_reason": 0}
+    cmp = report["coverage"]["comparison"]
+    assert cmp["explained"] == 6 and cmp["scored"] + cmp["no_teacher_reason"] == 6
+    assert report["means"]["direct"]["n"] == 8
+
+
+def test_bad_explanations_fail_with_one_line(tmp_path, capsys):
+    good = _explanation_lines(list(read_records(DEMO_TEACHER))[:1])[0]
+    path = tmp_path / "x.explanations.jsonl"
+    out = ["--output", str(tmp_path / "r.json")]
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    assert f"{path}:2" in _error(capsys, "--explanations", str(path), *out)
+    path.write_text(json.dumps({**good, "direct_reasons": [{"rank": "1", "docid": "d", "reason": "r"}]}) + "\n")
+    assert "direct_reasons[0].rank" in _error(capsys, "--explanations", str(path), *out)
+    path.write_text(json.dumps({k: v for k, v in good.items() if k not in ("direct_reasons", "comparisons")}) + "\n")
+    assert "no reasons in the file" in _error(capsys, "--explanations", str(path), *out)
+    path.write_text(json.dumps(good) + "\n")
+    assert "--max-new-tokens goes with --checkpoint" in _error(capsys, "--explanations", str(path), *out,
+                                                               "--max-new-tokens", "3")
+    assert "--checkpoint needs --teacher" in _error(capsys, "--checkpoint", str(tmp_path), *out)
+    assert not (tmp_path / "r.json").exists()

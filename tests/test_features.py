@@ -136,8 +136,9 @@ def test_inference_prompts_equal_training_prompts(tok):
     train_rows = {tuple(r) for r in batch["input_ids"][0, :, :p].tolist()}
     assert {tuple(r) for r in ids.tolist()} == train_rows
     assert (mask[:, -1] == 1).all()
-    cids, cmask = encode_comparison_prompts(tok, rec.query, [["one", "two"], ["x" * 2000, "y"]],
-                                            CFG.comparison_template, 64)
+    text_of = {"p1": "one", "p2": "two", "long": "x" * 2000, "short": "y"}
+    cmps = [Comparison(["p1", "p2"], None, ""), Comparison(["long", "short"], None, "", about="short")]
+    cids, cmask = encode_comparison_prompts(tok, rec.query, text_of, cmps, CFG.comparison_template, 64)
     assert cids.shape == (2, 64) and cmask[1].sum() <= 64 and tok.decode(cids[1]).endswith("Comparison:")
 
 

@@ -198,7 +198,7 @@ def test_checkpoint_student_scores_with_its_restored_adapters(checkpoint):
         assert not np.allclose([got[d] for d in init[qc.qid]], list(init[qc.qid].values()), atol=1e-3)
 
 
-def test_explanations_for_top_k_and_adjacent_pairs_deterministically(llama_folder, dl19, tmp_path):
+def test_explanations_for_top_k_deterministically(llama_folder, dl19, tmp_path):
     """The CLI's explanations file; a second, independent run decodes the same text; and pooling, bucketing
     and filler rows do not change what a prompt decodes to alone."""
     from r2r_jax.data.features import encode_prompts
@@ -215,7 +215,11 @@ def test_explanations_for_top_k_and_adjacent_pairs_deterministically(llama_folde
         top = [d for d, _ in run[rec["qid"]]][:3]
         assert [r["docid"] for r in rec["ranking"]] == [d for d, _ in run[rec["qid"]]]
         assert [(d["rank"], d["docid"]) for d in rec["direct_reasons"]] == list(zip([1, 2, 3], top, strict=True))
-        assert [(c["ranks"], c["docids"]) for c in rec["comparisons"]] == [([1, 2], top[:2]), ([2, 3], top[1:])]
+        # one listwise window of the top 3, shown in first-stage order, one reason about each passage
+        first_stage = [c.docid for c in next(qc for qc in items if qc.qid == rec["qid"]).candidates]
+        shown = sorted(top, key=first_stage.index)
+        assert [(c["ranks"], c["docids"], c["about"]) for c in rec["comparisons"]] == [
+            ([top.index(d) + 1 for d in shown], shown, d) for d in top]
         assert all(d["reason"] and d["passage"] for d in rec["direct_reasons"])
         assert all(c["reason"] for c in rec["comparisons"])
 
@@ -233,6 +237,139 @@ def test_explanations_for_top_k_and_adjacent_pairs_deterministically(llama_folde
     alone = tok.decode([t for t in np.asarray(tokens[0, : int(lengths[0])]) if t != ids.eot],
                        skip_special_tokens=True).strip()
     assert first["reason"] == alone
+
+
+def test_explain_ranks_and_the_comparisons_they_make():
+    from r2r_jax.rerank.explain_plan import ExplainPlan, comparisons_for, parse_ranks, windows
+
+    assert parse_ranks("1-10,91-100") == ((1, 10), (91, 100)) and parse_ranks(" 3 , 5-6") == ((3, 3), (5, 6))
+    for bad in ("", "0-3", "5-2", "1-5,3-8", "a-b", "1-3,2", "1-3,"):
+        with pytest.raises(ValueError, match="--explain-ranks"):
+            parse_ranks(bad)
+    assert windows(list(range(1, 11))) == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
+    assert windows(list(range(1, 8))) == [[1, 2, 3, 4], [5, 6, 7]]  # near-equal: never a lone passage
+    assert windows([1, 2, 3, 4, 5, 6]) == [[1, 2, 3], [4, 5, 6]] and windows([4]) == [[4]]
+    order = list("edcbagf")  # the final ranking: e is rank 1, f rank 7
+    first_stage = {d: i for i, d in enumerate("abcdefg")}
+    window = comparisons_for(ExplainPlan(((1, 3), (6, 7))), order, first_stage)
+    # each range its own window, listed in first-stage order; one reason about each passage, in rank order
+    assert [(c.docids, c.about) for c in window] == [(list("cde"), "e"), (list("cde"), "d"), (list("cde"), "c"),
+                                                     (list("fg"), "g"), (list("fg"), "f")]
+    pairs = comparisons_for(ExplainPlan(((1, 3),), "pair"), order, first_stage)
+    assert [(c.docids, c.about) for c in pairs] == [(list("de"), None), (list("cd"), None)]
+    assert comparisons_for(ExplainPlan(((1, 3),), "none"), order, first_stage) == []
+    for plan in (ExplainPlan(((1, 3), (6, 7))), ExplainPlan(((2, 9),), "pair"), ExplainPlan.top(1),
+                 ExplainPlan(((1, 10), (91, 100))), ExplainPlan.top(12, "none")):
+        for n in (1, 2, 5, 7, 12, 95, 100):
+            ranking = [f"d{i}" for i in range(n)]
+            made = comparisons_for(plan, ranking, {d: i for i, d in enumerate(ranking)})
+            direct = sum(len(b) for b in plan.blocks(n))
+            assert plan.count(n) == direct + len(made)
+    assert ExplainPlan(((1, 10), (91, 100))).blocks(95) == [list(range(1, 11)), list(range(91, 96))]
+    assert ExplainPlan.top(3).describe() == "the top 3 (window comparisons)"
+    assert ExplainPlan(((1, 2), (9, 9)), "none").describe() == "ranks 1-2,9 (direct only)"
+    assert not ExplainPlan.top(0) and not ExplainPlan.top(1).compares and ExplainPlan.top(2).compares
+
+
+def test_served_comparison_prompts_are_the_training_prompts(tmp_path):
+    """What `r2r rerank` feeds the decoder is, token for token, what training fed the train step for the same
+    query and passages: a release-style window (listwise reasons with the `about` line, the window in the
+    teacher's order, which a first-stage candidate list keeps) and `r2r teach`-style pairs (first-stage order,
+    no `about`), direct prompts too, with a long passage cut to the comparison prompt limit on both paths."""
+    from types import SimpleNamespace
+
+    from r2r_jax.config import DataConfig
+    from r2r_jax.data.demo_tokenizer import build_demo_tokenizer
+    from r2r_jax.data.features import comparison_item, tokenize_records
+    from r2r_jax.data.records import Candidate, Comparison, TeacherRecord
+    from r2r_jax.data.templates import encode_texts, load_tokenizer
+    from r2r_jax.rerank.explain import explain_rankings
+    from r2r_jax.rerank.explain_plan import ExplainPlan
+    from r2r_jax.trained.loading import PromptSettings
+
+    tok = load_tokenizer(build_demo_tokenizer(tmp_path / "tok"))
+    data = DataConfig(max_prompt_len=64, max_comparison_prompt_len=128, comparisons_per_query=8)
+    texts = ["Honeybees swarm in spring when the colony outgrows its hive.",
+             "A swarm is a queen and thousands of workers looking for a new home. " * 12,  # cut on both paths
+             "Bees dance to tell the others where flowers are.",
+             "Wasps are not bees.", "Swarming splits one colony into two."]
+
+    def record(qid: str, ranking: list[int], comparisons) -> TeacherRecord:
+        cands = [Candidate(f"{qid}-{i + 1}", t) for i, t in enumerate(texts)]
+        order = [f"{qid}-{r}" for r in ranking]
+        return TeacherRecord(qid, "why do honeybees swarm", cands, order, {d: "because" for d in order},
+                             comparisons([c.docid for c in cands], order))
+
+    release = record("r", [5, 1, 2, 4, 3], lambda window, order: [Comparison(window, None, "w", about=d)
+                                                                 for d in order])
+    pairwise = record("p", [2, 5, 1, 3, 4], lambda window, order: [
+        Comparison(sorted(pair, key=window.index), pair[0], "p") for pair in zip(order, order[1:], strict=False)])
+    trained = tokenize_records([release, pairwise], tok, data)
+    uncut = [len(encode_texts(tok, [render(*args)])[0]) for rec in (release, pairwise) for args, render in
+             (comparison_item(rec.query, {c.docid: c.text for c in rec.candidates}, cmp, data.comparison_template)
+              for cmp in rec.comparisons)]
+    assert max(uncut) > data.max_comparison_prompt_len >= max(len(p) for r in trained for p in r.cmp_prompts)
+
+    fed: list[tuple[int, ...]] = []  # every prompt row the decoder is given, its padding dropped
+
+    def generate_fn(max_new_tokens, stop, pad):
+        def generate(variables, ids, mask, rng, temperature):
+            ids, mask = np.asarray(ids), np.asarray(mask).astype(bool)
+            fed.extend(tuple(row[m].tolist()) for row, m in zip(ids, mask, strict=True))
+            return jax.numpy.zeros((len(ids), 1), np.int32), jax.numpy.zeros((len(ids),), np.int32)
+        return generate
+
+    student = SimpleNamespace(tokenizer=tok, prompts=PromptSettings.from_data_config(data), variables=None,
+                              generate_fn=generate_fn)
+    for rec, fmt, tokenized in ((release, "window", trained[0]), (pairwise, "pair", trained[1])):
+        qc = QueryCandidates(rec.qid, rec.query, [ScoredPassage(c.docid, c.text) for c in rec.candidates])
+        fed.clear()
+        explained = explain_rankings(student, [(qc, rec.ranking)], ExplainPlan.top(5, fmt), 4, 3)[rec.qid]
+        want = [tuple(p.tolist()) for p in (*tokenized.prompts, *tokenized.cmp_prompts)]
+        assert sorted(fed) == sorted(want) and len(fed) == 5 + len(rec.comparisons)
+        assert [(list(c.docids), c.about) for c in explained.comparisons] == [(c.docids, c.about)
+                                                                             for c in rec.comparisons]
+
+
+def test_rerank_explains_the_ranks_asked_for(checkpoint, tmp_path, capsys):
+    """--explain-ranks: direct reasons at exactly those ranks, listwise windows within each range with their
+    ranks and docids in prompt order; --explain-comparisons pair / none; bad rank specs fail in one line."""
+    run_dir, _, _ = checkpoint
+    dev, _ = make_synthetic_dev(2, seed=7, n_candidates=8)
+    cands = tmp_path / "cands.jsonl"
+    write_candidates(cands, dev)
+    base = ["rerank", "--checkpoint", str(run_dir), "--candidates", str(cands), "--max-new-tokens", "3",
+            "--batch-size", "8"]
+    assert r2r([*base, "--output", str(tmp_path / "w.trec"), "--explain-ranks", "1-3,6-7"]) == 0
+    assert "explained ranks 1-3,6-7 (window comparisons): 20 reasons" in capsys.readouterr().out
+    run = read_run(tmp_path / "w.trec")
+    for qc, rec in zip(dev, map(json.loads, (tmp_path / "w.explanations.jsonl").read_text().splitlines()),
+                       strict=True):
+        order = [d for d, _ in run[qc.qid]]
+        first_stage = [c.docid for c in qc.candidates]
+        assert [(d["rank"], d["docid"]) for d in rec["direct_reasons"]] == [(r, order[r - 1]) for r in (1, 2, 3, 6, 7)]
+        want = []
+        for ranks in ([1, 2, 3], [6, 7]):
+            shown = sorted((order[r - 1] for r in ranks), key=first_stage.index)
+            want += [([order.index(d) + 1 for d in shown], shown, order[r - 1]) for r in ranks]
+        assert [(c["ranks"], c["docids"], c["about"]) for c in rec["comparisons"]] == want
+        assert all(isinstance(c["reason"], str) for c in rec["comparisons"])
+    assert r2r([*base, "--output", str(tmp_path / "p.trec"), "--explain-top", "3", "--explain-comparisons", "pair",
+                "--max-queries", "1"]) == 0
+    [rec] = [json.loads(line) for line in (tmp_path / "p.explanations.jsonl").read_text().splitlines()]
+    order = [d for d, _ in read_run(tmp_path / "p.trec")[dev[0].qid]]
+    first_stage = [c.docid for c in dev[0].candidates]
+    assert [c["docids"] for c in rec["comparisons"]] == [sorted(order[i:i + 2], key=first_stage.index)
+                                                         for i in (0, 1)]
+    assert all("about" not in c for c in rec["comparisons"])
+    capsys.readouterr()
+    for args, needle in ((["--explain-ranks", "3-1"], "--explain-ranks"),
+                         (["--explain-ranks", "1-3,9-10", "--depth", "8"], "only the top 8 are reranked"),
+                         (["--explain-top", "4", "--depth", "3"], "--explain-top 1-4: only the top 3")):
+        assert r2r([*base, "--output", str(tmp_path / "bad.trec"), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("r2r rerank: error:") and needle in err[0], err
+    assert not (tmp_path / "bad.trec").exists()
 
 
 def test_ranking_is_a_deterministic_permutation():

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +36,7 @@ import numpy as np
 from r2r_jax.config import DataConfig
 from r2r_jax.config_io import ConfigError
 from r2r_jax.data.negatives import NEGATIVE_POOL, ListPassages, PassageTable, negative_pool, negative_pools
-from r2r_jax.data.records import TeacherRecord
+from r2r_jax.data.records import Comparison, TeacherRecord
 from r2r_jax.data.templates import (
     Render,
     TruncationStats,
@@ -130,9 +130,6 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
     def render(q, ps):
         return render_prompt(cfg.prompt_template, q, ps[0])
 
-    def render_cmp(about: int | None):
-        return lambda q, ps: render_comparison(cfg.comparison_template, q, ps, about)
-
     pools = negative_pools(records, NEGATIVE_POOL * shapes.negatives, cfg.seed, passages=passages, start=start)
     if shapes.hard_negatives:
         if not any(rec.negatives for rec in records):
@@ -149,8 +146,9 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
         text_of = {c.docid: c.text for c in rec.candidates}
         candidates += [(r, (rec.query, [c.text]), rec.direct_reasons.get(c.docid), render) for c in rec.candidates]
         if shapes.comparisons:  # C = 0: no comparison rows at all
-            comparisons += [(r, (rec.query, [text_of[d] for d in cmp.docids]), cmp.reason,
-                             render_cmp(about_index(cmp.docids, cmp.about))) for cmp in rec.comparisons]
+            for cmp in rec.comparisons:
+                args, render_cmp = comparison_item(rec.query, text_of, cmp, cfg.comparison_template)
+                comparisons.append((r, args, cmp.reason, render_cmp))
         negatives += [(r, (rec.query, [text]), None, render) for text in pool]
 
     out = [TokenizedRecord(rec.qid, [], [], np.asarray([rec.rank_of()[c.docid] for c in rec.candidates], DTYPE),
@@ -267,6 +265,17 @@ def about_index(docids: Sequence[str], about: str | None) -> int | None:
     return None if about is None else list(docids).index(about) + 1
 
 
+def comparison_item(query: str, text_of: Mapping[str, str], cmp: Comparison,
+                    template: str) -> tuple[tuple[str, list[str]], Render]:
+    """The one comparison prompt of training and serving, as ((query, passages), render) for `fit_prompts`:
+    `cmp`'s passages listed as [1], [2], ... in `cmp.docids` order, and for a listwise reason (`about` set)
+    the closing line that names the passage it explains. Training renders every teacher comparison through
+    it and `r2r rerank` every comparison it explains (rerank/explain_plan.py builds those `Comparison`s), so
+    a prompt the student answers at serve time is, token for token, one it could have met in training."""
+    about = about_index(cmp.docids, cmp.about)
+    return (query, [text_of[d] for d in cmp.docids]), lambda q, ps: render_comparison(template, q, ps, about)
+
+
 def left_pad(rows: Sequence[Sequence[int]], max_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, mask) [len(rows), max_len]: each row right-aligned after `pad_id`s (scoring prompts' layout)."""
     ids = np.full((len(rows), max_len), pad_id, DTYPE)
@@ -290,15 +299,12 @@ def encode_prompts(tokenizer, query: str, passages: Sequence[str], template: str
     return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)
 
 
-def encode_comparison_prompts(tokenizer, query: str, passage_groups: Sequence[Sequence[str]], template: str,
-                              max_len: int, about: Sequence[int | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Comparison prompts for explanation decoding (e.g. adjacent pairs of the final top-k), left-padded to
-    `max_len`; decoding continues at index max_len. `about[i]` names the passage group i's reason explains."""
+def encode_comparison_prompts(tokenizer, query: str, text_of: Mapping[str, str], comparisons: Sequence[Comparison],
+                              template: str, max_len: int,
+                              stats: TruncationStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Comparison prompts for decoding (`comparison_item`, fitted as training fits them), left-padded to
+    `max_len`; decoding continues at index max_len. `text_of` maps each docid to its passage text."""
     check_template(template, ("query", "passages"), tokenizer)
-    about = list(about) if about is not None else [None] * len(passage_groups)
-
-    def render(k: int | None):
-        return lambda q, ps: render_comparison(template, q, ps, k)
-
-    rows = _fit_all(tokenizer, [(query, list(g)) for g in passage_groups], [render(k) for k in about], max_len)
+    items = [comparison_item(query, text_of, cmp, template) for cmp in comparisons]
+    rows = _fit_all(tokenizer, [args for args, _ in items], [render for _, render in items], max_len, stats)
     return left_pad([r.tolist() for r in rows], max_len, special_ids(tokenizer).pad)

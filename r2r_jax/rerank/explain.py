@@ -1,11 +1,11 @@
-"""Explanations for a reranked list: a direct reason for each of the top K passages, and a comparison reason
-for each adjacent pair among them (ranks 1-2, 2-3, ..., K-1 - K), decoded with the KV-cache decoder.
+"""Explanations for a reranked list, decoded with the KV-cache decoder: a direct reason for each explained
+rank, and comparison reasons in the format the student trained on (`explain_plan`: listwise windows or pairs).
 
-Direct reasons continue the scoring prompt itself (training put " {reason}<|eot_id|>" right after it);
-comparison reasons continue a comparison prompt listing the higher-ranked passage as [1] and the lower as [2].
-Prompts of all queries are pooled and batched by length like scoring, so each (batch, length) shape compiles
-once. Greedy decoding (the default) is deterministic; sampling is seeded per batch, so it is reproducible for
-the same inputs and batch size.
+Direct reasons continue the scoring prompt itself (training put " {reason}<|eot_id|>" right after it).
+Comparison reasons continue the prompt `data.features.comparison_item` renders for the plan's `Comparison`s,
+the function that renders every teacher comparison in training. Prompts of all queries are pooled and batched
+by length like scoring, so each (batch, length) shape compiles once. Greedy decoding (the default) is
+deterministic; sampling is seeded per batch, so it is reproducible for the same inputs and batch size.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from r2r_jax.data.features import encode_comparison_prompts, encode_prompts
 from r2r_jax.data.templates import special_ids
 from r2r_jax.inference.batches import length_sorted_batches
 from r2r_jax.parallel.batch import to_host
+from r2r_jax.rerank.explain_plan import ExplainPlan, comparisons_for
 from r2r_jax.trained.loading import RerankStudent
 
 
@@ -34,9 +35,21 @@ class DirectReason:
 
 @dataclass(frozen=True)
 class ComparisonReason:
-    ranks: tuple[int, int]  # (i, i + 1): the pair's final ranks, better first
-    docids: tuple[str, str]
+    """One comparison reason; `docids` and their final `ranks` in prompt order ([1], [2], ...), and for a
+    listwise reason the passage it explains (`about`)."""
+
+    ranks: tuple[int, ...]
+    docids: tuple[str, ...]
     reason: str
+    about: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"ranks": list(self.ranks), "docids": list(self.docids), "reason": self.reason}
+        return out if self.about is None else {**out, "about": self.about}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ComparisonReason:
+        return cls(tuple(d["ranks"]), tuple(d["docids"]), d["reason"], d.get("about"))
 
 
 @dataclass(frozen=True)
@@ -46,8 +59,12 @@ class QueryExplanation:
 
     def to_dict(self) -> dict:
         return {"direct_reasons": [asdict(d) for d in self.direct],
-                "comparisons": [{**asdict(c), "ranks": list(c.ranks), "docids": list(c.docids)}
-                                for c in self.comparisons]}
+                "comparisons": [c.to_dict() for c in self.comparisons]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QueryExplanation:
+        return cls([DirectReason(**r) for r in d["direct_reasons"]],
+                   [ComparisonReason.from_dict(c) for c in d["comparisons"]])
 
 
 def decode_prompts(generate: Callable, variables, input_ids: np.ndarray, attention_mask: np.ndarray,
@@ -77,30 +94,35 @@ def reason_text(tokenizer, ids: np.ndarray, stop: set[int]) -> str:
     return tokenizer.decode([int(t) for t in ids if int(t) not in stop], skip_special_tokens=True).strip()
 
 
-def explain_rankings(student: RerankStudent, ranked: Sequence[tuple[QueryCandidates, Sequence[str]]], top_k: int,
-                     max_new_tokens: int, batch_size: int, mesh: Mesh | None = None, temperature: float = 0.0,
-                     seed: int = 0, progress: Callable[[int], None] | None = None) -> dict[str, QueryExplanation]:
-    """qid -> reasons for the top `top_k` of each query's final ranking (`ranked`: candidates + docids best
-    first); a query with fewer candidates gets all of them explained. `rerank` has checked that `top_k` >= 1
-    and that the student has an LM head."""
+def explain_rankings(student: RerankStudent, ranked: Sequence[tuple[QueryCandidates, Sequence[str]]],
+                     plan: ExplainPlan, max_new_tokens: int, batch_size: int, mesh: Mesh | None = None,
+                     temperature: float = 0.0, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> dict[str, QueryExplanation]:
+    """qid -> reasons for the ranks `plan` names in each query's final ranking (`ranked`: candidates in
+    first-stage order + docids best first); ranks past a list's end are skipped. `rerank` has checked that the
+    student has an LM head."""
     tok, pr = student.tokenizer, student.prompts
     ids = special_ids(tok)
     stop = stop_ids(tok)
     direct_rows, cmp_rows, direct_ids, direct_mask, cmp_ids, cmp_mask = [], [], [], [], [], []
     for qc, order in ranked:
         text = {c.docid: c.text for c in qc.candidates}
-        top = list(order[:top_k])
-        i, m = encode_prompts(tok, qc.query, [text[d] for d in top], pr.prompt_template, pr.max_prompt_len)
+        rank_of = {d: r for r, d in enumerate(order, start=1)}
+        explained = [r for block in plan.blocks(len(order)) for r in block]
+        if not explained:
+            continue
+        i, m = encode_prompts(tok, qc.query, [text[order[r - 1]] for r in explained], pr.prompt_template,
+                              pr.max_prompt_len)
         direct_ids.append(i)
         direct_mask.append(m)
-        direct_rows.extend((qc.qid, r + 1, d) for r, d in enumerate(top))
-        if len(top) > 1:
-            pairs = [[text[a], text[b]] for a, b in zip(top, top[1:], strict=False)]
-            i, m = encode_comparison_prompts(tok, qc.query, pairs, pr.comparison_template,
+        direct_rows.extend((qc.qid, r, order[r - 1]) for r in explained)
+        cmps = comparisons_for(plan, order, {c.docid: k for k, c in enumerate(qc.candidates)})
+        if cmps:
+            i, m = encode_comparison_prompts(tok, qc.query, text, cmps, pr.comparison_template,
                                              pr.max_comparison_prompt_len)
             cmp_ids.append(i)
             cmp_mask.append(m)
-            cmp_rows.extend((qc.qid, r + 1, a, b) for r, (a, b) in enumerate(zip(top, top[1:], strict=False)))
+            cmp_rows.extend((qc.qid, tuple(rank_of[d] for d in c.docids), tuple(c.docids), c.about) for c in cmps)
     generate = student.generate_fn(max_new_tokens, stop, ids.pad)
     rng = jax.random.key(seed)
     out = {qc.qid: QueryExplanation([], []) for qc, _ in ranked}
@@ -112,6 +134,6 @@ def explain_rankings(student: RerankStudent, ranked: Sequence[tuple[QueryCandida
     if cmp_rows:
         texts = decode_prompts(generate, student.variables, np.concatenate(cmp_ids), np.concatenate(cmp_mask),
                                batch_size, mesh, jax.random.fold_in(rng, 1), temperature, progress)
-        for (qid, rank, a, b), t in zip(cmp_rows, texts, strict=True):
-            out[qid].comparisons.append(ComparisonReason((rank, rank + 1), (a, b), reason_text(tok, t, stop)))
+        for (qid, ranks, docids, about), t in zip(cmp_rows, texts, strict=True):
+            out[qid].comparisons.append(ComparisonReason(ranks, docids, reason_text(tok, t, stop), about))
     return out

@@ -28,7 +28,8 @@ from r2r_jax.data.templates import TruncationStats
 from r2r_jax.inference.fusion import STUDENT_ONLY, Fusion, fuse_query, with_tail
 from r2r_jax.inference.scoring import rank_query, score_candidates
 from r2r_jax.parallel.batch import data_parallel_size
-from r2r_jax.rerank.explain import ComparisonReason, DirectReason, QueryExplanation, explain_rankings
+from r2r_jax.rerank.explain import QueryExplanation, explain_rankings
+from r2r_jax.rerank.explain_plan import ExplainPlan
 from r2r_jax.retrieval.trec import Run, write_run
 from r2r_jax.trained.loading import RerankStudent
 
@@ -109,12 +110,6 @@ def gather_from_all(payload: dict) -> list[dict]:
     return [json.loads(bytes(blobs[p, : int(sizes[p])])) for p in range(len(sizes))]
 
 
-def _explanation_from_dict(d: dict) -> QueryExplanation:
-    return QueryExplanation([DirectReason(**r) for r in d["direct_reasons"]],
-                            [ComparisonReason(tuple(c["ranks"]), tuple(c["docids"]), c["reason"])
-                             for c in d["comparisons"]])
-
-
 def _bar(total: int, desc: str, unit: str, enabled: bool):
     from tqdm import tqdm
 
@@ -123,19 +118,22 @@ def _bar(total: int, desc: str, unit: str, enabled: bool):
 
 def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_size: int = 32, explain_top: int = 0,
            max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0, progress: bool = True,
-           share_prefix: bool = True, fusion: Fusion = STUDENT_ONLY) -> RerankResult:
+           share_prefix: bool = True, fusion: Fusion = STUDENT_ONLY, explain: ExplainPlan | None = None,
+           ) -> RerankResult:
     """Rerank every query's candidates with the student, its scores combined with the first stage's as
     `fusion` says (`inference.fusion`; its depth is the caller's: `items` are the candidates to rerank); with
-    `explain_top` K > 0 also decode reasons for the top K of that ranking and their K-1 adjacent pairs (at
-    most `max_new_tokens` each, default the trained target length).
+    `explain` (an `ExplainPlan`: ranks and comparison format; `explain_top` K > 0 is ranks 1-K in listwise
+    windows) also decode reasons for those ranks of that ranking (at most `max_new_tokens` tokens each,
+    default the trained target length).
 
     `batch_size` is rounded up to a multiple of the mesh's data-parallel size. With `share_prefix` each
     query's common prompt prefix runs once (`inference.prefix`; the same scores, fewer positions). Every process
     must call this with the same `items`; each scores its share and all return the complete result. `items`
     are as `validate_candidates` accepts them: callers check once, before loading a student (the CLI does)."""
-    if explain_top < 0:
-        raise ValueError(f"explain_top must be >= 0, got {explain_top}")
-    if explain_top and not student.has_lm_head:  # fail before spending the scoring time
+    if explain is not None and explain_top:
+        raise ValueError("give explain_top or explain, not both")
+    plan = explain if explain is not None else ExplainPlan.top(explain_top)
+    if plan and not student.has_lm_head:  # fail before spending the scoring time
         raise ValueError(f"{student.source} has no LM head (a seq-cls export); explanations need the causal-lm "
                          "head: rerank from --checkpoint or a folder that holds lm_head.weight")
     mesh, dp = student.mesh, data_parallel_size(student.mesh)
@@ -160,12 +158,12 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
     score_seconds = time.perf_counter() - start
 
     explain_seconds, all_expl = 0.0, {}
-    if explain_top:
+    if plan:
         start = time.perf_counter()
         ranked = [(qc, [d for d, _ in local_run[qc.qid]]) for qc in share]
-        rows = sum(min(explain_top, len(qc.candidates)) * 2 - 1 for qc in share)
+        rows = sum(plan.count(len(qc.candidates)) for qc in share)
         with _bar(rows, "explain", "reason", show) as bar:
-            expl = explain_rankings(student, ranked, explain_top, max_new_tokens or pr.max_target_len, batch_size,
+            expl = explain_rankings(student, ranked, plan, max_new_tokens or pr.max_target_len, batch_size,
                                     mesh, temperature, seed, progress=bar.update)
         for part in gather_from_all({"explanations": {qid: e.to_dict() for qid, e in expl.items()}}):
             all_expl.update(part["explanations"])
@@ -177,7 +175,7 @@ def rerank(student: RerankStudent, items: Sequence[QueryCandidates], *, batch_si
     if set(merged) != {qc.qid for qc in items}:
         raise RuntimeError("gathered results do not cover exactly the input queries")
     run = {qc.qid: [(str(d), float(s)) for d, s in merged[qc.qid]] for qc in items}
-    expl_out = {qc.qid: _explanation_from_dict(all_expl[qc.qid]) for qc in items if qc.qid in all_expl}
+    expl_out = {qc.qid: QueryExplanation.from_dict(all_expl[qc.qid]) for qc in items if qc.qid in all_expl}
     return RerankResult(run, expl_out, sum(len(qc.candidates) for qc in items), score_seconds, explain_seconds,
                         total)
 

@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from r2r_jax.data.records import TeacherRecord
+from r2r_jax.data.records import Comparison, TeacherRecord
+from r2r_jax.eval.explanations import KINDS  # one list of reason kinds
 
 if TYPE_CHECKING:  # jax loads only when decoding starts: input errors are reported in a second, not ten
     from jax.sharding import Mesh
 
     from r2r_jax.trained.loading import RerankStudent
-
-KINDS = ("direct", "comparison")
 
 
 def parse_kinds(spec: str) -> tuple[str, ...]:
@@ -77,11 +76,7 @@ def collect_reasons(records: Sequence[TeacherRecord], kinds: Sequence[str] = KIN
 def _prompts(student: RerankStudent, records: Sequence[TeacherRecord], items: Sequence[ReasonItem],
              kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Left-padded prompts [len(items of kind), L] in item order, encoded query by query."""
-    from r2r_jax.data.features import (  # jax: only once decoding starts
-        about_index,
-        encode_comparison_prompts,
-        encode_prompts,
-    )
+    from r2r_jax.data.features import encode_comparison_prompts, encode_prompts  # jax: only once decoding starts
 
     tok, pr = student.tokenizer, student.prompts
     by_qid = {rec.qid: rec for rec in records}
@@ -93,9 +88,9 @@ def _prompts(student: RerankStudent, records: Sequence[TeacherRecord], items: Se
             i, m = encode_prompts(tok, rec.query, [text[it.docids[0]] for it in mine], pr.prompt_template,
                                   pr.max_prompt_len)
         else:
-            about = [about_index(it.docids, it.about) for it in mine]
-            i, m = encode_comparison_prompts(tok, rec.query, [[text[d] for d in it.docids] for it in mine],
-                                             pr.comparison_template, pr.max_comparison_prompt_len, about)
+            cmps = [Comparison(list(it.docids), it.preferred, it.reference, it.about) for it in mine]
+            i, m = encode_comparison_prompts(tok, rec.query, text, cmps, pr.comparison_template,
+                                             pr.max_comparison_prompt_len)
         ids.append(i)
         mask.append(m)
     return np.concatenate(ids), np.concatenate(mask)

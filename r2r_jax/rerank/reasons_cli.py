@@ -1,10 +1,16 @@
-"""`r2r evaluate-reasons`: how close the student's reasons are to held-out teacher reasons (BLEU, ROUGE-L).
+"""`r2r evaluate-reasons`: how close the student's reasons are to held-out teacher reasons (BLEU, ROUGE-L),
+and whether the reasons `r2r rerank` wrote agree with its ranking.
 
     r2r evaluate-reasons --checkpoint runs/x --teacher heldout.jsonl --output reasons.json
     r2r evaluate-reasons --checkpoint runs/x --teacher heldout.jsonl --output r.json --kinds direct --max-queries 50
+    r2r evaluate-reasons --explanations run.explanations.jsonl --teacher heldout.jsonl --output r.json
+    r2r evaluate-reasons --explanations dl19.explanations.jsonl --output agreement.json
 
-The Reason-to-Rank paper's explanation metrics, per query and over the whole set, written as JSON with every
-generated reason beside its reference so a number can always be traced back to text. Inputs are read and
+With --checkpoint the student decodes a reason from each teacher reason's own training prompt; with
+--explanations the reasons are the ones `r2r rerank` served (eval/explanations.py), scored against the
+teacher's for the same passages when --teacher is given, and checked against the ranking (eval/agreement.py)
+always. The Reason-to-Rank paper's explanation metrics, per query and over the whole set, written as JSON with
+every generated reason beside its reference so a number can always be traced back to text. Inputs are read and
 checked before the model loads: a bad file or flag fails in a second with one line and exit status 2.
 """
 
@@ -20,20 +26,25 @@ from typing import Any
 from r2r_jax.cli_types import add_mesh_arguments, positive_int
 from r2r_jax.data.records import RecordError, TeacherRecord, read_records
 from r2r_jax.eval import text_metrics as tm
+from r2r_jax.eval.tables import aligned
 from r2r_jax.rerank.reasons import KINDS, ReasonItem, collect_reasons, parse_kinds
 
 PROG = "r2r evaluate-reasons"
 
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
-FILE_ARGUMENTS = (("output",), ("teacher",))
+FILE_ARGUMENTS = (("output",), ("teacher", "explanations"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="RUN",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="RUN",
                         help="training checkpoint: run dir, its checkpoints/ (latest step) or checkpoints/<step>")
-    parser.add_argument("--teacher", required=True, metavar="JSONL",
-                        help="held-out teacher records (r2r.teacher/1) whose reasons are the references")
+    source.add_argument("--explanations", metavar="JSONL",
+                        help="score the reasons `r2r rerank` wrote (its explanations JSONL) instead of decoding")
+    parser.add_argument("--teacher", metavar="JSONL",
+                        help="held-out teacher records (r2r.teacher/1) whose reasons are the references (needed "
+                             "with --checkpoint; with --explanations, without it only the agreement is reported)")
     parser.add_argument("--output", required=True, metavar="JSON", help="means, per-query scores and texts")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"comma-separated subset of {', '.join(KINDS)} (default: both)")
@@ -55,6 +66,8 @@ def _fail(e: BaseException | str, status: int) -> int:
 def read_inputs(args: argparse.Namespace) -> tuple[tuple[str, ...], list[TeacherRecord], list[ReasonItem]]:
     """Flags, records and the reasons to evaluate, all checked without jax; ValueError / OSError on bad input."""
     kinds = parse_kinds(args.kinds)
+    if args.teacher is None:
+        raise ValueError("--checkpoint needs --teacher: the held-out records whose reasons the student repeats")
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
                         ("--max-queries", args.max_queries)):
         if value is not None and value < 1:
@@ -105,13 +118,49 @@ def _table(means: dict[str, dict[str, Any]]) -> str:
 
     rows = [["kind", "n", "empty", "ROUGE-L", "BLEU"]]
     rows += [[k, str(m["n"]), str(m["empty"]), fmt(m["rouge_l"], 4), fmt(m["bleu"], 2)] for k, m in means.items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
-                                                                                                   strict=True)))
-                     for r in rows)
+    return aligned(rows)
+
+
+def run_explanations(args: argparse.Namespace) -> int:
+    """--explanations: score the reasons a rerank wrote; no model, no jax."""
+    from r2r_jax.atomic import write_json
+    from r2r_jax.eval.agreement import table
+    from r2r_jax.eval.explanations import coverage_table, read_explanations, score_explanations
+
+    try:
+        kinds = parse_kinds(args.kinds)
+        for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--base-model", args.base_model),
+                            ("--tokenizer", args.tokenizer)):
+            if value is not None:
+                raise ValueError(f"{flag} goes with --checkpoint; --explanations scores reasons already written")
+        queries = read_explanations(args.explanations)[: args.max_queries]
+        teacher = None
+        if args.teacher is not None:
+            teacher = list(read_records(args.teacher))
+            collect_reasons(teacher, kinds)  # a qid in two records is refused, as with --checkpoint
+            tm.bleu_signatures()  # the metric libraries are importable
+    except (RecordError, ValueError, OSError, ImportError) as e:
+        return _fail(e, 2)
+    report, rows = score_explanations(queries, teacher, kinds)
+    report["settings"] = {"explanations": str(args.explanations), "teacher": args.teacher, "kinds": list(kinds),
+                          "max_queries": args.max_queries,
+                          "verdict": "r2r_jax.data.verdict rules (docs/evaluation.md)"}
+    if teacher is not None:
+        report["settings"] |= {"rouge_l": tm.ROUGE_DESCRIPTION, "bleu": tm.bleu_signatures()}
+    try:
+        write_json(args.output, report)
+    except OSError as e:
+        return _fail(e, 1)
+    if teacher is not None:
+        print(coverage_table(report["means"], report["coverage"]))
+    print(table(rows) if rows else "agreement: no direct reasons to read")
+    print(f"wrote {args.output}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.explanations is not None:
+        return run_explanations(args)
     try:
         kinds, records, items = read_inputs(args)
         from r2r_jax.checkpoint import resolve_checkpoint
