@@ -16,7 +16,7 @@ timed() { local name=$1; shift; local t0; t0=$(date +%s); "$@"; echo "[$name] $(
 mkdir -p "$OUT"
 timed base $R2R base smollm2-135m --output runs/bases/smollm2-135m
 timed data .venv/bin/python -m benchmarks.recipe_data --out "$OUT/data"
-timed mine $R2R mine-negatives --records "$OUT/data/train.jsonl" --output "$OUT/data/train_hn.jsonl" --count 8
+timed mine $R2R mine-negatives --teacher "$OUT/data/train.jsonl" --output "$OUT/data/train_hn.jsonl" --count 8
 timed train $R2R train --config configs/smollm2_135m_recipe.yaml --data.train-path "$OUT/data/train_hn.jsonl" \
   --data.dev-candidates "$OUT/data/heldout_hard_candidates.jsonl" --data.dev-qrels "$OUT/data/heldout_hard_qrels.txt" \
   --output-dir "$RUN"

@@ -34,7 +34,7 @@ for run in smollm2_untrained smollm2_r2r; do
   done
 done
 # hard negatives (docs/results.md "Hard negatives"): BM25's best other-query passages per training query
-timed mine $R2R mine-negatives --records "$OUT/data/train.jsonl" --output "$OUT/data/train_hn.jsonl" --count 8
+timed mine $R2R mine-negatives --teacher "$OUT/data/train.jsonl" --output "$OUT/data/train_hn.jsonl" --count 8
 timed "train direct_hn" $R2R train --config configs/smollm2_135m.yaml "${AS_RUN[@]}" --base-model "$BASE" --data.tokenizer "$BASE" \
   --data.train-path "$OUT/data/train_hn.jsonl" --data.dev-candidates "$OUT/data/heldout_candidates.jsonl" \
   --data.dev-qrels "$OUT/data/heldout_qrels.txt" --loss.reasons direct --data.hard-negatives 2 \

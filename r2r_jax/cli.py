@@ -2,8 +2,10 @@
 
 Subcommand modules are imported only when run, so `r2r --help` is fast and a command's heavy
 dependencies (jax, torch, Java) load only for the command that needs them. Each module defines
-`add_arguments(parser)` and `run(args) -> int`, or `main(argv) -> int` when it parses its own
-arguments (the dataclass-config commands such as `train`).
+`add_arguments(parser)`, `run(args) -> int` and `EXAMPLE` (one command line, shown at the end of its
+`--help`), or `main(argv) -> int` when it parses its own arguments (the dataclass-config commands such as
+`train`). A command module imports its heavy dependencies inside `run`, so that `r2r <command> --help`
+answers at once; flags follow one convention across commands (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import sys
 from pathlib import Path
 
 from r2r_jax.atomic import check_output_files  # the standard library only: --help stays fast
+from r2r_jax.cli_types import HelpFormatter
 
 # name -> (module, one-line help). Modules with `main(argv)` parse their own arguments.
 COMMANDS: dict[str, tuple[str, str]] = {
     "base": ("r2r_jax.convert.base_cli", "a Llama-architecture GGUF (default SmolLM2-135M) as an HF base folder"),
-    "train": ("r2r_jax.train.trainer", "train a student from teacher records (dataclass config + overrides)"),
+    "train": ("r2r_jax.train.cli", "train a student from teacher records (dataclass config + overrides)"),
     "demo": ("r2r_jax.demo", "the embedded demo: train a tiny student on the shipped data set, rerank, explain"),
     "data": ("r2r_jax.retrieval.data_cli", "the named data sets behind --dataset: list, add, fetch, path"),
     "import-teacher": ("r2r_jax.data.import_cli", "convert R2R-release or rank_llm records to teacher.jsonl"),
@@ -85,6 +88,25 @@ def _load(name: str):
     return importlib.import_module(module_name)
 
 
+def example_epilog(example: str) -> str:
+    """The example every command's help ends with (its module's EXAMPLE: one command line)."""
+    return f"example:\n  {example}"
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of an `add_arguments` command as `r2r <name>` runs it: every option with its default, and its
+    module's EXAMPLE as the epilog. Building it imports only the command's module, which keeps its heavy imports
+    (jax, torch, ...) inside `run`, so `--help` answers at once (tests/test_cli_convention.py checks both)."""
+    module = _load(name)
+    parser = _Parser(prog=f"r2r {name}", description=COMMANDS[name][1], formatter_class=HelpFormatter,
+                     epilog=example_epilog(module.EXAMPLE))
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also R2R_DEBUG=1)")
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--verbose", action="store_true", help="log debugging detail too")
+    module.add_arguments(parser)
+    return parser
+
+
 # failures that are the user's input, not the program: exit 2 (usage/input) instead of 1 (runtime)
 _INPUT_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, IsADirectoryError, NotADirectoryError,
                                                   PermissionError, UnicodeDecodeError)
@@ -126,6 +148,15 @@ def redeliver_lost_interrupts() -> None:
     sys.unraisablehook = hook
 
 
+def _keep_transformers_quiet() -> None:
+    """The default install has no torch: r2r uses transformers only for tokenizers and configs there, and the
+    advice transformers prints on import (its models need torch) would be noise in every command's output."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def _keep_tpu_runtime_quiet(name: str) -> None:
     """On a machine without TPU chips, initialise jax for CPU/GPU only: with libtpu installed (the dev and tpu
     extras) jax would otherwise start the TPU runtime, which prints alarming start-up errors and finds nothing.
@@ -165,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r2r: unknown command {name!r}\nusage: {usage}", file=sys.stderr)
         return 2
     _keep_tpu_runtime_quiet(name)
+    _keep_transformers_quiet()
     configure_logging(name, level)
     if as_program:
         redeliver_lost_interrupts()
@@ -192,11 +224,7 @@ def _run(name: str, rest: list[str], debug: bool, as_program: bool) -> int:
         module = _load(name)
         if hasattr(module, "main"):
             return int(module.main(rest) or 0)
-        parser = _Parser(prog=f"r2r {name}", description=COMMANDS[name][1])
-        parser.add_argument("--debug", action="store_true", help="show tracebacks (also R2R_DEBUG=1)")
-        parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
-        parser.add_argument("--verbose", action="store_true", help="log debugging detail too")
-        module.add_arguments(parser)
+        parser = build_parser(name)
         try:
             args = parser.parse_args(rest)
         except SystemExit as e:  # --help (0) or a usage error already printed on one line (2): a return code

@@ -84,19 +84,24 @@ def _rows(cls: type, defaults: object, prefix: str, out: list[tuple[str, list[tu
         _rows(sub_cls, sub_default, f"{prefix}{name}.", out)
 
 
-def config_help(cls: type, prog: str, description: str) -> str:
-    """Usage, then one block per config section: flag, its doc, its default."""
+def config_help(cls: type, prog: str, description: str, example: str = "") -> str:
+    """Usage, then one block per config section: flag, its doc, its default; then the example, if any."""
     sections: list[tuple[str, list[tuple[str, str, str]]]] = []
     _rows(cls, cls(), "", sections)
     lines = [f"usage: {prog} [--config FILE] [--section.field VALUE ...]", "", description, "",
              "A flag overrides the config file's value, which overrides the default. Flags are spelled with",
              "hyphens (--output-dir); the underscore spelling of a field (--output_dir) is accepted too.",
              "Lists and nested values take YAML: --lora.targets='[q_proj,v_proj]'.", "",
-             "  --config FILE        a YAML file of these fields; `include: base.yaml` lays it over another file"]
+             "  --config FILE        a YAML file of these fields; `include: base.yaml` lays it over another file",
+             "  --debug              show tracebacks (also R2R_DEBUG=1)",
+             "  --quiet              log warnings and errors only",
+             "  --verbose            log debugging detail too"]
     for title, rows in sections:
         lines += ["", textwrap.shorten(title, 110, placeholder="...")]
         for flag, doc, default in rows:
             text = f"{doc} (default: {default})" if doc else f"(default: {default})"
             lines.append(f"  {flag}")
             lines += textwrap.wrap(text, 104, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    if example:
+        lines += ["", "example:", f"  {example}"]
     return "\n".join(lines) + "\n"

@@ -29,6 +29,20 @@ class ConfigError(ValueError):
 
 
 INCLUDE_KEY = "include"  # a config file may name a base file whose fields it overrides
+# the repository's configs/, shipped inside the package as r2r_jax/configs (a link to it in a checkout)
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def find_config(path: str) -> str:
+    """`path` when it exists; otherwise, for `configs/NAME.yaml` or `NAME.yaml`, the config of that name shipped
+    in the package, so the documented `--config configs/...` commands work from any folder after a
+    `pip install` (a file of that name in the working folder always wins)."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return path
+    parts = given.parts[1:] if given.parts[:1] == ("configs",) else given.parts
+    shipped = SHIPPED_CONFIGS.joinpath(*parts) if parts else None
+    return str(shipped) if shipped is not None and shipped.is_file() else path
 
 
 def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -56,6 +70,7 @@ def load_config(cls: type, argv: list[str], prog: str = "r2r", spell: Callable[[
     path to that spelling; default `--data.train-path`): draccus would print its 49-line usage first."""
     spell = spell or user_flag
     path, rest = _split_config_flag(argv)
+    path = None if path is None else find_config(path)
     rest = _quote_strings(cls, [canonical_flag(arg) for arg in rest])  # --output-dir and --output_dir are one flag
     fields, included = ({}, False) if path is None else _resolve_includes(path, ())
     if path is not None and not fields:

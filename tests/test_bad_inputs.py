@@ -244,12 +244,12 @@ OUTPUT_IS_INPUT = [
     (["import-teacher", "--input", "{f}", "--format", "r2r", "--output", "{t}", "--report", "{f}"],
      ("--report", "--input")),
     (["retrieve", "--queries", "{f}", "--corpus", "{t}", "--output", "{f}"], ("--output", "--queries")),
-    (["evaluate", "--run", "{f}", "--qrels", "{t}", "--json", "{f}"], ("--json", "--run")),
+    (["evaluate", "--run", "{f}", "--qrels", "{t}", "--report", "{f}"], ("--report", "--run")),
     (["evaluate-reasons", "--teacher", "{f}", "--checkpoint", "{o}", "--output", "{f}"], ("--output", "--teacher")),
     (["teach", "--candidates", "{f}", "--output", "{f}", "--model", "m", "--dry-run"], ("--output", "--candidates")),
     (["teach", "--candidates", "{t}", "--output", "{f}", "--cache", "{f}", "--model", "m", "--dry-run"],
      ("--output", "--cache")),
-    (["compile", "--config", "{f}", "--topology", "v5p:2x2x1", "--json", "{f}"], ("--json", "--config")),
+    (["compile", "--config", "{f}", "--topology", "v5p:2x2x1", "--report", "{f}"], ("--report", "--config")),
 ]
 
 
@@ -675,11 +675,11 @@ def test_a_missing_local_tokenizer_fails_at_once(tmp_path):
 
 FOLDER_FOR_A_FILE = [
     (["rerank", "--candidates", "{c}", "--checkpoint", "{dir}", "--output", "{dir}"], "--output"),
-    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--json", "{dir}"], "--json"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--report", "{dir}"], "--report"),
     (["evaluate-reasons", "--teacher", "{t}", "--checkpoint", "{dir}", "--output", "{dir}"], "--output"),
-    (["compile", "--config", "{cfg}", "--topology", "h100:1", "--json", "{dir}"], "--json"),
+    (["compile", "--config", "{cfg}", "--topology", "h100:1", "--report", "{dir}"], "--report"),
     (["retrieve", "--queries", "{qs}", "--corpus", "{k}", "--output", "{dir}"], "--output"),
-    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--json", "{file}/x.json"], "is a file, not a folder"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--report", "{file}/x.json"], "is a file, not a folder"),
 ]
 
 

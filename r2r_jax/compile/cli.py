@@ -14,30 +14,31 @@ import os
 import sys
 
 from r2r_jax.atomic import write_json
-from r2r_jax.cli_types import non_negative_int
+from r2r_jax.cli_types import add_renamed, non_negative_int
 from r2r_jax.compile.chips import parse_topology
 
 TOLERANCE = 0.15  # compiler vs analytic FLOPs
 
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
-FILE_ARGUMENTS = (("json",), ("config",))
+FILE_ARGUMENTS = (("report",), ("config",))
+EXAMPLE = "r2r compile --config configs/llama3_1_8b_v5p8.yaml --topology v5p:2x2x1 --set model.remat_policy=auto"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="a TrainConfig YAML file")
-    parser.add_argument("--topology", required=True,
+    parser.add_argument("--config", required=True, metavar="FILE", help="a TrainConfig YAML file")
+    parser.add_argument("--topology", required=True, metavar="CHIP:SHAPE",
                         help="v5p:2x2x1, v5e:4x4, v6e:2x4, ... (libtpu) or h100:8 (fake CPU devices: an estimate)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, repeatable, e.g. --set batch_size=32 --set model.remat_policy=dots")
-    parser.add_argument("--score-batch", type=non_negative_int, default=0,
-                        help="prompts per scoring step (default: batch_size x group_size)")
+    parser.add_argument("--score-batch", type=non_negative_int, default=0, metavar="N",
+                        help="prompts per scoring step (default: 0, batch_size x group_size)")
     parser.add_argument("--skip-score", action="store_true", help="compile the train step only")
     parser.add_argument("--skip-flops", action="store_true",
                         help="skip the two small unrolled compiles that count FLOPs (memory figures only)")
     parser.add_argument("--compare-unchunked", action="store_true",
                         help="also compile with loss.gen_chunk = max_target_len to measure what chunking saves")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    add_renamed(parser, "--report", "--json", metavar="FILE", help="also write the figures as a JSON report")
 
 
 def _size(n: float) -> str:
@@ -268,5 +269,5 @@ def _refused(name: str, error, chip, report: dict, args) -> int:
 
 
 def _write(report: dict, args) -> None:
-    if args.json:
-        write_json(args.json, report, indent=2)  # atomic, its folder made, like every other r2r output
+    if args.report:
+        write_json(args.report, report, indent=2)  # atomic, its folder made, like every other r2r output

@@ -1,4 +1,4 @@
-"""`r2r export --checkpoint CKPT --format seq-cls|causal-lm|peft --output DIR`: a trained student as a
+"""`r2r export --checkpoint CKPT --format seq-cls|causal-lm|peft --output-dir DIR`: a trained student as a
 Hugging Face folder (see docs/export.md)."""
 
 from __future__ import annotations
@@ -6,18 +6,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from r2r_jax.cli_types import add_renamed
+from r2r_jax.convert.export_formats import DTYPES, FORMATS
+
+EXAMPLE = "r2r export --checkpoint runs/r2r --format seq-cls --output-dir export/seq_cls --dtype float32"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from r2r_jax.convert.hf_export import DTYPES, FORMATS
-
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--checkpoint", required=True, metavar="RUN",
                         help="run folder, its checkpoints/ folder, or checkpoints/<step> (default: latest step)")
     parser.add_argument("--format", required=True, choices=FORMATS,
                         help="seq-cls: merged ranker; causal-lm: merged LM for explanations/vLLM; peft: adapter")
-    parser.add_argument("--output", required=True, help="folder to create (written atomically)")
+    add_renamed(parser, "--output-dir", "--output", required=True, metavar="DIR",
+                help="folder to create (written atomically)")
     parser.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="dtype of the written weights")
     parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB, 500MB")
-    parser.add_argument("--base-model", default=None,
+    parser.add_argument("--base-model", default=None, metavar="DIR",
                         help="HF base folder, if it moved since training (its fingerprint must match)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output folder that an earlier export wrote (never another folder)")
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.convert.hf_export import export_checkpoint
 
     try:
-        out = export_checkpoint(args.checkpoint, args.output, args.format, args.dtype, args.max_shard_size,
+        out = export_checkpoint(args.checkpoint, args.output_dir, args.format, args.dtype, args.max_shard_size,
                                 args.base_model, args.overwrite, progress=True)
     except (ValueError, FileNotFoundError) as e:  # bad paths, refused outputs, mismatched base, refused formats
         print(f"r2r export: error: {e}", file=sys.stderr)

@@ -25,6 +25,7 @@ from r2r_jax.atomic import check_output_folder, output_lock, staged_folder
 from r2r_jax.checkpoint import read_meta, run_folder
 from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.convert.export_files import ExportInfo, write_side_files
+from r2r_jax.convert.export_formats import DTYPES, FORMATS
 from r2r_jax.convert.safetensors_writer import ShardedWriter, TensorEntry, parse_size
 from r2r_jax.data.templates import load_tokenizer, special_ids
 from r2r_jax.inference.fusion import DEFAULT_FILE as FUSION_DEFAULT_FILE
@@ -36,8 +37,6 @@ from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
 from r2r_jax.trained.loading import STUDENT_FILE
 from r2r_jax.trained.restore import load_trained
 
-FORMATS = ("seq-cls", "causal-lm", "peft")
-DTYPES = ("bfloat16", "float32")
 ADAPTER_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PeftModel wraps the transformers model twice
 
@@ -227,7 +226,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, fmt: str, dtyp
     parse_size(max_shard_size)
 
     def check() -> None:  # never replace the run being exported, nor a folder an export did not write
-        check_output_folder(output, flag="--output", inputs=[checkpoint, run_folder(checkpoint)],
+        check_output_folder(output, flag="--output-dir", inputs=[checkpoint, run_folder(checkpoint)],
                             marker=STUDENT_FILE, writer="r2r export", overwrite=overwrite)
 
     check()  # before minutes of restore, and before the lock (its file goes beside the output)

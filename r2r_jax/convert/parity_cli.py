@@ -1,4 +1,4 @@
-"""`r2r check-parity --hf DIR [--checkpoint CKPT]`: transformers against the JAX model.
+"""`r2r check-parity --model DIR [--checkpoint CKPT]`: transformers against the JAX model.
 
 Without `--checkpoint`: a plain HF Llama folder imported into the JAX model, JAX float32 and transformers
 float32 each against transformers float64, on fixed English texts and random ids padded both ways; passes
@@ -15,32 +15,36 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from r2r_jax.cli_types import non_negative_int, positive_float, positive_int
+from r2r_jax.cli_types import add_renamed, non_negative_int, positive_float, positive_int
 from r2r_jax.convert.real_parity import FACTOR, FLOOR, QUANTILE, TEXTS
 
 TOL_FLOAT32 = 1e-4  # absolute
 # bfloat16 exports: relative to the student's largest |score| / |logit|; measured ~1-2.5% (docs/export.md)
 TOL_BF16_RELATIVE = 5e-2
+EXAMPLE = "r2r check-parity --model export/seq_cls --checkpoint runs/r2r"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hf", required=True,
-                        help="Hugging Face Llama folder; with --checkpoint, a folder written by `r2r export`")
+    add_renamed(parser, "--model", "--hf", required=True, metavar="DIR",
+                help="Hugging Face Llama folder; with --checkpoint, a folder written by `r2r export`")
     parser.add_argument("--tol", type=positive_float, default=None,
                         help=f"max allowed |difference|. Without --checkpoint: replaces the default rule "
                              f"(p{QUANTILE} of JAX f32's |logit - float64 logit| <= {FACTOR:g} x transformers f32's "
                              f"+ {FLOOR:g}, per input kind) by max |JAX f32 logit - float64 logit| <= TOL. With "
                              f"--checkpoint: default {TOL_FLOAT32:g}; for bfloat16 exports {TOL_BF16_RELATIVE:g} of "
                              "the student's largest |score| and |logit|")
-    parser.add_argument("--checkpoint", default=None, help="training checkpoint the --hf folder was exported from")
-    parser.add_argument("--base-model", default=None, help="with --checkpoint: HF base folder, if it moved")
-    parser.add_argument("--prompts", default=None,
+    parser.add_argument("--checkpoint", default=None, metavar="RUN",
+                        help="training checkpoint the --model folder was exported from")
+    parser.add_argument("--base-model", default=None, metavar="DIR",
+                        help="with --checkpoint: HF base folder, if it moved")
+    parser.add_argument("--prompts", default=None, metavar="FILE",
                         help="with --checkpoint: candidates or teacher JSONL (default: the run's dev candidates, "
                              "else its training records)")
-    parser.add_argument("--queries", type=positive_int, default=4, help="with --checkpoint: queries to score")
-    parser.add_argument("--hf-dtype", default="float32", choices=("float32", "bfloat16"),
-                        help="with --checkpoint: dtype transformers computes in")
-    parser.add_argument("--texts", type=positive_int, default=len(TEXTS),
+    add_renamed(parser, "--max-queries", "--queries", type=positive_int, default=4, metavar="N",
+                help="with --checkpoint: queries to score")
+    add_renamed(parser, "--dtype", "--hf-dtype", default="float32", choices=("float32", "bfloat16"),
+                help="with --checkpoint: dtype transformers computes in")
+    parser.add_argument("--texts", type=non_negative_int, default=len(TEXTS),
                         help=f"without --checkpoint: how many of the {len(TEXTS)} built-in English texts to compare "
                              "(0: random ids only; folders without a tokenizer get random ids only)")
     parser.add_argument("--batches", type=positive_int, default=3,
@@ -66,7 +70,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.trained.restore import config_from_meta, load_trained
 
-    fmt = ep.folder_format(args.hf)
+    fmt = ep.folder_format(args.model)
     data = config_from_meta(read_meta(args.checkpoint)[0]).data
     source = args.prompts or data.dev_candidates or data.train_path
     if not source or not Path(source).is_file():
@@ -74,18 +78,18 @@ def run_checkpoint(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     prepared, _ = load_trained(args.checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), args.base_model)
-    tokenizer = load_tokenizer(args.hf)
+    tokenizer = load_tokenizer(args.model)
     pad = special_ids(tokenizer).pad
-    prompts = ep.scoring_prompts(tokenizer, ep.load_queries(source)[: args.queries], data.prompt_template,
+    prompts = ep.scoring_prompts(tokenizer, ep.load_queries(source)[: args.max_queries], data.prompt_template,
                                  data.max_prompt_len)
-    report = ep.compare(ep.load_export(args.hf, fmt, pad, args.hf_dtype), fmt, prompts, pad, ep.StudentRef(prepared))
+    report = ep.compare(ep.load_export(args.model, fmt, pad, args.dtype), fmt, prompts, pad, ep.StudentRef(prepared))
     print(f"max_abs_score_diff={report.max_abs_score_diff:.3e}")
     print(f"max_abs_logit_diff={report.max_abs_logit_diff:.3e}")
     rel_score, rel_logit = report.relative()
     print(f"relative_score_diff={rel_score:.3e}")
     print(f"relative_logit_diff={rel_logit:.3e}")
     print(f"same_ranking={report.same_order}/{report.queries}")
-    if args.tol is None and "bfloat16" in (ep.folder_dtype(args.hf), args.hf_dtype):
+    if args.tol is None and "bfloat16" in (ep.folder_dtype(args.model), args.dtype):
         return _verdict(max(rel_score, rel_logit), TOL_BF16_RELATIVE, "relative ")
     tol = TOL_FLOAT32 if args.tol is None else args.tol
     return _verdict(max(report.max_abs_score_diff, report.max_abs_logit_diff), tol)
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.convert.real_parity import check_folder
 
     try:
-        return check_folder(args.hf, args.tol, args.texts, args.batches, args.seq_len, args.batch_size, args.seed)
+        return check_folder(args.model, args.tol, args.texts, args.batches, args.seq_len, args.batch_size, args.seed)
     except ValueError as e:  # ConversionError (no config.json, unreadable weights), a tokenizer beyond vocab
         print(f"r2r check-parity: error: {e}", file=sys.stderr)
         return 2

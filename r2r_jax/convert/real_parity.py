@@ -273,7 +273,7 @@ def report(rows: Sequence[KindReport], tol: float | None = None) -> int:
 
 def check_folder(folder: str | Path, tol: float | None = None, texts: int = len(TEXTS), batches: int = 3,
                  seq_len: int = 24, batch_size: int = 3, seed: int = 0) -> int:
-    """`r2r check-parity --hf DIR`: print the figures, return the exit code."""
+    """`r2r check-parity --model DIR`: print the figures, return the exit code."""
     from r2r_jax.model.hf_import import load_hf_model_config  # jax: only once a check runs
 
     cfg = load_hf_model_config(folder)

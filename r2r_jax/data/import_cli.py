@@ -14,6 +14,7 @@ from r2r_jax.data.records import write_records
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
 FILE_ARGUMENTS = (("output", "report"), ("input",))
+EXAMPLE = "r2r import-teacher --dataset r2r-release --output teacher.jsonl --report import_report.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,17 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="r2r: the Reason-to-Rank authors' release; rank_llm: reranked rank_llm JSONL "
                              "(with --dataset: the set's own)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="input JSONL file")
+    source.add_argument("--input", metavar="FILE", help="input JSONL file")
     source.add_argument("--dataset", metavar="NAME",
                         help="a named set's teacher file in place of --input: r2r-release (r2r data list)")
-    parser.add_argument("--output", required=True, help="teacher.jsonl to write (atomically)")
-    parser.add_argument("--report", default=None,
-                        help="JSON file for the summary and every repaired or rejected row")
-    parser.add_argument("--teacher-model", default=None,
+    parser.add_argument("--output", required=True, metavar="FILE", help="teacher.jsonl to write (atomically)")
+    parser.add_argument("--report", default=None, metavar="FILE",
+                        help="also write a JSON report: the summary and every repaired or rejected row")
+    parser.add_argument("--teacher-model", default=None, metavar="NAME",
                         help="teacher model name to record (default: gpt-4 for r2r, empty for rank_llm)")
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 1, write no output) if any row is rejected")
-    parser.add_argument("--show", type=non_negative_int, default=20,
+    parser.add_argument("--show", type=non_negative_int, default=20, metavar="N",
                         help="problems printed to stderr (all are in --report)")
 
 

@@ -6,44 +6,51 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from r2r_jax.atomic import check_output_files, write_json
-from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_int
+from r2r_jax.cli_types import add_renamed, non_negative_float, non_negative_int, positive_int
 from r2r_jax.data.datasets import dataset_file
 from r2r_jax.data.records import RecordError
-from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_query
-from r2r_jax.eval.metrics import DEFAULT_METRICS, EvalError, EvalResult, evaluate, parse_metrics
+from r2r_jax.eval.metric_names import DEFAULT_METRICS
 from r2r_jax.retrieval.trec import read_qrels, read_run
 
+if TYPE_CHECKING:
+    from r2r_jax.eval.metrics import EvalResult
+
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
-FILE_ARGUMENTS = (("json", "plot"), ("run", "qrels", "compare"))
+FILE_ARGUMENTS = (("report", "plot"), ("run", "qrels", "compare"))
+EXAMPLE = "r2r evaluate --dataset dl19 --run r2r.trec --compare bm25.trec --report dl19_eval.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="TREC run: qid Q0 docid rank score tag")
+    parser.add_argument("--run", required=True, metavar="RUN", help="TREC run: qid Q0 docid rank score tag")
     judgements = parser.add_mutually_exclusive_group(required=True)
-    judgements.add_argument("--qrels", help="TREC qrels (qid Q0 docid grade) or BEIR qrels TSV")
+    judgements.add_argument("--qrels", metavar="FILE", help="TREC qrels (qid Q0 docid grade) or BEIR qrels TSV")
     judgements.add_argument("--dataset", metavar="NAME",
                             help="the qrels of a named set (r2r data list): dl19, dl20 or your BEIR set's test split")
     parser.add_argument("--metrics", default=DEFAULT_METRICS,
-                        help=f"comma-separated: ndcg@k, mrr@k, r@k, p@k, map, success@k, judged@k (the share of "
-                             f"the top k with a judgement), or ir_measures names (default {DEFAULT_METRICS})")
-    parser.add_argument("--rel-level", type=positive_int, default=1,
+                        help="comma-separated: ndcg@k, mrr@k, r@k, p@k, map, success@k, judged@k (the share of "
+                             "the top k with a judgement), or ir_measures names")
+    parser.add_argument("--rel-level", type=positive_int, default=1, metavar="GRADE",
                         help="lowest grade counted relevant by binary measures (trec_eval -l; TREC DL uses 2)")
     parser.add_argument("--per-query", action="store_true", help="print per-query values too")
     parser.add_argument("--compare", metavar="RUN2", help="a second run: paired significance test RUN2 vs RUN")
-    parser.add_argument("--permutations", type=non_negative_int, default=10000,
+    parser.add_argument("--permutations", type=non_negative_int, default=10000, metavar="N",
                         help="resamples of the paired randomisation test with --compare (0: t-test only)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the randomisation test")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="N", help="seed of the randomisation test")
     parser.add_argument("--plot", metavar="PNG",
                         help="per-query bar chart: differences with --compare, else the run's values")
-    parser.add_argument("--json", metavar="OUT", help="write means, per-query values and tests as JSON")
+    add_renamed(parser, "--report", "--json", metavar="FILE",
+                help="also write a JSON report: means, per-query values and tests")
     parser.add_argument("--min-query-value", type=non_negative_float, metavar="T",
                         help="NON-STANDARD (the R2R authors' evaluation, which used 0.5): also report each metric's "
                              "mean over only the queries whose value exceeds T, with how many were kept")
 
 
 def _evaluate_file(path: str, qrels, specs) -> EvalResult:
+    from r2r_jax.eval.metrics import evaluate
+
     result = evaluate(read_run(path), qrels, specs)
     for warning in result.warnings():
         print(f"r2r evaluate: warning: {path}: {warning}", file=sys.stderr)
@@ -71,6 +78,9 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from r2r_jax.eval.compare import compare_results, plot_differences, plot_per_query
+    from r2r_jax.eval.metrics import EvalError, parse_metrics
+
     try:
         if args.dataset:  # a named set's qrels, checked against its recorded hash (r2r data)
             args.qrels = str(dataset_file(args.dataset, "qrels"))
@@ -123,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             plot_differences(a, b, args.plot, (name_a, name_b), tests)
         print(f"plot: {args.plot}")
-    if args.json:
+    if args.report:
         out = {"run": args.run, "qrels": args.qrels, "dataset": args.dataset, "rel_level": args.rel_level,
                "result": a.to_dict(),
                "warnings": a.warnings()}
@@ -133,6 +143,6 @@ def run(args: argparse.Namespace) -> int:
         if b is not None:
             out.update(compare=args.compare, compare_result=b.to_dict(), compare_warnings=b.warnings(),
                        tests=[t.to_dict() for t in tests])
-        write_json(args.json, out, indent=2)
-        print(f"json: {args.json}")
+        write_json(args.report, out, indent=2)
+        print(f"report: {args.report}")
     return 0

@@ -17,9 +17,8 @@ from dataclasses import asdict, dataclass, field
 import ir_measures
 from ir_measures.providers.base import NOT_PROVIDED
 
+from r2r_jax.eval.metric_names import DEFAULT_METRICS
 from r2r_jax.retrieval.trec import trec_order
-
-DEFAULT_METRICS = "ndcg@1,ndcg@5,ndcg@10,mrr@10,r@100"
 
 # short name -> (ir_measures measure family, takes a relevance level)
 _SHORT = {

@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                      help="reason length limit (default: the trained target length)")
     gen.add_argument("--temperature", type=non_negative_float, default=0.0, metavar="T",
-                     help="0 = greedy (default); > 0 samples")
+                     help="0 = greedy; > 0 samples")
     gen.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                      help="sampling seed (with --temperature > 0)")
     gen.add_argument("--prompt-template", metavar="TEMPLATE",

@@ -34,6 +34,7 @@ PROG = "r2r evaluate-reasons"
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
 FILE_ARGUMENTS = (("output",), ("teacher", "explanations"))
+EXAMPLE = "r2r evaluate-reasons --checkpoint runs/r2r --teacher heldout.jsonl --output reasons.json --max-queries 10"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,12 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with --checkpoint; with --explanations, without it only the agreement is reported)")
     parser.add_argument("--output", required=True, metavar="JSON", help="means, per-query scores and texts")
     parser.add_argument("--kinds", default=",".join(KINDS),
-                        help=f"comma-separated subset of {', '.join(KINDS)} (default: both)")
+                        help=f"comma-separated subset of {', '.join(KINDS)}")
     parser.add_argument("--max-queries", type=positive_int, metavar="N", help="only the first N records (a quick look)")
     parser.add_argument("--max-new-tokens", type=positive_int, metavar="N",
                         help="generated reason length limit (default: the trained target length)")
     parser.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
-                        help="prompts per decoding batch, rounded up to a multiple of the devices (default 16)")
+                        help="prompts per decoding batch, rounded up to a multiple of the devices")
     parser.add_argument("--base-model", metavar="DIR", help="the HF base, if it moved since training")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder (default: the checkpoint's)")
     add_mesh_arguments(parser)

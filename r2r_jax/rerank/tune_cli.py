@@ -25,6 +25,8 @@ DEPTHS = (5, 10, 20, 30, 50, 100)
 TIE_METRICS = ("ndcg@10", "ndcg@5", "ndcg@1")
 
 FILE_ARGUMENTS = ((), ("student_run", "candidates", "qrels"))
+EXAMPLE = ("r2r tune-fusion --checkpoint runs/r2r --student-run sel_student.trec --candidates sel.jsonl "
+           "--qrels sel_qrels.txt --dry-run")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the selection set's first-stage candidates with their scores (rank_llm JSONL)")
     parser.add_argument("--qrels", required=True, metavar="FILE", help="the selection set's graded qrels")
     parser.add_argument("--metric", default="ndcg@10", choices=TIE_METRICS,
-                        help="what the choice maximises (default ndcg@10)")
+                        help="what the choice maximises")
     parser.add_argument("--dry-run", action="store_true", help="print the table and the choice; store nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace a stored default")
 

@@ -19,34 +19,40 @@ from r2r_jax.retrieval.trec import candidates_to_run, write_run
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
 FILE_ARGUMENTS = (("output", "trec"), ("queries", "corpus"))
+EXAMPLE = ("r2r retrieve --queries queries.tsv --corpus corpus.jsonl --index runs/bm25 --output candidates.jsonl "
+           "--trec bm25.trec")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--queries", help="queries: TSV qid<TAB>text, JSONL {qid|id|_id, text|query} or TREC topics")
-    p.add_argument("--corpus", help="passages: JSONL {id|docid|_id, contents|text (+ title)} or TSV docid<TAB>text")
+    p.add_argument("--queries", metavar="FILE",
+                   help="queries: TSV qid<TAB>text, JSONL {qid|id|_id, text|query} or TREC topics")
+    p.add_argument("--corpus", metavar="FILE",
+                   help="passages: JSONL {id|docid|_id, contents|text (+ title)} or TSV docid<TAB>text")
     p.add_argument("--dataset", metavar="NAME",
                    help="a BEIR set added with `r2r data add NAME FOLDER --beir`: its corpus, and the queries its "
                         "test qrels judge, in place of --corpus and --queries")
-    p.add_argument("--index", help="index folder: reused when it matches --corpus and the BM25 settings, "
-                                   "built there otherwise (without it the index is temporary)")
-    p.add_argument("--prebuilt", help="pyserini prebuilt index name, e.g. msmarco-v1-passage (pyserini only)")
+    p.add_argument("--index", metavar="DIR",
+                   help="index folder: reused when it matches --corpus and the BM25 settings, built there otherwise "
+                        "(without it the index is temporary)")
+    p.add_argument("--prebuilt", metavar="NAME",
+                   help="pyserini prebuilt index name, e.g. msmarco-v1-passage (pyserini only)")
     p.add_argument("--backend", choices=("bm25s", "pyserini"), default="bm25s",
-                   help="bm25s: embedded, no Java (default); pyserini: Lucene via Anserini")
-    p.add_argument("--output", required=True, help="candidates JSONL to write (rank_llm request layout)")
-    p.add_argument("--trec", metavar="RUN", help="also write the hits as a TREC run (the BM25 baseline for "
-                                                 "`r2r evaluate`)")
-    p.add_argument("--top-k", type=positive_int, default=100, help="candidates per query (default 100)")
-    add_bm25_arguments(p, "porter (default, as Lucene), none, or another PyStemmer algorithm (bm25s) / krovetz "
-                          "(pyserini)")
-    p.add_argument("--threads", type=positive_int, default=1, help="search (and Lucene indexing) threads")
+                   help="bm25s: embedded, no Java; pyserini: Lucene via Anserini")
+    p.add_argument("--output", required=True, metavar="FILE",
+                   help="candidates JSONL to write (rank_llm request layout)")
+    p.add_argument("--trec", metavar="RUN",
+                   help="also write the hits as a TREC run (the BM25 baseline for `r2r evaluate`)")
+    p.add_argument("--top-k", type=positive_int, default=100, metavar="K", help="candidates per query")
+    add_bm25_arguments(p, "porter (as Lucene), none, or another PyStemmer algorithm (bm25s) / krovetz (pyserini)")
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N", help="search (and Lucene indexing) threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def add_bm25_arguments(p: argparse.ArgumentParser, stemmer_help: str) -> None:
     """--k1, --b and --stemmer, spelled and defaulted alike in every command that runs BM25 (`bm25_params`)."""
-    p.add_argument("--k1", type=non_negative_float, default=0.9, help="BM25 k1 (default 0.9)")
-    p.add_argument("--b", type=unit_float, default=0.4, help="BM25 b (default 0.4)")
-    p.add_argument("--stemmer", default="porter", help=stemmer_help)
+    p.add_argument("--k1", type=non_negative_float, default=0.9, metavar="K1", help="BM25 k1")
+    p.add_argument("--b", type=unit_float, default=0.4, metavar="B", help="BM25 b")
+    p.add_argument("--stemmer", default="porter", metavar="NAME", help=stemmer_help)
 
 
 def bm25_params(args: argparse.Namespace) -> Bm25Params:

@@ -3,7 +3,7 @@
     r2r data list [--verify]
     r2r data add dl19 bm25_top100.json qrels.txt        # local copies, checked against the table's SHA-256
     r2r data add mybeir path/to/beir_folder --beir      # your own BEIR folder as a named set
-    r2r data fetch dl20 [--url-base URL]                # download (resumable), keep only verified bytes
+    r2r data fetch dl20 [--mirror URL]                  # download (resumable), keep only verified bytes
     r2r data path dl19 [qrels.txt | qrels]
 """
 
@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from r2r_jax.cli_types import positive_float
+from r2r_jax.cli_types import HelpFormatter, add_renamed, positive_float
 from r2r_jax.data.datasets import (
     BEIR_FILES,
     DATA_ENV,
@@ -34,25 +34,39 @@ from r2r_jax.data.records import RecordError
 from r2r_jax.retrieval.beir import add_beir
 from r2r_jax.retrieval.fetch import FetchError, fetch_set
 
+EXAMPLE = "r2r data fetch dl19"
+EXAMPLES = {  # each action's help ends with its own
+    "list": "r2r data list --verify",
+    "add": "r2r data add mybeir path/to/beir_folder --beir",
+    "fetch": EXAMPLE,
+    "path": "r2r data path dl19 qrels",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="{list,add,fetch,path}")
-    ls = actions.add_parser("list", help="each set, its files and whether they are present and verified")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=help, description=help, formatter_class=HelpFormatter,
+                                  epilog=f"example:\n  {EXAMPLES[name]}")
+
+    ls = action("list", "each set, its files and whether they are present and verified")
     ls.add_argument("--verify", action="store_true", help="also rehash your own sets' files (known sets always are)")
-    add = actions.add_parser("add", help="copy local files (or a BEIR folder with --beir) in as set NAME")
-    add.add_argument("name", metavar="NAME")
+    add = action("add", "copy local files (or a BEIR folder with --beir) in as set NAME")
+    add.add_argument("name", metavar="NAME", help=f"the set's name: a known set ({', '.join(KNOWN_SETS)}) or yours")
     add.add_argument("files", metavar="FILE", nargs="+",
                      help="files of a known set, matched by name or SHA-256; with --beir one BEIR folder")
     add.add_argument("--beir", action="store_true",
                      help="FILE is a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): add it as set NAME")
     add.add_argument("--overwrite", action="store_true", help="with --beir: replace a set of that name")
-    fetch = actions.add_parser("fetch", help="download a known set's files (resumable; SHA-256 checked)")
-    fetch.add_argument("name", metavar="NAME")
-    fetch.add_argument("--url-base", metavar="URL",
-                       help="a mirror laid out like the data directory: files come from URL/NAME/FILE")
-    fetch.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per connection (default 60)")
-    path = actions.add_parser("path", help="print the folder of set NAME, or the path of one of its files")
-    path.add_argument("name", metavar="NAME")
+    fetch = action("fetch", "download a known set's files (resumable; SHA-256 checked)")
+    fetch.add_argument("name", metavar="NAME", help=f"a known set: {', '.join(KNOWN_SETS)}")
+    add_renamed(fetch, "--mirror", "--url-base", metavar="URL",
+                help="a mirror laid out like the data directory: files come from URL/NAME/FILE")
+    fetch.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
+                       help="seconds per connection")
+    path = action("path", "print the folder of set NAME, or the path of one of its files")
+    path.add_argument("name", metavar="NAME", help="a known set or one you added")
     path.add_argument("file", metavar="FILE", nargs="?",
                       help="a file name (qrels.txt) or what it holds (candidates, qrels, teacher, corpus, queries)")
 
@@ -102,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "path":
             print(_path(args.name, args.file))
         elif args.action == "fetch":
-            fetch_set(args.name, args.url_base, args.timeout)
+            fetch_set(args.name, args.mirror, args.timeout)
             print(f"{args.name}: complete in {data_dir() / args.name}")
         elif args.beir:
             if len(args.files) != 1:

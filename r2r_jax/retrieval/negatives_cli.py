@@ -6,27 +6,30 @@ import argparse
 import sys
 import time
 
-from r2r_jax.cli_types import non_negative_int, positive_int
+from r2r_jax.cli_types import add_renamed, non_negative_int, positive_int
 from r2r_jax.data.records import RecordError, read_records, write_records
 from r2r_jax.retrieval.cli import add_bm25_arguments, bm25_params
 from r2r_jax.retrieval.hard_negatives import mine_negatives, short_records
 from r2r_jax.retrieval.inputs import RetrievalError
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
-FILE_ARGUMENTS = (("output",), ("records",))
+FILE_ARGUMENTS = (("output",), ("teacher",))
+EXAMPLE = "r2r mine-negatives --teacher teacher.jsonl --output teacher_hn.jsonl --count 8"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--records", required=True, help="teacher records JSONL (r2r import-teacher / r2r teach)")
-    p.add_argument("--output", required=True, help="records JSONL to write (atomically), each with `negatives`")
-    p.add_argument("--count", type=positive_int, default=8,
-                   help="negatives per record (default 8; train with data.hard_negatives <= this)")
-    p.add_argument("--skip", type=non_negative_int, default=0,
-                   help="BM25's best other-query passages to pass over first (default 0)")
+    add_renamed(p, "--teacher", "--records", required=True, metavar="FILE",
+                help="teacher records JSONL (r2r import-teacher / r2r teach)")
+    p.add_argument("--output", required=True, metavar="FILE",
+                   help="records JSONL to write (atomically), each with `negatives`")
+    p.add_argument("--count", type=positive_int, default=8, metavar="N",
+                   help="negatives per record (train with data.hard_negatives <= this)")
+    p.add_argument("--skip", type=non_negative_int, default=0, metavar="N",
+                   help="BM25's best other-query passages to pass over first")
     p.add_argument("--spread", type=positive_int, default=None, metavar="DEPTH",
                    help="take the negatives at evenly spaced ranks of BM25's top DEPTH (after --skip) instead of "
                         "the very best, as a depth-DEPTH rerank shows them (default: the best)")
-    add_bm25_arguments(p, "a PyStemmer algorithm (default porter) or none")
+    add_bm25_arguments(p, "a PyStemmer algorithm, or none")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -35,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.spread is not None and args.spread < args.count:
             raise RetrievalError(f"--spread {args.spread} is below --count {args.count}")
-        records = list(read_records(args.records))
+        records = list(read_records(args.teacher))
         if len(records) < 2:
-            raise RecordError("needs at least 2 records: negatives are other records' passages", path=args.records)
+            raise RecordError("needs at least 2 records: negatives are other records' passages", path=args.teacher)
         mined = mine_negatives(records, args.count, skip=args.skip, spread=args.spread, params=bm25_params(args),
                                progress=not args.no_progress)
     except (RecordError, RetrievalError) as e:

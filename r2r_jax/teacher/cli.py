@@ -15,7 +15,14 @@ import signal
 import sys
 
 from r2r_jax.atomic import output_lock, write_json
-from r2r_jax.cli_types import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
+from r2r_jax.cli_types import (
+    add_renamed,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_float,
+)
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.records import RecordError
 from r2r_jax.teacher.generate import PAIR_ORDERS, Teacher, TeachSettings
@@ -25,22 +32,29 @@ EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
-FILE_ARGUMENTS = (("output", "cache", "failures", "summary_json"), ("candidates",))
+FILE_ARGUMENTS = (("output", "cache", "failures", "report"), ("candidates",))
+EXAMPLE = ("r2r teach --candidates candidates.jsonl --output teacher.jsonl --teacher-model gpt-4o --max-queries 10 "
+           "--dry-run")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     io = p.add_argument_group("input and output")
-    io.add_argument("--candidates", required=True, help="rank_llm candidates JSONL (or RankGPT hits JSON)")
-    io.add_argument("--output", required=True, help="teacher.jsonl; an existing one is resumed")
-    io.add_argument("--cache", help="SQLite response cache (default: <output>.cache.sqlite)")
-    io.add_argument("--failures", help="permanent failures, one JSON a line (default: <output>.failures.jsonl)")
-    io.add_argument("--summary-json", help="also write the run summary here as JSON")
-    io.add_argument("--limit", type=positive_int, help="only the first N queries")
+    io.add_argument("--candidates", required=True, metavar="FILE",
+                    help="rank_llm candidates JSONL (or RankGPT hits JSON)")
+    io.add_argument("--output", required=True, metavar="FILE", help="teacher.jsonl; an existing one is resumed")
+    io.add_argument("--cache", metavar="FILE", help="SQLite response cache (default: <output>.cache.sqlite)")
+    io.add_argument("--failures", metavar="FILE",
+                    help="permanent failures, one JSON a line (default: <output>.failures.jsonl)")
+    add_renamed(io, "--report", "--summary-json", metavar="FILE", help="also write the run summary as JSON")
+    add_renamed(io, "--max-queries", "--limit", type=positive_int, metavar="N", help="only the first N queries")
     ep = p.add_argument_group("endpoint")
-    ep.add_argument("--model", required=True, help="teacher model name, e.g. gpt-4o")
-    ep.add_argument("--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
-                                       "(default: the openai client's, i.e. $OPENAI_BASE_URL or api.openai.com)")
-    ep.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    add_renamed(ep, "--teacher-model", "--model", required=True, metavar="NAME",
+                help="the teacher's model name at the endpoint, e.g. gpt-4o")
+    ep.add_argument("--base-url", metavar="URL",
+                    help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (default: the openai client's, "
+                         "i.e. $OPENAI_BASE_URL or api.openai.com)")
+    ep.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                    help="environment variable holding the API key")
     ep.add_argument("--mode", choices=("online", "batch"), default="online",
                     help="online calls, or the Batch API (half price, rounds of up to 24 h)")
     ep.add_argument("--concurrency", type=positive_int, default=8, help="queries in flight at once (online)")
@@ -71,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          "top 5, a direct and a listwise reason per passage, no pairwise stage (sets "
                          "--prompt-version, --top-k, --window, --step and --top-m)")
     tg.add_argument("--max-words", type=positive_int, default=300, help="words of a passage shown to the teacher")
-    tg.add_argument("--temperature", type=non_negative_float, default=0.0)
+    tg.add_argument("--temperature", type=non_negative_float, default=0.0, help="the teacher's sampling temperature")
     tg.add_argument("--max-tokens", type=positive_int, default=4096, help="max_completion_tokens per call")
     tg.add_argument("--response-format", choices=RESPONSE_FORMATS, default="json_schema",
                     help="structured output (json_schema), JSON mode, or plain text for endpoints with neither")
@@ -94,7 +108,7 @@ PRESETS = {"r2r-authors": {"prompt_version": "r2r", "top_k": 5, "window": 5, "st
 
 def _settings(args: argparse.Namespace) -> TeachSettings:
     settings = TeachSettings(
-        model=args.model, prompt_version=args.prompt_version, top_k=args.top_k, window=args.window,
+        model=args.teacher_model, prompt_version=args.prompt_version, top_k=args.top_k, window=args.window,
         step=args.step, top_m=args.top_m, pairs=args.pairs, num_pairs=args.num_pairs, seed=args.seed,
         pair_order=args.pair_order,
         max_words=args.max_words, temperature=args.temperature, max_tokens=args.max_tokens,
@@ -140,19 +154,19 @@ def _run(args: argparse.Namespace) -> int:
     try:
         teacher = Teacher(settings, stats)
         queries = read_candidates(args.candidates)
-        if args.limit is not None:
-            queries = queries[:args.limit]
+        if args.max_queries is not None:
+            queries = queries[:args.max_queries]
         done = {r.qid for r in read_done(args.output, settings)}
     except (ValueError, RecordError, PromptError, OSError) as e:
         print(f"r2r teach: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     todo = [q for q in queries if q.qid not in done]
     discount = args.batch_discount if args.mode == "batch" else 1.0
-    prices = prices_for(args.model, args.price_in, args.price_out)
+    prices = prices_for(args.teacher_model, args.price_in, args.price_out)
     if args.dry_run:
         from r2r_jax.teacher.estimate import estimate_run, format_estimate
 
-        print(format_estimate(estimate_run(teacher, todo, prices, discount), args.model, args.mode))
+        print(format_estimate(estimate_run(teacher, todo, prices, discount), args.teacher_model, args.mode))
         if done:
             print(f"  ({len(done)} queries already in {args.output} are skipped)")
         return 0
@@ -212,8 +226,8 @@ def _teach(args, teacher, stats, meter, queries, todo, api_key, output) -> int:
     counts = {"total": len(queries), "already_done": len(queries) - len(todo), **outcome.counts}
     summary = build_summary(stats, meter, counts, args.mode, outcome.stopped)
     print(f"r2r teach: {args.output}\n{format_summary(summary)}", file=sys.stderr)
-    if args.summary_json:
-        _write_json(args.summary_json, summary)
+    if args.report:
+        _write_json(args.report, summary)
     if outcome.interrupted:
         print("r2r teach: interrupted; rerun the same command to continue (cached answers are free)",
               file=sys.stderr)
