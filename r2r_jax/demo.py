@@ -88,7 +88,8 @@ def main(argv: list[str]) -> int:
     from r2r_jax.rerank.explain_plan import ExplainPlan
     from r2r_jax.rerank.job import rerank, write_outputs
     from r2r_jax.retrieval.trec import candidates_to_run, read_qrels, read_run, write_run
-    from r2r_jax.train.trainer import dev_candidates, train
+    from r2r_jax.train.dev_set import dev_candidates
+    from r2r_jax.train.trainer import train
     from r2r_jax.trained.loading import load_from_checkpoint
 
     if cfg.base_model == str(base):
