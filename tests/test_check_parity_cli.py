@@ -47,7 +47,7 @@ def test_check_parity_fails_a_wrong_config_by_the_default_rule(tmp_path, capsys)
     cfg["rms_norm_eps"] = 1e-2
     (wrong / "config.json").write_text(json.dumps(cfg))
     references = rp.hf_reference(good, rp.parity_inputs(good, 256, batches=2))
-    assert rp.report(rp.compare(references, rp.jax_logits_fn(wrong))) == 1
+    assert rp.report(rp.compare(references, rp.jax_logits_fn(wrong)), write=print) == 1
     assert "FAIL: random-right, random-left" in capsys.readouterr().out
 
 

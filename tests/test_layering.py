@@ -159,6 +159,27 @@ def test_local_imports_say_why():
     assert not bad, "\n".join(bad)
 
 
+def print_lines(source: str) -> list[int]:
+    """Lines of a module's source that call `print`."""
+    return [n.lineno for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"]
+
+
+def test_only_command_modules_print():
+    """Library code logs (`logging.getLogger(__name__)`; `r2r` shows the records on stderr, --quiet and --verbose
+    set the level) or returns what a command prints, so the trainer, the loaders and the checks run in-process
+    without writing to stdout."""
+    bad = [f"{path.relative_to(ROOT)}:{line}: print outside a command module"
+           for name, path in MODULES.items() if not is_command_module(name)
+           for line in print_lines(path.read_text())]
+    assert not bad, "\n".join(bad)
+
+
+def test_print_calls_are_found():
+    assert print_lines('"""print(x) in a docstring"""\nprint("a")\ndef f():\n    print(1, file=None)\n') == [2, 4]
+    assert print_lines("log.print(1)\nwrite = print\n") == []
+
+
 @pytest.mark.parametrize("importer, source, expect", [
     ("r2r_jax.data.records", "from r2r_jax.train.step import TrainState\n", "upward"),
     ("r2r_jax.data.records", "def f():\n    from r2r_jax.cli import main\n", "upward"),

@@ -63,7 +63,7 @@ def _kinds(rows: list[rp.KindReport]) -> dict[str, rp.KindReport]:
 
 def test_smollm2_import_passes(smollm2_base, smollm2_reference, capsys):
     rows = _kinds(rp.compare(smollm2_reference, rp.jax_logits_fn(smollm2_base)))
-    assert rp.report(list(rows.values())) == 0
+    assert rp.report(list(rows.values()), write=print) == 0
     out = capsys.readouterr().out
     print(out)
     assert "OK: every input kind within" in out
@@ -98,7 +98,7 @@ def test_wrong_import_fails(smollm2_base, smollm2_reference, tmp_path, capsys, w
         WRONG[wrong](config)
     folder = _copy(smollm2_base, tmp_path / "wrong", config, overrides)
     rows = rp.compare(smollm2_reference, rp.jax_logits_fn(folder))
-    assert rp.report(rows) == 1
+    assert rp.report(rows, write=print) == 1
     out = capsys.readouterr().out
     print(wrong, out, sep="\n")
     assert out.count(" FAIL") == len(rows) and "FAIL: " in out

@@ -16,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from r2r_jax.atomic import current_umask, output_lock, staged_folder
 from r2r_jax.convert.gguf_header import check_tensors, gguf_architecture, read_header
 from r2r_jax.model.hf_mapping import ConversionError
+
+logger = logging.getLogger(__name__)
 
 MARKER = "r2r_base.json"
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -157,7 +160,7 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
             raise ConversionError(f"{output} holds a base converted from another file or to another --dtype; "
                                   "pass --overwrite to replace it")
         if state == "incomplete":  # this command wrote it, from this file: nothing but its own files to lose
-            print(f"r2r base: {output} is incomplete ({missing}); writing it again")
+            logger.warning("%s is incomplete (%s); writing it again", output, missing)
         check_tensors(path, read_header(path))  # before transformers builds a model of whatever the header says
         _convert(path, output, arch, sha, dtype)
     return output

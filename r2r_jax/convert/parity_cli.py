@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.convert.real_parity import check_folder
 
     try:
-        return check_folder(args.model, args.tol, args.texts, args.batches, args.seq_len, args.batch_size, args.seed)
+        return check_folder(args.model, args.tol, args.texts, args.batches, args.seq_len, args.batch_size, args.seed,
+                            write=print)
     except ValueError as e:  # ConversionError (no config.json, unreadable weights), a tokenizer beyond vocab
         print(f"r2r check-parity: error: {e}", file=sys.stderr)
         return 2

@@ -43,6 +43,10 @@ QUANTILE = 95
 RULE = (f"p{QUANTILE} JAX f32 error <= {FACTOR:g} x p{QUANTILE} transformers f32 error + {FLOOR:g} "
         "(error of a token: max |logit - float64 logit|)")
 
+
+def _ignore(_line: str) -> None:
+    """The default `write`: a library caller reads the return values; `r2r check-parity` passes `print`."""
+
 # fixed English texts of increasing length (a few to ~110 tokens): real-text activations for any tokenizer
 TEXTS: tuple[str, ...] = (
     "The cat sat on the mat.",
@@ -143,14 +147,14 @@ def text_batches(tokenizer, texts: Sequence[str], vocab: int) -> list[Inputs]:
 
 
 def parity_inputs(folder: str | Path, vocab: int, texts: int = len(TEXTS), batches: int = 3, seq_len: int = 24,
-                  batch_size: int = 3, seed: int = 0) -> list[Inputs]:
+                  batch_size: int = 3, seed: int = 0, write: Callable[[str], None] = _ignore) -> list[Inputs]:
     """The first `texts` of TEXTS (when the folder has a tokenizer) and `batches` random batches,
-    alternately padded on the right and on the left."""
+    alternately padded on the right and on the left; `write` hears when the folder has no tokenizer."""
     out: list[Inputs] = []
     if texts > 0:
         tokenizer = _folder_tokenizer(folder)
         if tokenizer is None:
-            print(f"{folder}: no tokenizer files; random ids only")
+            write(f"{folder}: no tokenizer files; random ids only")
         else:
             out += text_batches(tokenizer, TEXTS[:texts], vocab)
     rng = np.random.default_rng(seed)
@@ -252,35 +256,36 @@ def compare(references: Sequence[Reference], jax_logits: Callable[[np.ndarray, n
             for kind, parts in per_kind.items()]
 
 
-def report(rows: Sequence[KindReport], tol: float | None = None) -> int:
-    """Print every figure and the verdict; 0 when every kind passes, else 1."""
+def report(rows: Sequence[KindReport], tol: float | None = None, write: Callable[[str], None] = _ignore) -> int:
+    """Every figure and the verdict as lines to `write` (the command's `print`); 0 when every kind passes,
+    else 1."""
     q = f"p{QUANTILE}"
     for r in rows:
-        print(f"{r.kind}: tokens={r.tokens} max_abs_logit={r.max_abs_logit:.2f}  "
+        write(f"{r.kind}: tokens={r.tokens} max_abs_logit={r.max_abs_logit:.2f}  "
               f"jax_vs_f64_{q}={r.jax_error:.3e} hf32_vs_f64_{q}={r.hf32_error:.3e} ratio={r.ratio:.2f} "
               f"limit={r.limit(tol):.3e}  jax_vs_f64_max={r.jax_vs_f64.max():.3e} "
               f"hf32_vs_f64_max={r.hf32_vs_f64.max():.3e} jax_vs_hf32_max={r.jax_vs_hf32.max():.3e}  "
               f"{'ok' if r.ok(tol) else 'FAIL'}")
-    print(f"max_abs_logit_diff={max(float(r.jax_vs_hf32.max()) for r in rows):.3e}")
+    write(f"max_abs_logit_diff={max(float(r.jax_vs_hf32.max()) for r in rows):.3e}")
     rule = RULE if tol is None else f"max |JAX f32 logit - float64 logit| <= {tol:g} (--tol)"
     bad = [r.kind for r in rows if not r.ok(tol)]
     if bad:
-        print(f"FAIL: {', '.join(bad)}: not within {rule}")
+        write(f"FAIL: {', '.join(bad)}: not within {rule}")
         return 1
-    print(f"OK: every input kind within {rule}")
+    write(f"OK: every input kind within {rule}")
     return 0
 
 
 def check_folder(folder: str | Path, tol: float | None = None, texts: int = len(TEXTS), batches: int = 3,
-                 seq_len: int = 24, batch_size: int = 3, seed: int = 0) -> int:
-    """`r2r check-parity --model DIR`: print the figures, return the exit code."""
+                 seq_len: int = 24, batch_size: int = 3, seed: int = 0, write: Callable[[str], None] = _ignore) -> int:
+    """`r2r check-parity --model DIR`: the figures as lines to `write`, and the exit code."""
     from r2r_jax.model.hf_import import load_hf_model_config  # jax: only once a check runs
 
     cfg = load_hf_model_config(folder)
-    print(f"check-parity {folder}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
+    write(f"check-parity {folder}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
           f"vocab {cfg.vocab_size}; JAX float32 and transformers float32 against transformers float64")
-    inputs = parity_inputs(folder, cfg.vocab_size, texts, batches, seq_len, batch_size, seed)
+    inputs = parity_inputs(folder, cfg.vocab_size, texts, batches, seq_len, batch_size, seed, write)
     if not inputs:
         raise ValueError("nothing to compare: --texts 0 and --batches 0")
     references = hf_reference(folder, inputs)  # before the JAX import: one model in memory at a time
-    return report(compare(references, jax_logits_fn(folder)), tol)
+    return report(compare(references, jax_logits_fn(folder)), tol, write)
