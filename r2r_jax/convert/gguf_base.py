@@ -13,6 +13,7 @@ that lost or changed a file is written again, and `--overwrite` only ever replac
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from r2r_jax.atomic import current_umask, output_lock, staged_folder
@@ -21,6 +22,8 @@ from r2r_jax.convert.gguf_fetch import KNOWN_BASES, find_packaged_gguf
 from r2r_jax.convert.gguf_fetch import sha256_of as file_sha256
 from r2r_jax.convert.gguf_header import check_tensors, gguf_architecture, read_header
 from r2r_jax.model.hf_mapping import ConversionError
+
+logger = logging.getLogger(__name__)
 
 MARKER = "r2r_base.json"
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -113,7 +116,7 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
             raise ConversionError(f"{output} holds a base converted from another file or to another --dtype; "
                                   "pass --overwrite to replace it")
         if state == "incomplete":  # this command wrote it, from this file: nothing but its own files to lose
-            print(f"r2r base: {output} is incomplete ({missing}); writing it again")
+            logger.warning("%s is incomplete (%s); writing it again", output, missing)
         check_tensors(path, read_header(path))  # before a model of whatever the header says is built
         _convert(path, output, arch, sha, dtype)
     return output
