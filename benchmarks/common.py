@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from r2r_jax.config import DataConfig, LoraConfig, LossConfig, ModelConfig, TrainConfig, load_config
+from r2r_jax.data.features import BatchShapes
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -108,7 +109,7 @@ def recipe_preset(base: str | Path, config: str | Path = RECIPE_CONFIG) -> Prese
 
     cfg = load_config(TrainConfig, ["--config", str(config), "--base-model", str(base)])
     d = cfg.data
-    shape = BatchShape(cfg.batch_size, d.rows_per_query, d.max_prompt_len, d.max_target_len,
+    shape = BatchShape(cfg.batch_size, BatchShapes.from_config(d).rows, d.max_prompt_len, d.max_target_len,
                        d.comparisons_per_query, d.max_comparison_prompt_len)
     return Preset(Path(base).name, resolve_model_config(cfg), shape, lora=cfg.lora, loss=cfg.loss)
 

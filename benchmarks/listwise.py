@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from r2r_jax.teacher.generate import windows  # RankGPT's sliding windows, as `r2r teach` slides them
+
 from .common import DL19, add_run_options, median, start_timed_run
 from .common import write_json as emit
 
@@ -57,17 +59,6 @@ def read_queries(path: Path, count: int, depth: int) -> list[Query]:
     from r2r_jax.data.candidates import read_candidates
 
     return [Query(qc.qid, qc.query, [c.text for c in qc.candidates[:depth]]) for qc in read_candidates(path)[:count]]
-
-
-def windows(depth: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """(start, end) of each window, bottom first, as RankGPT slides: the last starts at 0."""
-    out, end = [], depth
-    while True:
-        start = max(0, end - window)
-        out.append((start, end))
-        if start == 0:
-            return out
-        end -= stride
 
 
 def cut(tokenizer, text: str, tokens: int) -> str:

@@ -37,7 +37,7 @@ BATCH = 16
 
 def write_records(path: Path, count: int) -> None:
     """`count` synthetic records with distinct qids, made and written 10,000 at a time."""
-    from r2r_jax.data.synthetic import make_synthetic_records
+    from r2r_jax.testing.synthetic import make_synthetic_records
 
     with open(path, "w", encoding="utf-8") as f:
         for start in range(0, count, 10_000):
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes = [500, 2000] if args.quick else [int(x) for x in args.records.split(",")]
     steps = 50 if args.quick else args.steps
-    from r2r_jax.data.synthetic import synthetic_tokenizer
+    from r2r_jax.testing.synthetic import synthetic_tokenizer
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,7 @@ def worker(argv: list[str]) -> None:
 
 
 def prepare_model(folder: Path) -> Path:
-    from r2r_jax.data.synthetic import synthetic_tokenizer
+    from r2r_jax.testing.synthetic import synthetic_tokenizer
     from r2r_jax.trained.loading import STUDENT_FILE
 
     from . import torch_stack
@@ -53,7 +53,7 @@ def prepare_model(folder: Path) -> Path:
 
 def prepare_candidates(path: Path, queries: int, candidates: int) -> Path:
     from r2r_jax.data.candidates import write_candidates
-    from r2r_jax.data.synthetic import make_synthetic_dev
+    from r2r_jax.testing.synthetic import make_synthetic_dev
 
     write_candidates(path, make_synthetic_dev(queries, seed=queries, n_candidates=candidates)[0])
     return path

@@ -82,16 +82,6 @@ class ModelConfig:
             raise ConfigError(f"model.rope_scaling.rope_type={self.rope_scaling.rope_type!r} is not supported")
 
 
-def llama3_1_8b() -> ModelConfig:
-    """Llama-3.1-8B as published, bf16 weights and compute, full remat."""
-    return ModelConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=500000.0,
-        rope_scaling=RopeScalingConfig(), max_position_embeddings=131072, tie_word_embeddings=False,
-        dtype="bfloat16", param_dtype="bfloat16", remat_policy="full",
-    )
-
-
 def tiny_model() -> ModelConfig:
     """The class defaults: CPU-sized, float32."""
     return ModelConfig()
@@ -285,11 +275,6 @@ class DataConfig:
             problem = template_problem(getattr(self, name), fields)
             if problem:
                 raise ConfigError(f"data.{name}: {problem}")
-
-    @property
-    def rows_per_query(self) -> int:
-        """Scored sequences per query in a training batch: the teacher group plus the negatives."""
-        return self.group_size + self.random_negatives + self.hard_negatives
 
 
 @dataclass

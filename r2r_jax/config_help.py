@@ -50,14 +50,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _default(f: dataclasses.Field) -> object:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
-
-
 def _is_section(value: object) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 

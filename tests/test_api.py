@@ -16,11 +16,11 @@ from r2r_jax import Ranked, Reranker
 from r2r_jax.cli import main as r2r
 from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candidates
-from r2r_jax.data.synthetic import make_synthetic_dev, synthetic_tokenizer
 from r2r_jax.inference.fusion import DEFAULT_FILE, STUDENT_ONLY, Fusion, fuse_run
 from r2r_jax.model.hf_mapping import hf_config_from_model
 from r2r_jax.parallel.mesh import make_mesh
 from r2r_jax.retrieval.trec import read_run
+from r2r_jax.testing.synthetic import make_synthetic_dev, synthetic_tokenizer
 
 
 def tiny(vocab: int) -> ModelConfig:

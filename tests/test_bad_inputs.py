@@ -15,7 +15,7 @@ import pytest
 from r2r_jax import cli
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candidates
 from r2r_jax.data.records import write_records
-from r2r_jax.data.synthetic import make_synthetic_records, synthetic_tokenizer
+from r2r_jax.testing.synthetic import make_synthetic_records, synthetic_tokenizer
 
 BAD_FILES = ("missing", "empty", "truncated", "wrong_format", "directory", "not_utf8")
 
@@ -552,8 +552,8 @@ def tiny_run(tmp_path_factory) -> Path:
 
     from r2r_jax.checkpoint import Checkpointer
     from r2r_jax.config import LoraConfig, MeshConfig, ModelConfig, TrainConfig
-    from r2r_jax.data.synthetic import synthetic_data_config
     from r2r_jax.parallel.mesh import make_mesh
+    from r2r_jax.testing.synthetic import synthetic_data_config
     from r2r_jax.train.setup import prepare
 
     root = tmp_path_factory.mktemp("tiny_run")

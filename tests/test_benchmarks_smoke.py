@@ -89,11 +89,12 @@ def test_recipe_preset_is_the_recipe_batch(smollm2_base, config):
     from benchmarks.common import recipe_preset
     from r2r_jax.config import TrainConfig
     from r2r_jax.config_io import load_config
+    from r2r_jax.data.features import BatchShapes
 
     cfg = load_config(TrainConfig, ["--config", str(REPO / config)])
     p = recipe_preset(smollm2_base, REPO / config)
     assert p.model.num_hidden_layers == 30 and p.model.hidden_size == 576  # the folder's shape
     assert p.model.scan_layers == cfg.model.scan_layers and p.model.attention == cfg.model.attention
-    assert (p.shape.batch, p.shape.group, p.shape.prompt) == (cfg.batch_size, cfg.data.rows_per_query,
+    assert (p.shape.batch, p.shape.group, p.shape.prompt) == (cfg.batch_size, BatchShapes.from_config(cfg.data).rows,
                                                               cfg.data.max_prompt_len)
     assert p.lora == cfg.lora and p.loss == cfg.loss

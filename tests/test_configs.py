@@ -1,10 +1,11 @@
 """Every shipped config loads, validates, and takes dotted overrides on top of the file."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from r2r_jax.config import TrainConfig, llama3_1_8b
+from r2r_jax.config import TrainConfig
 from r2r_jax.config_io import ConfigError, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -16,14 +17,15 @@ def test_config_loads(path):
     assert cfg.steps >= 1 and cfg.data.group_size >= 1
 
 
-def test_8b_file_matches_the_preset_and_overrides_keep_the_rest():
+def test_overrides_of_the_8b_file_keep_the_rest():
+    """The file is the one statement of Llama-3.1-8B's shape (tests/test_hf_import.py counts its parameters)."""
     path = Path(__file__).resolve().parents[1] / "configs" / "llama3_1_8b.yaml"
     cfg = load_config(TrainConfig, ["--config", str(path), "--model.num_hidden_layers=2", "--lora.rank=4"])
-    preset = llama3_1_8b()
-    assert cfg.model.hidden_size == preset.hidden_size and cfg.model.num_hidden_layers == 2
-    assert cfg.lora.rank == 4 and cfg.lora.alpha == 32.0
     full = load_config(TrainConfig, ["--config", str(path)])
-    assert full.model == preset.__class__(**{**preset.__dict__, "remat_policy": full.model.remat_policy})
+    assert cfg.model.num_hidden_layers == 2 and full.model.num_hidden_layers == 32
+    assert cfg.lora.rank == 4 and full.lora.rank != 4 and cfg.lora.alpha == full.lora.alpha == 32.0
+    assert dataclasses.replace(cfg.model, num_hidden_layers=32) == full.model
+    assert dataclasses.replace(cfg, model=full.model, lora=full.lora) == full
     assert full.data.max_prompt_len + full.data.max_target_len >= 1024
     assert full.batch_size * full.data.group_size >= 64
 
@@ -46,13 +48,14 @@ PLATFORM = [p for p in CONFIGS if p.name.startswith("llama3_1_8b_")]
 
 @pytest.mark.parametrize("path", PLATFORM, ids=[p.name for p in PLATFORM])
 def test_platform_configs_derive_from_the_8b_base(path):
-    """A platform file includes llama3_1_8b.yaml and changes only placement and paths: everything that
-    defines the model, the adapters, the loss and the data shapes is the base's."""
+    """A platform file includes llama3_1_8b.yaml and changes only placement, remat and paths: everything
+    that defines the model, the adapters, the loss and the data shapes is the base's."""
     base = load_config(TrainConfig, ["--config", str(path.parent / "llama3_1_8b.yaml")])
     cfg = load_config(TrainConfig, ["--config", str(path)])
     assert path.read_text().count("\ninclude: llama3_1_8b.yaml\n") == 1
     assert cfg.lora == base.lora and cfg.loss == base.loss and cfg.optim == base.optim
-    assert {**cfg.model.__dict__, "attention": "xla"} == base.model.__dict__
+    placement = {"attention": base.model.attention, "remat_policy": base.model.remat_policy}
+    assert {**cfg.model.__dict__, **placement} == base.model.__dict__
     kept = ("group_size", "max_prompt_len", "max_target_len", "comparisons_per_query", "max_comparison_prompt_len")
     assert all(getattr(cfg.data, k) == getattr(base.data, k) for k in kept)
     assert cfg.mesh.fsdp > 1 and cfg.model.attention in ("splash", "cudnn")

@@ -7,10 +7,10 @@ import pytest
 
 from r2r_jax.config import DataConfig
 from r2r_jax.data.candidates import read_candidates
-from r2r_jax.data.demo_tokenizer import DEMO_DATA, build_demo_tokenizer, demo_texts, train_demo_tokenizer
 from r2r_jax.data.features import encode_prompts
 from r2r_jax.data.records import read_records
 from r2r_jax.data.templates import load_tokenizer, special_ids
+from r2r_jax.testing.demo_tokenizer import DEMO_DATA, build_demo_tokenizer, demo_texts, train_demo_tokenizer
 
 FILES = ("teacher.jsonl", "dev_candidates.jsonl", "dev_qrels.txt")
 

@@ -98,7 +98,7 @@ DATA = dict(group_size=4, max_prompt_len=48, max_target_len=16, comparisons_per_
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> Path:
-    from r2r_jax.data.demo_tokenizer import build_demo_tokenizer
+    from r2r_jax.testing.demo_tokenizer import build_demo_tokenizer
 
     return build_demo_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
 

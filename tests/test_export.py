@@ -28,9 +28,9 @@ from r2r_jax.convert import safetensors_writer
 from r2r_jax.convert.hf_export import ExportError, export_checkpoint, export_prepared
 from r2r_jax.convert.safetensors_writer import TensorEntry, parse_size, plan_shards
 from r2r_jax.data.records import write_records
-from r2r_jax.data.synthetic import make_synthetic_records, synthetic_data_config, synthetic_tokenizer
 from r2r_jax.data.templates import special_ids
 from r2r_jax.parallel.mesh import make_mesh
+from r2r_jax.testing.synthetic import make_synthetic_records, synthetic_data_config, synthetic_tokenizer
 from r2r_jax.trained.restore import load_trained
 
 F32_TOL = 1e-4

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -11,15 +12,18 @@ import numpy as np
 import pytest
 from hf_tiny import hf_logits, padded_batch, save_tiny_hf, tiny_hf_config
 
-from r2r_jax.config import MeshConfig, llama3_1_8b
+from r2r_jax.config import MeshConfig, TrainConfig
+from r2r_jax.config_io import load_config
 from r2r_jax.model.hf_import import import_hf_params, load_hf_model_config
 from r2r_jax.model.hf_mapping import ConversionError
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.mesh import make_mesh
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_llama3_1_8b_preset_has_published_parameter_count():
-    cfg = llama3_1_8b()
+
+def test_the_8b_config_has_the_published_parameter_count():
+    cfg = load_config(TrainConfig, ["--config", str(REPO / "configs" / "llama3_1_8b.yaml")]).model
     ids = jnp.zeros((1, 1), jnp.int32)
     shapes = jax.eval_shape(lambda: LlamaForRanking(cfg).init(jax.random.key(0), ids, ids,
                                                               method=LlamaForRanking.init_all))["params"]

@@ -159,6 +159,13 @@ def test_local_imports_say_why():
     assert not bad, "\n".join(bad)
 
 
+def test_product_code_never_imports_the_testing_package():
+    """`r2r_jax.testing` (synthetic data, the demo tokenizer, reference implementations) is for tests only."""
+    bad = [f"{MODULES[e.source].relative_to(ROOT)}:{e.line}: imports {e.target}" for e in EDGES
+           if part_of(e.target) == "testing" and part_of(e.source) != "testing"]
+    assert not bad, "\n".join(bad)
+
+
 def print_lines(source: str) -> list[int]:
     """Lines of a module's source that call `print`."""
     return [n.lineno for n in ast.walk(ast.parse(source))

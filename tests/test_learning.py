@@ -4,7 +4,7 @@ Task: the relevance grade of a passage is how often it mentions the query's key 
 ranks by grade and writes templated reasons. Budget: 120 steps of 8 queries x 8 candidates (held-out nDCG@5
 0.967 measured here; the bar is 0.9), LoRA r=16 on all projections + score head, combined loss with default
 weights. Distractors (other key words in non-relevant passages) are off: matching a query-specific token needs
-an induction-style circuit a LoRA on a random base does not form in a CPU budget (see r2r_jax/data/synthetic.py).
+an induction-style circuit a LoRA on a random base does not form in a CPU budget (see r2r_jax/testing/synthetic.py).
 """
 
 import json
@@ -14,9 +14,7 @@ import sys
 
 import numpy as np
 
-from r2r_jax.data.candidates import write_candidates
-from r2r_jax.data.records import write_records
-from r2r_jax.data.synthetic import make_synthetic_dev, make_synthetic_records, synthetic_tokenizer
+from r2r_jax.testing.synthetic import write_synthetic_task
 
 STEPS = 120
 
@@ -34,12 +32,7 @@ def random_ranking_ndcg5(qrels: dict[str, dict[str, int]], draws: int = 200) -> 
 
 
 def test_tiny_student_learns_to_rank_held_out_queries(tmp_path):
-    write_records(tmp_path / "teacher.jsonl", make_synthetic_records(512, seed=0, distractor_rate=0.0))
-    items, qrels = make_synthetic_dev(32, seed=0, distractor_rate=0.0)
-    write_candidates(tmp_path / "dev.jsonl", items)
-    (tmp_path / "qrels.txt").write_text(
-        "".join(f"{q} 0 {d} {g}\n" for q, docs in qrels.items() for d, g in docs.items()))
-    synthetic_tokenizer().save_pretrained(tmp_path / "tok")
+    qrels = write_synthetic_task(tmp_path, 512, 32, seed=0, distractor_rate=0.0)
     out = tmp_path / "run"
     args = [
         f"--data.train_path={tmp_path / 'teacher.jsonl'}", f"--data.tokenizer={tmp_path / 'tok'}",

@@ -7,6 +7,7 @@ import pytest
 import rax
 
 from r2r_jax.config import LossConfig
+from r2r_jax.testing.references import token_ce_reference
 from r2r_jax.train import losses as L
 from r2r_jax.train import token_ce as T
 
@@ -150,7 +151,7 @@ def _gen_inputs(n=3, t=13, e=16, v=97, seed=3):
 def test_chunked_token_ce_equals_unchunked_and_numpy(chunk):
     h, w, y, m = _gen_inputs()
     total, count = T.token_ce_sum(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(m), chunk)
-    ref_total, ref_count = T.token_ce_reference(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(m))
+    ref_total, ref_count = token_ce_reference(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(m))
     np_total, np_count = _np_token_ce(h, w, y, m)
     assert int(count) == int(ref_count) == np_count
     np.testing.assert_allclose(total, ref_total, rtol=1e-5)
@@ -165,7 +166,7 @@ def test_chunked_token_ce_gradients_match_and_tied_head():
         return s / c
 
     def full(h, w):
-        s, c = T.token_ce_reference(h, w, y, m)
+        s, c = token_ce_reference(h, w, y, m)
         return s / c
 
     g_chunk = jax.jit(jax.grad(chunked, argnums=(0, 1)))(h, w)
@@ -175,9 +176,9 @@ def test_chunked_token_ce_gradients_match_and_tied_head():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # a tied embedding [V, E] gives the same loss and gradients as its transpose used as the head
     tied = T.token_ce_sum(h, w.T, y, m, chunk=5, head_is_embedding=True)[0]
-    np.testing.assert_allclose(tied, T.token_ce_reference(h, w, y, m)[0], rtol=1e-5)
+    np.testing.assert_allclose(tied, token_ce_reference(h, w, y, m)[0], rtol=1e-5)
     g_tied = jax.grad(lambda h, e: T.token_ce_sum(h, e, y, m, chunk=5, head_is_embedding=True)[0], (0, 1))(h, w.T)
-    g_ref = jax.grad(lambda h, w: T.token_ce_reference(h, w, y, m)[0], (0, 1))(h, w)
+    g_ref = jax.grad(lambda h, w: token_ce_reference(h, w, y, m)[0], (0, 1))(h, w)
     np.testing.assert_allclose(g_tied[0], g_ref[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(g_tied[1], g_ref[1].T, rtol=1e-4, atol=1e-5)
 
@@ -191,7 +192,7 @@ def test_frozen_head_gets_zero_gradient_and_the_same_hidden_gradient():
     np.testing.assert_allclose(frozen[0], trained[0], rtol=1e-6)
     # without differentiation the value is the plain chunked sum
     value = jax.jit(lambda h: T.token_ce_sum(h, w, y, m, chunk=4, head_grad=False)[0])(h)
-    np.testing.assert_allclose(value, T.token_ce_reference(h, w, y, m)[0], rtol=1e-5)
+    np.testing.assert_allclose(value, token_ce_reference(h, w, y, m)[0], rtol=1e-5)
 
 
 def test_chunked_token_ce_never_holds_all_logits():
@@ -211,7 +212,7 @@ def test_chunked_token_ce_never_holds_all_logits():
     def all_logits(t):
         return n * t * v * 4
 
-    assert temp_bytes(T.token_ce_reference, 1024) >= all_logits(1024)  # the reference materialises them
+    assert temp_bytes(token_ce_reference, 1024) >= all_logits(1024)  # the reference materialises them
     short, long = temp_bytes(chunked, 256), temp_bytes(chunked, 1024)
     assert long < all_logits(1024) / 8, (long, all_logits(1024))
     # 768 more target positions add T-sized buffers (hidden, its gradient, targets), never T×V logits

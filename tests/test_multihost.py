@@ -15,18 +15,13 @@ import numpy as np
 import pytest
 from train_fixtures import restored_trainable
 
-from r2r_jax.data.candidates import write_candidates
-from r2r_jax.data.records import write_records
-from r2r_jax.data.synthetic import make_synthetic_dev, make_synthetic_records, synthetic_tokenizer
+from r2r_jax.testing.synthetic import write_synthetic_task
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("mh")
-    write_records(d / "teacher.jsonl", make_synthetic_records(32, seed=1))
-    items, _ = make_synthetic_dev(6, seed=1)
-    write_candidates(d / "dev.jsonl", items)
-    synthetic_tokenizer().save_pretrained(d / "tok")
+    write_synthetic_task(d, 32, 6, seed=1)
     return d
 
 

@@ -15,10 +15,10 @@ from r2r_jax.config import LoraConfig, LossConfig, MeshConfig
 from r2r_jax.data.features import BatchShapes
 from r2r_jax.data.packing import PackShapes, pack_batch, packed_batch_spec, rows_needed
 from r2r_jax.data.records import write_records
-from r2r_jax.data.synthetic import make_synthetic_records, synthetic_tokenizer
 from r2r_jax.model.llama import LlamaForRanking
 from r2r_jax.parallel.batch import global_batch
 from r2r_jax.parallel.rules import activation_sharding
+from r2r_jax.testing.synthetic import make_synthetic_records, synthetic_tokenizer
 from r2r_jax.train import step as train_step
 
 P, T, G = 10, 6, 4

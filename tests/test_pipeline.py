@@ -7,8 +7,8 @@ import pytest
 
 from r2r_jax.data.features import BatchShapes, tokenize_records
 from r2r_jax.data.pipeline import TeacherLoader
-from r2r_jax.data.synthetic import make_synthetic_records, synthetic_data_config, synthetic_tokenizer
 from r2r_jax.data.templates import special_ids
+from r2r_jax.testing.synthetic import make_synthetic_records, synthetic_data_config, synthetic_tokenizer
 
 N = 37  # not a multiple of the batch: batches straddle epochs
 

@@ -14,7 +14,7 @@ from r2r_jax.data.features import BatchShapes
 from r2r_jax.data.pipeline import TeacherLoader
 from r2r_jax.data.record_store import open_store
 from r2r_jax.data.records import RecordError, write_records
-from r2r_jax.data.synthetic import make_synthetic_records, synthetic_tokenizer
+from r2r_jax.testing.synthetic import make_synthetic_records, synthetic_tokenizer
 
 CFG = DataConfig(group_size=4, max_prompt_len=40, max_target_len=16, comparisons_per_query=1,
                  max_comparison_prompt_len=80, random_negatives=2)

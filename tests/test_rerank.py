@@ -17,11 +17,11 @@ from r2r_jax.cli import main as r2r
 from r2r_jax.config import MeshConfig, ModelConfig
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, read_candidates, write_candidates
 from r2r_jax.data.records import RecordError
-from r2r_jax.data.synthetic import FILLER, make_synthetic_dev, synthetic_data_config, synthetic_tokenizer
 from r2r_jax.model.hf_mapping import hf_config_from_model
 from r2r_jax.parallel.mesh import make_mesh
 from r2r_jax.rerank.job import rank_query, rerank, validate_candidates, write_outputs
 from r2r_jax.retrieval.trec import read_run, write_run
+from r2r_jax.testing.synthetic import FILLER, make_synthetic_dev, synthetic_data_config, synthetic_tokenizer
 from r2r_jax.trained.loading import STUDENT_FILE, load_from_hf
 
 
@@ -279,12 +279,12 @@ def test_served_comparison_prompts_are_the_training_prompts(tmp_path):
     from types import SimpleNamespace
 
     from r2r_jax.config import DataConfig
-    from r2r_jax.data.demo_tokenizer import build_demo_tokenizer
     from r2r_jax.data.features import comparison_item, tokenize_records
     from r2r_jax.data.records import Candidate, Comparison, TeacherRecord
     from r2r_jax.data.templates import encode_texts, load_tokenizer
     from r2r_jax.rerank.explain import explain_rankings
     from r2r_jax.rerank.explain_plan import ExplainPlan
+    from r2r_jax.testing.demo_tokenizer import build_demo_tokenizer
     from r2r_jax.trained.loading import PromptSettings
 
     tok = load_tokenizer(build_demo_tokenizer(tmp_path / "tok"))

@@ -6,14 +6,14 @@ import numpy as np
 
 from r2r_jax.data.features import BatchShapes, build_batch, tokenize_records
 from r2r_jax.data.records import record_from_dict
-from r2r_jax.data.synthetic import (
+from r2r_jax.data.templates import special_ids
+from r2r_jax.testing.synthetic import (
     KEYS,
     make_synthetic_dev,
     make_synthetic_records,
     synthetic_data_config,
     synthetic_tokenizer,
 )
-from r2r_jax.data.templates import special_ids
 
 
 def _key(query):

@@ -16,19 +16,14 @@ from train_fixtures import restored_trainable
 from r2r_jax.cli import main
 from r2r_jax.config import TrainConfig
 from r2r_jax.config_io import load_config
-from r2r_jax.data.candidates import write_candidates
 from r2r_jax.data.records import write_records
-from r2r_jax.data.synthetic import make_synthetic_dev, make_synthetic_records, synthetic_tokenizer
+from r2r_jax.testing.synthetic import write_synthetic_task
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("synthetic")
-    write_records(d / "teacher.jsonl", make_synthetic_records(48, seed=0))
-    items, qrels = make_synthetic_dev(8, seed=0)
-    write_candidates(d / "dev.jsonl", items)
-    (d / "qrels.txt").write_text("".join(f"{q} 0 {doc} {g}\n" for q, docs in qrels.items() for doc, g in docs.items()))
-    synthetic_tokenizer().save_pretrained(d / "tok")
+    write_synthetic_task(d, 48, 8, seed=0)
     return d
 
 

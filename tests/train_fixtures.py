@@ -108,7 +108,7 @@ def saved_moved_checkpoint(root, model_cfg: ModelConfig, mesh):
     (run dir, the Prepared it came from, its trainable tree)."""
     from r2r_jax.checkpoint import Checkpointer
     from r2r_jax.config import TrainConfig
-    from r2r_jax.data.synthetic import synthetic_data_config, synthetic_tokenizer
+    from r2r_jax.testing.synthetic import synthetic_data_config, synthetic_tokenizer
     from r2r_jax.train.setup import prepare
 
     synthetic_tokenizer().save_pretrained(root / "tok")

@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, notes = _load(args)
     _prepare_runtime(args.topology)
     from r2r_jax.compile import aot, flops
+    from r2r_jax.data.features import BatchShapes
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.train import lowering
 
@@ -163,9 +164,10 @@ def run(args: argparse.Namespace) -> int:
           f"on {','.join(t.removesuffix('_proj') for t in cfg.lora.targets)}; remat {m.remat_policy}; "
           f"attention {m.attention}")
     seq_len, cmp_len = d.max_prompt_len + d.max_target_len, d.max_comparison_prompt_len + d.max_target_len
-    n_seq, n_cmp = cfg.batch_size * d.rows_per_query, cfg.batch_size * d.comparisons_per_query
+    rows = BatchShapes.from_config(d).rows
+    n_seq, n_cmp = cfg.batch_size * rows, cfg.batch_size * d.comparisons_per_query
     tokens = n_seq * seq_len + n_cmp * cmp_len
-    print(f"  batch {cfg.batch_size} queries x {d.rows_per_query} candidates = {n_seq} sequences of {seq_len} tokens "
+    print(f"  batch {cfg.batch_size} queries x {rows} candidates = {n_seq} sequences of {seq_len} tokens "
           f"+ {n_cmp} comparison sequences of {cmp_len} = {tokens:,} tokens per step")
     for note in notes:
         print(f"  note: {note}")
@@ -228,10 +230,12 @@ def _choose_remat(cfg, mesh, chip):
 def _logits_report(cfg, mesh, mem, compare: bool) -> dict:
     """What chunking the generation loss saves: float32 logits of every target token at once vs one chunk."""
     from r2r_jax.compile.flops import logits_bytes
+    from r2r_jax.data.features import BatchShapes
     from r2r_jax.train import lowering
 
     d = cfg.data
-    seqs = cfg.batch_size * (d.rows_per_query + (d.comparisons_per_query if cfg.loss.gamma > 0 else 0))
+    rows = BatchShapes.from_config(d).rows
+    seqs = cfg.batch_size * (rows + (d.comparisons_per_query if cfg.loss.gamma > 0 else 0))
     per_chip = max(seqs // max(mesh.size // mesh.shape["tensor"], 1), 1)
     vocab_shard = cfg.model.vocab_size // (mesh.shape["tensor"] if cfg.model.vocab_size % mesh.shape["tensor"] == 0
                                            else 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from r2r_jax.config import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, LoraConfig, ModelConfig, TrainConfig
+from r2r_jax.data.features import BatchShapes
 from r2r_jax.model.attention import blocked_share, causal_share
 
 # A frozen linear map's backward needs its input, never its output. down_proj's output only joins the residual
@@ -170,8 +171,9 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
     learns_layers = bool(_adapted(cfg.lora))
     learns_text = cfg.loss.gamma > 0
     seqs = [Sequences(cfg.batch_size * d.group_size, d.max_prompt_len + d.max_target_len, d.max_target_len)]
-    if d.rows_per_query > d.group_size:  # the negatives run their prompts only (`reason_rows` of the step)
-        seqs.append(Sequences(cfg.batch_size * (d.rows_per_query - d.group_size), d.max_prompt_len))
+    rows = BatchShapes.from_config(d).rows
+    if rows > d.group_size:  # the negatives run their prompts only (`reason_rows` of the step)
+        seqs.append(Sequences(cfg.batch_size * (rows - d.group_size), d.max_prompt_len))
     if learns_text and d.comparisons_per_query > 0:
         seqs.append(Sequences(cfg.batch_size * d.comparisons_per_query,
                               d.max_comparison_prompt_len + d.max_target_len, d.max_target_len))
@@ -190,7 +192,7 @@ def train_step_flops(cfg: TrainConfig) -> FlopCount:
         if learns_text:  # the logits; with learning layers the activation gradient in the same chunk pass
             head = fwd["lm_head"] * (1 + bwd)
             count.add("lm_head", head * min(cfg.loss.gen_capacity, 1.0), head)
-    n_groups = cfg.batch_size * d.rows_per_query
+    n_groups = cfg.batch_size * rows
     count.add("score_head", 2.0 * m.hidden_size * n_groups * 3, 2.0 * m.hidden_size * n_groups * 3)
     return count
 

@@ -64,20 +64,15 @@ class BatchShapes:
 
     @property
     def rows(self) -> int:
-        """Scored rows per query: G + N + H."""
+        """Scored rows per query in a training batch: the teacher group plus the negatives, G + N + H."""
         return self.group_size + self.negatives + self.hard_negatives
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> BatchShapes:
-        shapes = cls(cfg.group_size, cfg.max_prompt_len, cfg.max_target_len, cfg.comparisons_per_query,
-                     cfg.max_comparison_prompt_len, cfg.random_negatives, cfg.hard_negatives)
-        if min(shapes.group_size, shapes.prompt_len, shapes.target_len, shapes.comparison_prompt_len) < 1:
-            raise ValueError(f"group size and lengths must be >= 1, got {shapes}")
-        if min(shapes.negatives, shapes.hard_negatives) < 0:
-            raise ValueError(f"random_negatives and hard_negatives must be >= 0, got {shapes}")
-        if shapes.comparisons < 0:
-            raise ValueError(f"comparisons_per_query must be >= 0, got {shapes.comparisons}")
-        return shapes
+        """The shapes `cfg` asks for; `DataConfig.validate` is the one check of its counts and lengths."""
+        cfg.validate()
+        return cls(cfg.group_size, cfg.max_prompt_len, cfg.max_target_len, cfg.comparisons_per_query,
+                   cfg.max_comparison_prompt_len, cfg.random_negatives, cfg.hard_negatives)
 
 
 def batch_spec(shapes: BatchShapes, batch_size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -327,8 +327,15 @@ def default_positions(attention_mask: jax.Array) -> jax.Array:
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+def lm_head_param(params: dict, cfg: ModelConfig) -> tuple[jax.Array, bool]:
+    """The LM head's weight as stored, and whether it is the (vocab, embed) embedding table (tied) rather than
+    lm_head's own (embed, vocab) kernel: the one place that knows where the head lives."""
+    if cfg.tie_word_embeddings:
+        return params["model"]["embed_tokens"]["embedding"], True
+    return params["lm_head"]["kernel"], False
+
+
 def lm_head_weight(params: dict, cfg: ModelConfig) -> jax.Array:
     """The (embed, vocab) output projection: lm_head's kernel, or the transposed embedding when tied."""
-    if cfg.tie_word_embeddings:
-        return params["model"]["embed_tokens"]["embedding"].T
-    return params["lm_head"]["kernel"]
+    head, is_embedding = lm_head_param(params, cfg)
+    return head.T if is_embedding else head

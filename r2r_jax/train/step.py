@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from r2r_jax.config import LossConfig, OptimConfig
 from r2r_jax.data.packing import is_packed
-from r2r_jax.model.llama import LlamaForRanking
+from r2r_jax.model.llama import LlamaForRanking, lm_head_param
 from r2r_jax.parallel.rules import constrain, traced_under
 from r2r_jax.train.losses import LossDenominators, loss_denominators, no_tokens, r2r_loss
 from r2r_jax.train.student import join_variables
@@ -66,9 +66,7 @@ def _score_head_mask(trainable: Any) -> Any:
 
 def _reason_ce(model, variables, hidden, target_ids, target_mask, loss_cfg: LossConfig):
     """(CE sum, CE count) of reason tokens from the hidden states `[N, T, E]` that predict them."""
-    head_is_embedding = model.cfg.tie_word_embeddings
-    params = variables["params"]
-    head = params["model"]["embed_tokens"]["embedding"] if head_is_embedding else params["lm_head"]["kernel"]
+    head, head_is_embedding = lm_head_param(variables["params"], model.cfg)
     return compacted_token_ce_sum(hidden, head, target_ids, target_mask, loss_cfg.gen_chunk, loss_cfg.gen_capacity,
                                   head_is_embedding=head_is_embedding, head_grad=False)  # the LM head is frozen
 

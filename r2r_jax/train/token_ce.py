@@ -36,14 +36,6 @@ def _chunk_ce(logits: Array, targets: Array, mask: Array) -> tuple[Array, Array]
     return jnp.sum(jnp.where(mask, lse - target_logit, 0.0)), lse
 
 
-def token_ce_reference(hidden: Array, head: Array, targets: Array, mask: Array,
-                       head_is_embedding: bool = False) -> tuple[Array, Array]:
-    """Unchunked token cross-entropy by plain autodiff (all logits at once): (masked sum, token count)."""
-    mask = mask.astype(bool)
-    total, _ = _chunk_ce(_logits(hidden, head, head_is_embedding), targets, mask)
-    return total, jnp.sum(mask, dtype=jnp.int32)
-
-
 def _chunks(hidden: Array, targets: Array, mask: Array, chunk: int) -> tuple[Array, Array, Array]:
     """`[N, T, ...]` -> `[C, N, chunk, ...]` (T padded up to a multiple of chunk with masked positions)."""
     n, t, e = hidden.shape

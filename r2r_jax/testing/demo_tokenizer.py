@@ -13,8 +13,8 @@ from pathlib import Path
 
 from r2r_jax.config import DataConfig
 from r2r_jax.data.templates import BOS_TOKEN, EOT_TOKEN, PAD_TOKEN
+from r2r_jax.demo import DEMO_DATA
 
-DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 SPECIAL_TOKENS = [BOS_TOKEN, EOT_TOKEN, PAD_TOKEN]
 
 

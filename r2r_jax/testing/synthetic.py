@@ -1,4 +1,4 @@
-"""A synthetic ranking task with a known answer, for learning tests (issue 3).
+"""A synthetic ranking task with a known answer, for learning tests.
 
 Each query names one key word. Passages are filler words; a passage's relevance grade is the number of
 times it contains the query's key word (2, 1 or 0). Non-relevant passages usually contain a *different* key
@@ -13,13 +13,14 @@ shapes that fit the task. Held-out dev queries reuse the key vocabulary with new
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from r2r_jax.config import DataConfig
-from r2r_jax.data.candidates import QueryCandidates, ScoredPassage
-from r2r_jax.data.records import Candidate, Comparison, TeacherRecord
+from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candidates
+from r2r_jax.data.records import Candidate, Comparison, TeacherRecord, write_records
 from r2r_jax.data.templates import BOS_TOKEN, EOT_TOKEN, PAD_TOKEN
 
 KEYS = ("apple", "river", "engine", "garden", "violin", "planet", "castle", "forest", "rocket", "tiger",
@@ -162,3 +163,16 @@ def synthetic_tokenizer():
                                                        special_tokens=[(BOS_TOKEN, 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS_TOKEN, eos_token=EOT_TOKEN,
                                    pad_token=PAD_TOKEN, unk_token=UNK)
+
+
+def write_synthetic_task(folder: Path, n_records: int, n_dev: int, seed: int = 0,
+                         distractor_rate: float = DISTRACTOR_RATE) -> dict[str, dict[str, int]]:
+    """The task as `r2r train` reads it: `teacher.jsonl`, the dev set `dev.jsonl` with its `qrels.txt`, and the
+    tokenizer folder `tok/`, all in `folder`; returns the dev qrels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_records(folder / "teacher.jsonl", make_synthetic_records(n_records, seed, distractor_rate=distractor_rate))
+    items, qrels = make_synthetic_dev(n_dev, seed, distractor_rate=distractor_rate)
+    write_candidates(folder / "dev.jsonl", items)
+    (folder / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in qrels.items() for d, g in docs.items()))
+    synthetic_tokenizer().save_pretrained(folder / "tok")
+    return qrels
