@@ -21,7 +21,7 @@ from r2r_jax.config import ModelConfig
 from r2r_jax.model.hf_mapping import ConversionError, TensorMap, model_config_from_hf, tensor_maps
 from r2r_jax.model.layout import unstack_layers
 from r2r_jax.model.llama import LlamaForRanking, abstract_variables
-from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, tree_shardings
+from r2r_jax.parallel.rules import tree_shardings
 
 
 def load_hf_model_config(folder: str | Path, **overrides) -> ModelConfig:
@@ -138,7 +138,7 @@ def _nested_get(tree: dict, path: tuple[str, ...]):
 
 
 def import_hf_params(
-    folder: str | Path, cfg: ModelConfig, mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
+    folder: str | Path, cfg: ModelConfig, mesh: Mesh | None = None,
     with_score: bool | None = None, with_lm_head: bool = True,
 ) -> dict:
     """Read the base weights (and `score.weight` when present or asked for) as a sharded params tree
@@ -146,13 +146,13 @@ def import_hf_params(
     (`layers_{i}`) for a model with `scan_layers=false`.
     `with_lm_head=False` reads a scoring-only folder (a seq-cls export has no `lm_head.weight`)."""
     if not cfg.scan_layers:
-        return _unrolled(folder, cfg, mesh, rules, with_score, with_lm_head)
+        return _unrolled(folder, cfg, mesh, with_score, with_lm_head)
     files = weight_files(folder)
     reader = _Reader(files)
     if with_score is None:
         with_score = "score.weight" in files
     abstract = abstract_variables(LlamaForRanking(cfg))["params"]
-    shardings = (tree_shardings(abstract, mesh, rules) if mesh is not None else None)
+    shardings = (tree_shardings(abstract, mesh) if mesh is not None else None)
     params: dict = {}
     try:
         for m in tensor_maps(cfg, with_lm_head=with_lm_head, with_score=with_score):
@@ -172,18 +172,18 @@ def import_hf_params(
     return params
 
 
-def _unrolled(folder, cfg: ModelConfig, mesh: Mesh | None, rules: LogicalRules, with_score, with_lm_head) -> dict:
+def _unrolled(folder, cfg: ModelConfig, mesh: Mesh | None, with_score, with_lm_head) -> dict:
     """Import stacked, then slice per layer onto the unrolled model's shardings, freeing each stacked tensor
     as soon as it is sliced (peak: the model plus one stacked tensor)."""
     import dataclasses
 
-    stacked = import_hf_params(folder, dataclasses.replace(cfg, scan_layers=True), mesh, rules, with_score,
+    stacked = import_hf_params(folder, dataclasses.replace(cfg, scan_layers=True), mesh, with_score,
                                with_lm_head)
     params = unstack_layers(stacked, cfg.num_hidden_layers, consume=True)
     del stacked
     if mesh is None:
         return params
     abstract = abstract_variables(LlamaForRanking(cfg))["params"]
-    shardings = tree_shardings(abstract, mesh, rules)
+    shardings = tree_shardings(abstract, mesh)
     return jax.tree_util.tree_map_with_path(
         lambda path, x: jax.device_put(x, _nested_get(shardings, tuple(p.key for p in path))), params)

@@ -55,9 +55,9 @@ def _splash_local(q, k, v, q_seg, kv_seg, q_offset: int, interpret: bool):
     return jax.vmap(kernel)(q, k, v, segment_ids=splash.SegmentIds(q=q_seg, kv=kv_seg))
 
 
-def _specs(mesh, table, q_shape, kv_shape) -> tuple[PartitionSpec, PartitionSpec]:
-    q_spec = rules.logical_to_mesh_spec(("batch", "act_heads", "seq", "head_dim"), table, q_shape, mesh)
-    kv_spec = rules.logical_to_mesh_spec(("batch", "kv_heads", "seq", "head_dim"), table, kv_shape, mesh)
+def _specs(mesh, q_shape, kv_shape) -> tuple[PartitionSpec, PartitionSpec]:
+    q_spec = rules.logical_to_mesh_spec(("batch", "act_heads", "seq", "head_dim"), q_shape, mesh)
+    kv_spec = rules.logical_to_mesh_spec(("batch", "kv_heads", "seq", "head_dim"), kv_shape, mesh)
     if q_spec[1] != kv_spec[1]:  # heads split differently: local GQA groups would not line up
         q_spec = PartitionSpec(q_spec[0], None, None, None)
         kv_spec = PartitionSpec(kv_spec[0], None, None, None)
@@ -79,12 +79,11 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_valid: jax.Arr
     def local(q_, k_, v_, qs, ks):
         return _splash_local(q_, k_, v_, qs, ks, q_offset, interpret)
 
-    current = rules.current()  # the mesh of `rules.activation_sharding`, if any
-    if current is None or current[0].size == 1:
+    mesh = rules.current()  # the mesh of `rules.activation_sharding`, if any
+    if mesh is None or mesh.size == 1:
         out = local(qt, kt, vt, q_seg, seg)
     else:
-        mesh, table = current
-        q_spec, kv_spec = _specs(mesh, table, qt.shape, kt.shape)
+        q_spec, kv_spec = _specs(mesh, qt.shape, kt.shape)
         seg_spec = PartitionSpec(q_spec[0], None)
         out = jax.shard_map(local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec, seg_spec),
                             out_specs=q_spec, check_vma=False)(qt, kt, vt, q_seg, seg)

@@ -12,19 +12,19 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, logical_to_mesh_spec
+from r2r_jax.parallel.rules import logical_to_mesh_spec
 
 
-def batch_sharding(ndim: int, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> NamedSharding:
+def batch_sharding(ndim: int, mesh: Mesh) -> NamedSharding:
     """Leading axis over the data-parallel mesh axes, the rest replicated."""
-    return NamedSharding(mesh, logical_to_mesh_spec(("batch",) + (None,) * (ndim - 1), rules))
+    return NamedSharding(mesh, logical_to_mesh_spec(("batch",) + (None,) * (ndim - 1)))
 
 
-def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> dict:
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
     """Assemble global arrays from this process's rows (its contiguous share of the global batch)."""
     out = {}
     for name, value in local.items():
-        sharding = batch_sharding(value.ndim, mesh, rules)
+        sharding = batch_sharding(value.ndim, mesh)
         out[name] = jax.make_array_from_process_local_data(sharding, np.asarray(value))
     return out
 

@@ -1,6 +1,8 @@
 """Declarative sharding: logical axis names on every array, one table mapping them to mesh axes.
 
-Changing the parallel strategy means editing `DEFAULT_RULES`, never the model (MaxText's idea).
+Changing the parallel strategy means editing `RULES`, never the model (MaxText's idea). It is the only
+table: parameters (`tree_shardings`), batches (`parallel.batch`) and activations (`constrain` inside
+`activation_sharding`) all read it, so they cannot be sharded by two different tables.
 Mesh axes: ("data", "fsdp", "tensor").
 """
 
@@ -22,7 +24,7 @@ R = TypeVar("R")
 
 LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
-DEFAULT_RULES: LogicalRules = (
+RULES: LogicalRules = (
     ("batch", ("data", "fsdp")),  # activations: batch split over every data-parallel device
     ("group", None),
     ("seq", None),
@@ -42,13 +44,11 @@ DEFAULT_RULES: LogicalRules = (
 )
 
 
-def logical_to_mesh_spec(
-    names: Sequence[str | None], rules: LogicalRules = DEFAULT_RULES, shape: Sequence[int] | None = None,
-    mesh: Mesh | None = None,
-) -> PartitionSpec:
-    """Translate logical names to a PartitionSpec. A mesh axis is used at most once per array, and
+def logical_to_mesh_spec(names: Sequence[str | None], shape: Sequence[int] | None = None,
+                         mesh: Mesh | None = None) -> PartitionSpec:
+    """Translate logical names to a PartitionSpec by `RULES`. A mesh axis is used at most once per array, and
     when `shape` and `mesh` are given a dimension that the mesh axes do not divide stays unsharded."""
-    table = dict(rules)
+    table = dict(RULES)
     used: set[str] = set()
     out: list = []
     for i, name in enumerate(names):
@@ -68,14 +68,14 @@ def logical_to_mesh_spec(
     return PartitionSpec(*out)
 
 
-def tree_shardings(abstract_boxed, mesh: Mesh, rules: LogicalRules = DEFAULT_RULES):
+def tree_shardings(abstract_boxed, mesh: Mesh):
     """NamedShardings for a tree of (abstract) arrays boxed with `nn.LogicallyPartitioned`.
     Unboxed leaves are replicated."""
 
     def one(leaf):
         if isinstance(leaf, nn.LogicallyPartitioned):
             value = leaf.value
-            return NamedSharding(mesh, logical_to_mesh_spec(leaf.names, rules, value.shape, mesh))
+            return NamedSharding(mesh, logical_to_mesh_spec(leaf.names, value.shape, mesh))
         return NamedSharding(mesh, PartitionSpec())
 
     return jax.tree.map(one, abstract_boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
@@ -85,18 +85,18 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
-def activation_sharding(mesh: Mesh | None, rules: LogicalRules = DEFAULT_RULES) -> Iterator[None]:
-    """While tracing inside this context, `constrain` pins activations to the rules' shardings."""
+def activation_sharding(mesh: Mesh | None) -> Iterator[None]:
+    """While tracing inside this context, `constrain` pins activations to `RULES`' shardings on `mesh`."""
     previous = getattr(_state, "value", None)
-    _state.value = (mesh, rules) if mesh is not None else None
+    _state.value = mesh
     try:
         yield
     finally:
         _state.value = previous
 
 
-def current() -> tuple[Mesh, LogicalRules] | None:
-    """The (mesh, rules) of the enclosing `activation_sharding`, or None outside one."""
+def current() -> Mesh | None:
+    """The mesh of the enclosing `activation_sharding`, or None outside one."""
     return getattr(_state, "value", None)
 
 
@@ -117,24 +117,20 @@ def traced_under(fn: Callable[P, R], mesh: Mesh | None) -> Callable[P, R]:
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """Sharding constraint by logical names; a no-op outside `activation_sharding` or on one device."""
-    active = current()
-    if active is None:
+    mesh = current()
+    if mesh is None or mesh.size == 1:
         return x
-    mesh, rules = active
-    if mesh.size == 1:
-        return x
-    spec = logical_to_mesh_spec(names, rules, x.shape, mesh)
+    spec = logical_to_mesh_spec(names, x.shape, mesh)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def shards_of(names: Sequence[str | None], shape: Sequence[int]) -> int:
     """How many pieces `constrain(x, names)` cuts an array of `shape` into (1 outside `activation_sharding`)."""
-    active = current()
-    if active is None:
+    mesh = current()
+    if mesh is None:
         return 1
-    mesh, rules = active
     count = 1
-    for entry in logical_to_mesh_spec(names, rules, shape, mesh):
+    for entry in logical_to_mesh_spec(names, shape, mesh):
         for axis in (entry,) if isinstance(entry, str) else entry or ():
             count *= mesh.shape[axis]
     return count

@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from r2r_jax.config import LoraConfig, ModelConfig
 from r2r_jax.model.llama import LlamaForRanking, abstract_variables, lm_head_weight
-from r2r_jax.parallel.rules import DEFAULT_RULES, LogicalRules, tree_shardings
+from r2r_jax.parallel.rules import tree_shardings
 
 
 @dataclass
@@ -49,14 +49,14 @@ def split_variables(variables: dict) -> tuple[dict, dict]:
 
 def build_student(
     model_cfg: ModelConfig, lora_cfg: LoraConfig | None, mesh: Mesh, rng: jax.Array,
-    base_params: dict | None = None, rules: LogicalRules = DEFAULT_RULES,
+    base_params: dict | None = None,
 ) -> tuple[Student, dict]:
     """Initialise (or adopt `base_params` for) the base and initialise LoRA + score head, all sharded.
     Returns the student (model + frozen base) and the initial trainable tree {"score", "lora"}, which from
     then on lives in the train state, so nothing holds a copy that goes stale after a step."""
     model = LlamaForRanking(model_cfg, lora_cfg)
     boxed = abstract_variables(model)
-    shardings = tree_shardings(boxed, mesh, rules)
+    shardings = tree_shardings(boxed, mesh)
     frozen_sh, trainable_sh = split_variables(shardings)
     ids = jnp.zeros((1, 1), jnp.int32)
 
