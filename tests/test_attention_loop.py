@@ -67,16 +67,18 @@ def test_causal_blocks_equal_one_block(impl, offset, keys, segments):
     (prefill into a longer cache at an offset, and packed rows' segment ids, included). Rows with no visible
     key (left padding's own queries) are read by nothing and left out of the comparison."""
     q, k, v, valid = _inputs(3, 12, keys, 4, 2)
+    segment_ids = None
     if segments:
-        valid = jnp.asarray(np.repeat([[0] * 2 + [1] * 5 + [2] * 5], 3, axis=0), jnp.int32)
+        segment_ids = jnp.asarray(np.repeat([[0] * 2 + [1] * 5 + [2] * 5], 3, axis=0), jnp.int32)
+        valid = segment_ids > 0
 
     def full(q, k, v):
-        return attention_module._attention(q, k, v, valid, offset, impl)
+        return attention_module._attention(q, k, v, valid, offset, impl, segment_ids)
 
     def blocked(q, k, v):
-        return causal_blocks(q, k, v, valid, offset, impl)
+        return causal_blocks(q, k, v, valid, offset, impl, segment_ids)
 
-    seen = np.asarray(jnp.any(attention_mask(valid, 12, offset), axis=-1))  # (B, T): a query with a visible key
+    seen = np.asarray(jnp.any(attention_mask(valid, 12, offset, segment_ids), axis=-1))  # a query with a visible key
     np.testing.assert_allclose(np.asarray(blocked(q, k, v))[seen], np.asarray(full(q, k, v))[seen],
                                rtol=1e-5, atol=1e-6)
     weight = jnp.asarray(seen, jnp.float32)[:, :, None, None] * jnp.cos(q)

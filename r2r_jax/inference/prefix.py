@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from r2r_jax.data.features import left_pad
 from r2r_jax.inference.batches import length_sorted_batches
 from r2r_jax.model.generate import init_cache
+from r2r_jax.model.kv_cache import StackedKV
 from r2r_jax.model.llama import LlamaForRanking, default_positions
 from r2r_jax.parallel.batch import data_parallel_size, place, to_host
 from r2r_jax.parallel.rules import traced_under
@@ -49,9 +50,8 @@ def make_prefix_steps(model: LlamaForRanking, mesh: Mesh | None = None) -> tuple
     its own, and the final layer works at the last position only."""
 
     def encode(variables, ids, mask):
-        cache = init_cache(model, ids.shape[0], ids.shape[1], mask, 0)
-        _, cache = model.apply(variables, ids, mask, default_positions(mask), cache, 0)
-        return cache[0], cache[1]
+        _, cache = model.apply(variables, ids, mask, default_positions(mask), init_cache(model, mask, 0), 0)
+        return cache.k, cache.v
 
     def score(variables, k, v, valid, query, ids, mask, offset):
         width = valid.shape[1]
@@ -59,10 +59,9 @@ def make_prefix_steps(model: LlamaForRanking, mesh: Mesh | None = None) -> tuple
         def widen(x):  # this batch's prefixes, then room for the suffixes
             return jnp.pad(x[:, query], ((0, 0), (0, 0), (0, ids.shape[1]), (0, 0), (0, 0)))
 
-        kv_valid = jnp.concatenate([valid[query], mask.astype(bool)], axis=1)
+        cache = StackedKV(widen(k), widen(v), jnp.concatenate([valid[query], mask.astype(bool)], axis=1))
         positions = offset[:, None] + default_positions(mask)
-        hidden, _ = model.apply(variables, ids, mask, positions, (widen(k), widen(v), kv_valid), width,
-                                last_only=True)
+        hidden, _ = model.apply(variables, ids, mask, positions, cache, width, last_only=True)
         return model.apply(variables, hidden[:, -1], method=LlamaForRanking.scores)
 
     return jax.jit(traced_under(encode, mesh)), jax.jit(traced_under(score, mesh))

@@ -19,10 +19,12 @@ from r2r_jax.model.attention_kernels import Impl, attention_mask, cudnn_attentio
 CAUSAL_BLOCK = 256
 
 
-def dot_product_attention(q, k, v, kv_valid, q_offset=0, impl: Impl = "xla") -> jax.Array:
+def dot_product_attention(q, k, v, kv_valid, q_offset=0, impl: Impl = "xla", segment_ids=None) -> jax.Array:
+    """`kv_valid` (B, S) bool: the keys that may be read; `segment_ids` (B, S) int, for packed rows only:
+    which sequence each position belongs to (queries read keys of their own)."""
     if impl == "loop" and isinstance(q_offset, int) and q.shape[1] >= 2 * CAUSAL_BLOCK:
-        return causal_blocks(q, k, v, kv_valid, q_offset, impl)
-    return _attention(q, k, v, kv_valid, q_offset, impl)
+        return causal_blocks(q, k, v, kv_valid, q_offset, impl, segment_ids)
+    return _attention(q, k, v, kv_valid, q_offset, impl, segment_ids)
 
 
 def causal_share(length: int, block: int) -> float:
@@ -39,7 +41,7 @@ def blocked_share(length: int) -> float:
     return 1.0 if length < 2 * CAUSAL_BLOCK else causal_share(length, CAUSAL_BLOCK)
 
 
-def causal_blocks(q, k, v, kv_valid, q_offset: int, impl: Impl) -> jax.Array:
+def causal_blocks(q, k, v, kv_valid, q_offset: int, impl: Impl, segment_ids=None) -> jax.Array:
     """The same attention, query block by query block, each block's keys cut after its last query (keys a
     block cannot see are masked anyway, so every query with a visible key gets the same output)."""
     t, s = q.shape[1], k.shape[1]
@@ -47,12 +49,14 @@ def causal_blocks(q, k, v, kv_valid, q_offset: int, impl: Impl) -> jax.Array:
     for start in range(0, t, CAUSAL_BLOCK):
         stop = min(start + CAUSAL_BLOCK, t)
         keys = min(q_offset + stop, s)
-        out.append(_attention(q[:, start:stop], k[:, :keys], v[:, :keys], kv_valid[:, :keys], q_offset + start, impl))
+        segments = None if segment_ids is None else segment_ids[:, :keys]
+        out.append(_attention(q[:, start:stop], k[:, :keys], v[:, :keys], kv_valid[:, :keys], q_offset + start, impl,
+                              segments))
     return jnp.concatenate(out, axis=1)
 
 
-def _attention(q, k, v, kv_valid, q_offset, impl: Impl) -> jax.Array:
-    mask = attention_mask(kv_valid, q.shape[1], q_offset)
+def _attention(q, k, v, kv_valid, q_offset, impl: Impl, segment_ids=None) -> jax.Array:
+    mask = attention_mask(kv_valid, q.shape[1], q_offset, segment_ids)
     if impl == "xla":
         return xla_attention(q, k, v, mask)
     if impl == "loop":
@@ -62,5 +66,5 @@ def _attention(q, k, v, kv_valid, q_offset, impl: Impl) -> jax.Array:
     if impl == "splash":
         from r2r_jax.model.splash import splash_attention  # TPU only
 
-        return splash_attention(q, k, v, kv_valid, q_offset)
+        return splash_attention(q, k, v, kv_valid, q_offset, segment_ids)
     raise ValueError(f"unknown attention implementation {impl!r}")

@@ -3,8 +3,8 @@
 Queries (B, T, H, D) attend keys/values (B, S, K, D) with K dividing H (GQA: K/V are never repeated).
 A query at absolute index `q_offset + t` sees key `s` when `kv_valid[b, s]` and `s <= q_offset + t`,
 which covers left and right padding, causal masking and KV-cache decoding alike. Packed rows (several
-sequences in one row) pass integer segment ids as `kv_valid` instead (0 = padding, 1, 2, ... = the row's
-sequences): a query then also needs its key in its own segment, so the mask is block-diagonal and causal.
+sequences in one row) also pass `segment_ids` (B, S) (0 = padding, 1, 2, ... = the row's sequences): a query
+then also needs its key in its own segment, so the mask is block-diagonal and causal.
 """
 
 from __future__ import annotations
@@ -18,22 +18,18 @@ from jax import lax
 Impl = Literal["xla", "loop", "cudnn", "splash"]
 
 
-def attention_mask(kv_valid: jax.Array, q_len: int, q_offset: jax.Array | int = 0) -> jax.Array:
-    """Boolean (B, T, S) mask: key valid and not in the future; with integer segment ids (self-attention over
+def attention_mask(kv_valid: jax.Array, q_len: int, q_offset: jax.Array | int = 0,
+                   segment_ids: jax.Array | None = None) -> jax.Array:
+    """Boolean (B, T, S) mask: key valid and not in the future; with `segment_ids` (self-attention over
     packed rows), also in the query's own segment."""
     s = kv_valid.shape[-1]
     q_index = q_offset + jnp.arange(q_len)
     causal = jnp.arange(s)[None, :] <= q_index[:, None]
     mask = kv_valid[:, None, :].astype(bool) & causal[None]
-    if is_segment_ids(kv_valid):
-        q_segment = jnp.take(kv_valid, q_index, axis=1)
-        mask &= q_segment[:, :, None] == kv_valid[:, None, :]
+    if segment_ids is not None:
+        q_segment = jnp.take(segment_ids, q_index, axis=1)
+        mask &= q_segment[:, :, None] == segment_ids[:, None, :]
     return mask
-
-
-def is_segment_ids(kv_valid: jax.Array) -> bool:
-    """Integer `kv_valid` is packed rows' segment ids; boolean is plain key validity."""
-    return jnp.issubdtype(kv_valid.dtype, jnp.integer)
 
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:

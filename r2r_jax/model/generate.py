@@ -12,22 +12,17 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from r2r_jax.model.kv_cache import KVCache, PerLayerKV, StackedKV
 from r2r_jax.model.llama import LlamaForRanking, default_positions
 from r2r_jax.parallel.rules import traced_under
 
 
-def init_cache(model: LlamaForRanking, batch: int, length: int, attention_mask: jax.Array, extra: int,
-               per_layer: bool = False):
-    """An empty (k, v, kv_valid) cache for `length` prompt positions and `extra` more. k, v stacked over the
-    layers (layers, B, S, K, D), or with `per_layer` (unrolled layers only) a tuple of (B, S, K, D) buffers."""
-    cfg = model.cfg
-    shape = (batch, length + extra, cfg.num_key_value_heads, cfg.head_dim)
+def init_cache(model: LlamaForRanking, attention_mask: jax.Array, extra: int, per_layer: bool = False) -> KVCache:
+    """An empty cache for the prompts of `attention_mask` (B, T) and `extra` positions after them: stacked over
+    the layers, or with `per_layer` (unrolled layers only) one buffer per layer."""
+    batch = attention_mask.shape[0]
     kv_valid = jnp.concatenate([attention_mask.astype(bool), jnp.zeros((batch, extra), bool)], axis=1)
-    if per_layer:
-        k, v = (tuple(jnp.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(cfg.num_hidden_layers)) for _ in "kv")
-        return (k, v, kv_valid)
-    zeros = jnp.zeros((cfg.num_hidden_layers, *shape), jnp.dtype(cfg.dtype))
-    return (zeros, zeros, kv_valid)
+    return (PerLayerKV if per_layer else StackedKV).empty(model.cfg, kv_valid)
 
 
 def make_generate(
@@ -53,7 +48,7 @@ def make_generate(
 
     def generate(variables, input_ids, attention_mask, rng, temperature=0.0):
         b, t = input_ids.shape
-        cache = init_cache(model, b, t, attention_mask, max_new_tokens, per_layer=not model.cfg.scan_layers)
+        cache = init_cache(model, attention_mask, max_new_tokens, per_layer=not model.cfg.scan_layers)
         positions = default_positions(attention_mask)
         # the prompt's last position is the only one read: the final layer computes only there
         hidden, cache = model.apply(variables, input_ids, attention_mask, positions, cache, 0, True)
@@ -76,10 +71,9 @@ def make_generate(
             tokens = tokens.at[:, i].set(tok)
             lengths = lengths + (~done).astype(jnp.int32)
             done = done | jnp.isin(tok, eos)
-            k, v, kv_valid = cache
-            kv_valid = kv_valid.at[:, t + i].set(True)
+            cache = cache.replace(kv_valid=cache.kv_valid.at[:, t + i].set(True))
             hidden, cache = model.apply(variables, tok[:, None], jnp.ones((b, 1), jnp.int32), next_pos[:, None],
-                                        (k, v, kv_valid), t + i)
+                                        cache, t + i)
             return i + 1, step_logits(variables, hidden[:, -1]), cache, tokens, done, lengths, next_pos + 1, rng
 
         state = (0, logits, cache, tokens, done, lengths, next_pos, rng)

@@ -21,6 +21,7 @@ from jax.ad_checkpoint import checkpoint_name
 from r2r_jax.config import LoraConfig, ModelConfig
 from r2r_jax.config_io import ConfigError
 from r2r_jax.model.attention import dot_product_attention
+from r2r_jax.model.kv_cache import KVCache
 from r2r_jax.model.lora import LoraDense
 from r2r_jax.parallel.rules import constrain
 
@@ -103,13 +104,12 @@ class Attention(nn.Module):
     lora: LoraConfig | None
 
     @nn.compact
-    def __call__(self, x, positions, kv_valid, cache=None, cache_index=None, last_only: bool = False,
-                 layer_index: int | None = None):
+    def __call__(self, x, positions, kv_valid, segment_ids=None, cache: KVCache | None = None, cache_index=None,
+                 last_only: bool = False, layer_index: int | jax.Array = 0):
         """`last_only`: queries (and so the output) for the last position only; keys and values for all.
 
-        `cache` is this layer's (k, v), or with `layer_index` every layer's stacked (layers, B, S, K, D) pair,
-        updated in place at that layer: a decode step then writes one position of one buffer per layer
-        instead of slicing out each layer's cache and stacking all of them again."""
+        With a `cache`, this layer (`layer_index`) writes its keys and values into it at `cache_index` and
+        attends to everything the cache holds for it (model/kv_cache.py)."""
         cfg, b, t = self.cfg, x.shape[0], x.shape[1]
         h, k, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         tq = 1 if last_only else t
@@ -123,21 +123,12 @@ class Attention(nn.Module):
         v = checkpoint_name(v, "value")
         q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))
         q_offset = t - 1 if last_only else 0
-        if cache is not None and layer_index is not None:
-            at = (layer_index, 0, cache_index, 0, 0)
-            cache = tuple(jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype), at)
-                          for c, new in zip(cache, (kk, v), strict=True))
-            kk, v = cache[0][layer_index], cache[1][layer_index]
-            q_offset = cache_index + q_offset
-        elif cache is not None:
-            k_cache, v_cache = cache
-            kk = jax.lax.dynamic_update_slice(k_cache, kk.astype(k_cache.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
-            cache = (kk, v)
+        if cache is not None:
+            cache, kk, v = cache.write(layer_index, cache_index, kk, v)
             q_offset = cache_index + q_offset
         # one query row: the reference's (B, H, 1, S) scores are tiny on every backend
         impl = "xla" if last_only else cfg.attention
-        out = dot_product_attention(q, kk, v, kv_valid, q_offset, impl=impl)
+        out = dot_product_attention(q, kk, v, kv_valid, q_offset, impl=impl, segment_ids=segment_ids)
         out = checkpoint_name(out.reshape(b, tq, h * d), "attention_out")
         return _dense(cfg, self.lora, "o_proj", cfg.hidden_size, ("heads", "embed"))(out), cache
 
@@ -161,13 +152,13 @@ class DecoderLayer(nn.Module):
     lora: LoraConfig | None
 
     @nn.compact
-    def __call__(self, x, cache, positions, kv_valid, cache_index, last_only: bool = False,
-                 layer_index: int | None = None):
+    def __call__(self, x, cache, positions, kv_valid, segment_ids, cache_index, last_only: bool = False,
+                 layer_index: int | jax.Array = 0):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         normed = RMSNorm(cfg.rms_norm_eps, dt, pdt, name="input_layernorm")(x)
-        attn, cache = Attention(cfg, self.lora, name="self_attn")(normed, positions, kv_valid, cache, cache_index,
-                                                                  last_only, layer_index)
+        attn, cache = Attention(cfg, self.lora, name="self_attn")(normed, positions, kv_valid, segment_ids, cache,
+                                                                  cache_index, last_only, layer_index)
         x = (x[:, -1:] if last_only else x) + attn
         normed = checkpoint_name(RMSNorm(cfg.rms_norm_eps, dt, pdt, name="post_attention_layernorm")(x), "mlp_in")
         x = x + MLP(cfg, self.lora, name="mlp")(normed)
@@ -190,7 +181,7 @@ class LlamaModel(nn.Module):
             raise ConfigError("model.remat_policy=auto is resolved before the model is built (r2r train, r2r "
                               "compile); build the model with the policy it chose")
         if cfg.remat_policy != "none":
-            static = () if cfg.scan_layers else (6, 7)  # `last_only`, `layer_index` (self is 0): Python values
+            static = () if cfg.scan_layers else (7, 8)  # `last_only`, `layer_index` (self is 0): Python values
             layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
                                  static_argnums=static)
         if cfg.scan_layers:
@@ -198,7 +189,7 @@ class LlamaModel(nn.Module):
                 layer_cls,
                 variable_axes={"params": 0, "lora": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                 length=cfg.num_hidden_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg, self.lora)
@@ -206,32 +197,26 @@ class LlamaModel(nn.Module):
             self.layer_list = [layer_cls(cfg, self.lora, name=f"layers_{i}") for i in range(cfg.num_hidden_layers)]
         self.norm = RMSNorm(cfg.rms_norm_eps, dt, pdt)
 
-    def __call__(self, input_ids, positions, kv_valid, cache=None, cache_index=None, last_only: bool = False):
-        """Final-norm hidden states (B, T, E), or (B, 1, E) for the last position with `last_only`.
+    def __call__(self, input_ids, positions, kv_valid, segment_ids=None, cache: KVCache | None = None,
+                 cache_index=None, last_only: bool = False):
+        """Final-norm hidden states (B, T, E), or (B, 1, E) for the last position with `last_only`, and the
+        updated cache.
 
         `last_only`: the final layer computes its keys and values for every position (into the cache, if
         one is given) but its queries, attention output and MLP for the last one only, the position a
         score is read at; that saves about 1/L of a scoring forward (scanned layers: `_scan_inference`)."""
         x = constrain(self.embed_tokens(input_ids), ("batch", "seq", "act_embed"))
         if self.cfg.scan_layers and (last_only or cache is not None):
-            x, cache = self._scan_inference(x, cache, positions, kv_valid, cache_index, last_only)
+            x, cache = self._scan_inference(x, cache, positions, kv_valid, segment_ids, cache_index, last_only)
         elif self.cfg.scan_layers:
-            x, cache = self.layers(x, cache, positions, kv_valid, cache_index)
+            x, cache = self.layers(x, cache, positions, kv_valid, segment_ids, cache_index)
         else:
             last = len(self.layer_list) - 1
-            per_layer = cache is not None and isinstance(cache[0], (list, tuple))
             for i, layer in enumerate(self.layer_list):
-                if per_layer:  # one buffer per layer: the layer updates its own in place
-                    layer_cache, index = (cache[0][i], cache[1][i]), None
-                else:  # stacked: the layer updates its slot
-                    layer_cache, index = cache, (None if cache is None else i)
-                x, layer_cache = layer(x, layer_cache, positions, kv_valid, cache_index, last_only and i == last,
-                                       index)
-                cache = (tuple((*c[:i], new, *c[i + 1:]) for c, new in zip(cache, layer_cache, strict=True))
-                         if per_layer else layer_cache)
+                x, cache = layer(x, cache, positions, kv_valid, segment_ids, cache_index, last_only and i == last, i)
         return self.norm(x), cache
 
-    def _scan_inference(self, x, cache, positions, kv_valid, cache_index, last_only):
+    def _scan_inference(self, x, cache, positions, kv_valid, segment_ids, cache_index, last_only):
         """Scanned layers at inference (a KV cache, or `last_only`): a plain scan over the stacked weights that
         carries the whole stacked cache, each layer updating its own slot in place (`nn.scan` would take the
         cache apart as its inputs and stack it again as its outputs: a copy of every layer's cache per decode
@@ -246,14 +231,14 @@ class LlamaModel(nn.Module):
         def body(carry, per_layer):
             h, layer_cache = carry
             layer_vars, i = per_layer
-            return layer.apply(layer_vars, h, layer_cache, positions, kv_valid, cache_index, False,
-                               None if layer_cache is None else i), None
+            return layer.apply(layer_vars, h, layer_cache, positions, kv_valid, segment_ids, cache_index, False,
+                               i), None
 
         weights = jax.tree.map(lambda a: a[:scanned], stacked)
         (x, cache), _ = jax.lax.scan(body, (x, cache), (weights, jnp.arange(scanned)))
         if last_only:
             x, cache = layer.apply(jax.tree.map(lambda a: a[-1], stacked), x, cache, positions, kv_valid,
-                                   cache_index, True, None if cache is None else n - 1)
+                                   segment_ids, cache_index, True, n - 1)
         return x, cache
 
     def attend(self, hidden):
@@ -265,9 +250,8 @@ class LlamaForRanking(nn.Module):
     """Decoder + LM head + score head. `__call__` returns final-norm hidden states (and the updated
     KV cache); `lm_logits` and `scores` turn hidden states into next-token logits and relevance scores.
 
-    The cache is `(k, v, kv_valid)` with k, v: (layers, B, S, K, D) and kv_valid: (B, S); unrolled layers also
-    take k, v as one (B, S, K, D) buffer per layer (what the decoder carries: no layer reads a slice of a
-    stacked cache)."""
+    The cache is a `StackedKV` (any layers) or a `PerLayerKV` (unrolled layers), model/kv_cache.py: its
+    `kv_valid` says which positions attention may read, in place of `attention_mask`."""
 
     cfg: ModelConfig
     lora: LoraConfig | None = None
@@ -287,20 +271,14 @@ class LlamaForRanking(nn.Module):
             kernel_init=nn.with_logical_partitioning(init, ("embed", "score")),
         )
 
-    def __call__(self, input_ids, attention_mask, positions=None, cache=None, cache_index=None,
+    def __call__(self, input_ids, attention_mask, positions=None, cache: KVCache | None = None, cache_index=None,
                  last_only: bool = False, segment_ids=None):
         """`segment_ids` (B, T), for packed rows (several sequences per row; 0 = padding): attention stays
         within a sequence, and `positions` must restart at each sequence's start."""
         if positions is None:
             positions = default_positions(attention_mask)
-        if segment_ids is not None:
-            kv_valid = segment_ids.astype(jnp.int32)
-        else:
-            kv_valid = attention_mask.astype(bool) if cache is None else cache[2]
-        layer_cache = None if cache is None else (cache[0], cache[1])
-        hidden, layer_cache = self.model(input_ids, positions, kv_valid, layer_cache, cache_index, last_only)
-        new_cache = None if cache is None else (layer_cache[0], layer_cache[1], kv_valid)
-        return hidden, new_cache
+        kv_valid = attention_mask.astype(bool) if cache is None else cache.kv_valid
+        return self.model(input_ids, positions, kv_valid, segment_ids, cache, cache_index, last_only)
 
     def lm_logits(self, hidden):
         if self.cfg.tie_word_embeddings:

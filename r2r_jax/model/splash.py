@@ -65,13 +65,15 @@ def _specs(mesh, q_shape, kv_shape) -> tuple[PartitionSpec, PartitionSpec]:
 
 
 def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_valid: jax.Array, q_offset=0,
-                     *, interpret: bool = False) -> jax.Array:
-    """q (B, T, H, D), k/v (B, S, K, D), kv_valid (B, S) -> (B, T, H, D); `interpret` runs the kernel on CPU."""
+                     segment_ids: jax.Array | None = None, *, interpret: bool = False) -> jax.Array:
+    """q (B, T, H, D), k/v (B, S, K, D), kv_valid (B, S), packed rows' segment_ids (B, S) -> (B, T, H, D);
+    `interpret` runs the kernel on CPU."""
     b, t, h, d = q.shape
     s = k.shape[1]
     if not supported(t, s, q_offset):
-        return xla_attention(q, k, v, attention_mask(kv_valid, t, q_offset))
-    seg = kv_valid.astype(jnp.int32)  # boolean validity as segment 1, or packed rows' segment ids
+        return xla_attention(q, k, v, attention_mask(kv_valid, t, q_offset, segment_ids))
+    # the kernel's one mask input: packed rows' segment ids, or validity as segment 1 (0: padding)
+    seg = (kv_valid if segment_ids is None else segment_ids).astype(jnp.int32)
     q_seg = seg[:, q_offset: q_offset + t]  # self-attention: a query is real when its own key is
     qt = (q.astype(jnp.float32) * d**-0.5).astype(q.dtype).transpose(0, 2, 1, 3)
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
