@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from r2r_jax.config import llama3_1_8b
+    from r2r_jax.config import TrainConfig, load_config
 
-    from .common import BatchShape, Preset, machine, preset
+    from .common import REPO, BatchShape, Preset, machine, preset
 
     if args.dry_run:
         jax.config.update("jax_platforms", "cpu")
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         args.score_candidates, args.score_len, args.score_batch, args.score_reps = 8, 32, 4, 2
         args.attention = "xla"
     else:
-        cfg = llama3_1_8b()
+        cfg = load_config(TrainConfig, ["--config", str(REPO / "configs" / "llama3_1_8b.yaml")]).model
     device = jax.devices()[0]
     kind = getattr(device, "device_kind", str(device))
     peak = args.peak_tflops or peak_tflops(kind) or 0.0
