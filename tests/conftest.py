@@ -22,10 +22,18 @@ SHARED_DATA = SHARED / "data"
 LLAMA_TOKENIZER = SHARED / "tokenizers" / "llama3_1"
 
 
+def missing(reason: str) -> None:
+    """A test's data or model is not on this machine: skipped (with the reason, `pytest -rs`) on a developer's
+    machine, a failure in CI (`CI=true`), where a run must not pass by skipping what it could not find."""
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(f"{reason} (CI=true: a missing input fails the run)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        missing(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
 
 
@@ -41,7 +49,7 @@ def smollm2_base(tmp_path_factory) -> Path:
     try:
         find_packaged_gguf(DEFAULT_BASE)
     except ConversionError as e:
-        pytest.skip(str(e))
+        missing(str(e))
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # this session's folder, above every worker's own
