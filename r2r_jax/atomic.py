@@ -154,8 +154,9 @@ def _same_file(path: Path, fd: int) -> bool:
 
 
 def overlaps(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths are the same or one lies inside the other (after resolving links and `..`)."""
-    ra, rb = Path(a).resolve(), Path(b).resolve()
+    """Whether two paths are the same or one lies inside the other (after resolving links and `..`; a link that
+    loops stays as it is, where `Path.resolve` would raise)."""
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
     return ra == rb or ra in rb.parents or rb in ra.parents
 
 

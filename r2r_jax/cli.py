@@ -14,11 +14,12 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from r2r_jax.atomic import check_output_files  # the standard library only: --help stays fast
-from r2r_jax.cli_types import HelpFormatter
+from r2r_jax.cli_types import HelpFormatter, Terminated
 
 # name -> (module, one-line help). Modules with `main(argv)` parse their own arguments.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -121,6 +122,8 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     errors = (*_INPUT_ERRORS, OutputRefused, ConfigError, RecordError)
     if "r2r_jax.checkpoint" in sys.modules:  # loaded only by commands that read checkpoints (it imports jax)
         errors += (sys.modules["r2r_jax.checkpoint"].CheckpointError,)
+    if "r2r_jax.model.hf_mapping" in sys.modules:  # a base or model folder that cannot be read (--base-model ...)
+        errors += (sys.modules["r2r_jax.model.hf_mapping"].ConversionError,)
     return errors
 
 
@@ -136,16 +139,36 @@ def redeliver_lost_interrupts() -> None:
     quietly and raises it again in the main thread a moment later, until it lands where the command unwinds."""
     import _thread
     import threading
+    import time
 
     default = sys.unraisablehook
 
+    def redeliver(returned: threading.Event, signum: int) -> None:
+        returned.wait()  # not while the hook still runs (on a busy host the thread can start slowly): it would
+        time.sleep(0.05)  # land in the hook, and be lost there
+        _thread.interrupt_main(signum)
+
     def hook(unraisable) -> None:
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-            threading.Timer(0.01, _thread.interrupt_main).start()
+            signum = signal.SIGTERM if issubclass(unraisable.exc_type, Terminated) else signal.SIGINT
+            returned = threading.Event()
+            threading.Thread(target=redeliver, args=(returned, signum), daemon=True).start()
+            returned.set()
             return
         default(unraisable)
 
     sys.unraisablehook = hook
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises `Terminated` in the main thread, so a terminated command unwinds as an interrupted one
+    does (its temporary files and staged folders removed), says so in one line and exits 143; without this,
+    Python dies of the signal on the spot and leaves them. Commands that stop more gently (`r2r train` saves a
+    checkpoint first) put their own handler in place while they can."""
+    def terminate(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def _keep_transformers_quiet() -> None:
@@ -172,7 +195,7 @@ def _keep_tpu_runtime_quiet(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Whatever it raises ends as one line `r2r <command>: error: ...` (exit 2 for bad input,
-    1 otherwise; Ctrl-C 130); `--debug` or R2R_DEBUG=1 shows the traceback instead."""
+    1 otherwise; Ctrl-C 130, SIGTERM 143); `--debug` or R2R_DEBUG=1 shows the traceback instead."""
     as_program = argv is None  # the `r2r` executable, not a caller in this process
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("R2R_DEBUG", "") not in ("", "0")
@@ -200,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(name, level)
     if as_program:
         redeliver_lost_interrupts()
+        stop_on_sigterm()
+        # the command's lines are its own: a library that sets up the root logger (absl does) would print each
+        # one a second time as `WARNING:r2r_jax...`; callers in this process (tests) keep the propagation
+        logging.getLogger("r2r_jax").propagate = False
     code = _run(name, rest, debug, as_program)
     if as_program and _restore_failed():  # leave before the failed restore's abandoned reads print anything
         _leave(code)
@@ -232,13 +259,14 @@ def _run(name: str, rest: list[str], debug: bool, as_program: bool) -> int:
         derived = module.derived_outputs(args) if hasattr(module, "derived_outputs") else {}
         check_output_files(args, *getattr(module, "FILE_ARGUMENTS", ((), ())), derived=derived)
         return int(module.run(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             raise
-        print(f"\nr2r {name}: interrupted", file=sys.stderr)
+        code, what = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
+        print(f"\nr2r {name}: {what}", file=sys.stderr)
         if as_program:  # leave now: XLA's compiler threads can crash interpreter teardown (SIGSEGV) when a
-            _leave(130)  # compile was cut short; every output was already cleaned up while unwinding
-        return 130
+            _leave(code)  # compile was cut short; every output was already cleaned up while unwinding
+        return code
     except Exception as e:
         if debug:
             raise

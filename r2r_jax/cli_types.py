@@ -10,6 +10,11 @@ import copy
 from collections.abc import Callable
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a preempted job, `timeout`, `kill`), raised where the main thread is, as Ctrl-C is: the command
+    unwinds the same way (temporary files and staged folders removed on the way out) and `r2r` exits 143."""
+
+
 def _bounded(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], int | float]:
     relation = ">=" if inclusive else ">"
 

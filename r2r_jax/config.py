@@ -80,6 +80,20 @@ class ModelConfig:
             )
         if self.rope_scaling is not None and self.rope_scaling.rope_type not in ("llama3", "default"):
             raise ConfigError(f"model.rope_scaling.rope_type={self.rope_scaling.rope_type!r} is not supported")
+        # values the model divides by or takes the root of: out of range, the first step's loss is nan (or the
+        # run trains a model that is not the one named) instead of a refusal naming the field
+        for name, value in (("rms_norm_eps", self.rms_norm_eps), ("rope_theta", self.rope_theta)):
+            if not value > 0:
+                raise ConfigError(f"model.{name} must be > 0, got {value}")
+        if self.rope_scaling is not None and self.rope_scaling.rope_type == "llama3":
+            scaling = self.rope_scaling
+            for name in ("factor", "low_freq_factor", "original_max_position_embeddings"):
+                if not getattr(scaling, name) > 0:
+                    raise ConfigError(f"model.rope_scaling.{name} must be > 0, got {getattr(scaling, name)}")
+            if not scaling.high_freq_factor > scaling.low_freq_factor:
+                raise ConfigError(f"model.rope_scaling.high_freq_factor={scaling.high_freq_factor} must be above "
+                                  f"low_freq_factor={scaling.low_freq_factor} (llama3 scaling divides by their "
+                                  "difference)")
 
 
 def tiny_model() -> ModelConfig:

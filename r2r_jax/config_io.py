@@ -90,6 +90,8 @@ def load_config(cls: type, argv: list[str], prog: str = "r2r", spell: Callable[[
                               "options)") from None
         except DraccusException as e:  # "unrecognized arguments: --a.b=1 ..."
             raise ConfigError(f"{_unrecognized(str(e), spell)} ({prog} --help lists the options)") from None
+        except yaml.YAMLError as e:  # a value draccus cannot read as YAML: `--lora.targets=[q_proj`
+            raise ConfigError(_not_yaml(rest, spell, e)) from None
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
@@ -102,6 +104,22 @@ def _unrecognized(message: str, spell: Callable[[str], str]) -> str:
     if flag is not None:
         return f"unknown option {spell(flag[2:].partition('=')[0])}"
     return f"unexpected argument {words[0]!r} (options are spelled --name=value)" if words else message
+
+
+def _not_yaml(args: list[str], spell: Callable[[str], str], error: yaml.YAMLError) -> str:
+    """The first option whose value is not YAML, as the user spells it (yaml's own message names no option)."""
+    problem = getattr(error, "problem", None) or str(error)
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else ""
+        try:
+            yaml.safe_load(value)
+        except yaml.YAMLError:
+            return f"{spell(key)}: {value!r} is not a YAML value ({problem}); lists are written [a, b]"
+    return f"a value is not YAML: {' '.join(str(error).split())}"
 
 
 def _field_type(cls: type, path: str) -> object:

@@ -78,6 +78,10 @@ def main(argv: list[str]) -> int:
         own, rest = _split_flags(argv)
         out, base = Path(own["output-dir"]), Path(own["base-dir"])
         cfg = demo_config(rest, out, base)
+        for flag, folder in (("--output-dir", out), ("--base-dir", base)):  # before minutes of converting
+            there = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+            if not there.is_dir():
+                raise ConfigError(f"{flag} {folder}: {there} is a file, not a folder")
     except ConfigError as e:
         print(f"r2r demo: error: {e}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candid
 from r2r_jax.data.records import write_records
 from r2r_jax.testing.synthetic import make_synthetic_records, synthetic_tokenizer
 
-BAD_FILES = ("missing", "empty", "truncated", "wrong_format", "directory", "not_utf8")
+BAD_FILES = ("missing", "empty", "truncated", "wrong_format", "directory", "not_utf8", "link_loop")
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,9 @@ def good(tmp_path_factory) -> Path:
     (d / "qrels.txt").write_text("q0 0 d0-0 1\nq1 0 d1-1 2\n")
     (d / "run.trec").write_text("q0 Q0 d0-0 1 3.0 t\nq1 Q0 d1-1 1 2.0 t\n")
     (d / "config.yaml").write_text("steps: 1\nbatch_size: 2\n")
+    (d / "explanations.jsonl").write_text(json.dumps({
+        "qid": "q0", "ranking": [{"rank": 1, "docid": "d0-0", "score": 9.0}],
+        "direct_reasons": [{"rank": 1, "docid": "d0-0", "reason": "it answers the query"}]}) + "\n")
     synthetic_tokenizer().save_pretrained(d / "tok")
     return d
 
@@ -53,6 +56,8 @@ def make_bad(kind: str, good_file: Path, where: Path) -> Path:
         path.mkdir()
     elif kind == "not_utf8":
         path.write_bytes(good_file.read_bytes()[:20] + b"\xff\xfe\xfa caf\xe9\n")
+    elif kind == "link_loop":  # a link to itself: resolving it raised RuntimeError (exit 1, "Symlink loop")
+        path.symlink_to(path.name)
     return path
 
 
@@ -79,6 +84,16 @@ FILE_FLAGS: dict[str, tuple[str, str, Argv]] = {
         "train", "--config", str(p), f"--output_dir={o}"]),
     "train --data.train_path": ("data.train_path", "teacher.jsonl", lambda p, g, o: [
         "train", f"--data.train_path={p}", f"--data.tokenizer={g['tok']}", f"--output_dir={o}"]),
+    # the dev set was read after the run folder had its config.yaml and tensorboard/: they stayed behind
+    "train --data.dev_candidates": ("data.dev_candidates", "candidates.jsonl", lambda p, g, o: [
+        "train", f"--data.train_path={g['teacher.jsonl']}", f"--data.tokenizer={g['tok']}", "--model.vocab_size=128",
+        f"--data.dev_candidates={p}", f"--data.dev_qrels={g['qrels.txt']}", f"--output_dir={o}"]),
+    "train --data.dev_qrels": ("data.dev_qrels", "qrels.txt", lambda p, g, o: [
+        "train", f"--data.train_path={g['teacher.jsonl']}", f"--data.tokenizer={g['tok']}", "--model.vocab_size=128",
+        f"--data.dev_candidates={g['candidates.jsonl']}", f"--data.dev_qrels={p}", f"--output_dir={o}"]),
+    # with --explanations an empty --teacher was taken as "no reference for any reason" (exit 0)
+    "evaluate-reasons --teacher (explanations)": ("--teacher", "teacher.jsonl", lambda p, g, o: [
+        "evaluate-reasons", "--explanations", str(g["explanations.jsonl"]), "--teacher", str(p), "--output", str(o)]),
 }
 
 
@@ -105,7 +120,8 @@ def test_bad_input_files(case, kind, good, tmp_path, capsys):
     flag, good_name, argv = FILE_FLAGS[case]
     bad = make_bad(kind, good / good_name, tmp_path)
     out = tmp_path / "out" / "result"
-    files = {name: good / name for name in ("corpus.jsonl", "queries.jsonl", "run.trec", "qrels.txt", "tok")}
+    files = {name: good / name for name in ("corpus.jsonl", "queries.jsonl", "run.trec", "qrels.txt", "tok",
+                                            "teacher.jsonl", "candidates.jsonl", "explanations.jsonl")}
     code, err = run_cli(argv(bad, files, out), capsys)
     assert_one_line_error(code, err, case.split()[0], (bad.name, flag))
     assert not out.exists() and not list(out.parent.glob("*")) if out.parent.exists() else True
@@ -153,6 +169,24 @@ NUMBERS = [
     (["evaluate", "--run", "{r}", "--qrels", "{q}", "--rel-level", "0"], "--rel-level"),
     (["compile", "--config", "{cfg}", "--topology", "v9z:2x2"], "--topology v9z:2x2: unknown chip"),
     (["compile", "--config", "{cfg}", "--topology", "v5p:2xa"], "--topology v5p:2xa"),
+    # found by tools/hostile_inputs.py: values a run divided by (nan at step 1, or a negative RoPE factor trained
+    # without a word), a run tag found only when the run was written, a URL every query failed to reach
+    (["train", "--model.rms-norm-eps=-1", "--output-dir={o}"], "model.rms_norm_eps"),
+    (["train", "--model.rope-scaling.factor=0", "--output-dir={o}"], "model.rope_scaling.factor"),
+    (["train", "--model.rope-scaling.factor=-2", "--output-dir={o}"], "model.rope_scaling.factor"),
+    (["train", "--model.rope-scaling.high-freq-factor=1", "--output-dir={o}"], "high_freq_factor"),
+    (["train", "--base-model={o}/nowhere", "--data.tokenizer={tok}", "--output-dir={o}"], "nowhere: no config.json"),
+    (["rerank", "--candidates", "{c}", "--checkpoint", "{o}", "--output", "{o}.trec", "--tag", "my run"], "--tag"),
+    (["teach", "--candidates", "{c}", "--output", "{o}", "--model", "m", "--base-url", "not a url", "--dry-run"],
+     "--base-url"),
+    (["teach", "--candidates", "{c}", "--output", "{o}", "--model", "m", "--prompt-version", "../../x", "--dry-run"],
+     "--prompt-version"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--metrics", ""], "--metrics"),
+    (["evaluate", "--run", "{r}", "--qrels", "{q}", "--metrics", ",,"], "--metrics"),
+    (["retrieve", "--queries", "{qs}", "--output", "{o}"], "give --corpus"),
+    (["retrieve", "--queries", "{qs}", "--corpus", "{k}", "--output", "{o}", "--prebuilt", "x"], "--prebuilt"),
+    (["export", "--checkpoint", "{o}", "--format", "seq-cls", "--output-dir", "{o}", "--max-shard-size", "5XB"],
+     "--max-shard-size"),
 ]
 
 
@@ -161,7 +195,7 @@ def test_out_of_range_numbers_name_the_flag(argv, flag, good, tmp_path, capsys):
     out = tmp_path / "out"
     values = {"c": good / "candidates.jsonl", "o": out, "r": good / "run.trec", "q": good / "qrels.txt",
               "t": good / "teacher.jsonl", "qs": good / "queries.jsonl", "k": good / "corpus.jsonl",
-              "cfg": good / "config.yaml"}
+              "cfg": good / "config.yaml", "tok": good / "tok"}
     code, err = run_cli([a.format(**{k: str(v) for k, v in values.items()}) for a in argv], capsys)
     assert_one_line_error(code, err, argv[0], (flag,))
     assert not out.exists()
@@ -543,6 +577,16 @@ def test_an_incomplete_base_folder_is_not_taken_as_current(damage, message, tmp_
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_a_base_folder_with_an_unreadable_marker_says_why_it_is_not_taken(tmp_path, capsys):
+    source = write_gguf(tmp_path / "tiny.gguf", tensors=False)
+    _written_base(tmp_path / "base", source)
+    (tmp_path / "base" / "r2r_base.json").write_text("{garbage")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()}
+    code, err = run_cli(["base", str(source), "--output-dir", str(tmp_path / "base")], capsys)
+    assert_one_line_error(code, err, "base", ("its r2r_base.json is not readable JSON",))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()} == before
+
+
 # --- a torn checkpoint: one line, every time -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -606,6 +650,7 @@ UNKNOWN_OPTIONS = [
     (["train", "--steps"], "r2r train: error: --steps: expected one argument"),
     (["compile", "--config", "{cfg}", "--topology", "v5p:2x2x1", "--set", "nokey=3"],
      "r2r compile: error: unknown option --set nokey "),
+    (["train", "--lora.targets=[q_proj"], "r2r train: error: --lora.targets: '[q_proj' is not a YAML value"),
 ]
 
 
@@ -681,6 +726,8 @@ FOLDER_FOR_A_FILE = [
     (["compile", "--config", "{cfg}", "--topology", "h100:1", "--report", "{dir}"], "--report"),
     (["retrieve", "--queries", "{qs}", "--corpus", "{k}", "--output", "{dir}"], "--output"),
     (["evaluate", "--run", "{r}", "--qrels", "{q}", "--report", "{file}/x.json"], "is a file, not a folder"),
+    # the demo converted SmolLM2 (minutes, 500 MB) before its training refused the file
+    (["demo", "--output-dir", "{file}", "--base-dir", "{dir}/base"], "--output-dir"),
 ]
 
 
@@ -773,3 +820,134 @@ def test_retrieve_refuses_what_a_run_cannot_hold_and_leaves_out_empty_queries(go
     from r2r_jax.data.candidates import read_candidates
 
     assert [qc.qid for qc in read_candidates(out)] == ["q0"]
+
+
+# --- found by tools/hostile_inputs.py: pipes, SIGTERM, a broken export, doubled log lines ------------------------
+
+def _fifo_filled_once(path: Path, data: bytes):
+    """A named pipe a thread fills once, as `--flag <(sort x)` hands a command its input in a shell."""
+    import threading
+
+    os.mkfifo(path)
+
+    def fill() -> None:
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError:
+            pass
+
+    writer = threading.Thread(target=fill, daemon=True)
+    writer.start()
+    return writer
+
+
+def _release(path: Path, writer) -> None:
+    """Open the pipe's other end if no one did, so the writer thread ends."""
+    if writer.is_alive():
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        writer.join(5)
+        os.close(fd)
+
+
+PIPED = [  # (argv with {pipe}, the good file it carries, None: read it; or the line that refuses it)
+    (["teach", "--candidates", "{pipe}", "--output", "{o}", "--model", "m", "--dry-run"], "candidates.jsonl", None),
+    (["import-teacher", "--input", "{pipe}", "--format", "rank_llm", "--output", "{o}"], "candidates.jsonl", None),
+    (["rerank", "--candidates", "{pipe}", "--checkpoint", "{run}", "--output", "{o}"], "candidates.jsonl",
+     "is not a regular file"),
+]
+
+
+@pytest.mark.parametrize("argv,good_name,refusal", PIPED, ids=[a[0] for a, _, _ in PIPED])
+def test_a_pipe_is_read_in_one_pass_or_refused(argv, good_name, refusal, good, tiny_run, tmp_path, capsys):
+    """`teach --candidates <(...)` hung: the file was opened twice (once to see its format), and a pipe has no
+    second time. A command that needs a file twice (rerank hashes it to resume) refuses a pipe in one line."""
+    pipe = tmp_path / "pipe"
+    writer = _fifo_filled_once(pipe, (good / good_name).read_bytes())
+    out = tmp_path / "out.jsonl"
+    try:
+        code, err = run_cli([a.format(pipe=pipe, o=out, run=tiny_run) for a in argv], capsys)
+    finally:
+        _release(pipe, writer)
+    if refusal is None:
+        assert code in (0, 1) and "Traceback" not in err and "error" not in err, err  # import: rows may be rejected
+    else:
+        assert_one_line_error(code, err, argv[0], (refusal,))
+        assert not out.exists()
+
+
+def test_sigterm_unwinds_like_ctrl_c_with_one_line_and_exit_143(tmp_path):
+    """SIGTERM (a preempted job, `timeout`) killed every command but train and teach on the spot: exit -15, no
+    word, and an export's staged folder left beside its target. Now it unwinds as Ctrl-C does."""
+    import subprocess
+    import sys
+    import time
+
+    pipe = tmp_path / "run.trec"
+    os.mkfifo(pipe)
+    (tmp_path / "qrels.txt").write_text("q0 0 d0 1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", "evaluate", "--run", str(pipe), "--qrels",
+                             str(tmp_path / "qrels.txt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "R2R_DEBUG": ""})
+    deadline = time.monotonic() + 60
+    while True:  # a writer can open the pipe once the command has opened it to read: then it waits in read()
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+    try:
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 143 and err.strip().splitlines() == ["r2r evaluate: terminated"], err
+
+
+def test_a_library_root_logger_does_not_double_the_commands_lines(tmp_path):
+    """A library that sets up the root logger (absl does, when orbax imports it) printed each warning of the
+    command again as `WARNING:r2r_jax...:`; the `r2r` executable keeps its lines to itself."""
+    import subprocess
+    import sys
+
+    source = write_gguf(tmp_path / "tiny.gguf", tensors=False)
+    _written_base(tmp_path / "base", source)
+    (tmp_path / "base" / "model.safetensors").unlink()  # incomplete: a warning, then the tensor check refuses
+    program = ("import logging, sys\nlogging.basicConfig()\nfrom r2r_jax.cli import main\n"
+               f"sys.argv = ['r2r', 'base', {str(source)!r}, '--output-dir', {str(tmp_path / 'base')!r}]\n"
+               "sys.exit(main())\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    lines = proc.stdout.splitlines() + proc.stderr.splitlines()
+    assert proc.returncode == 2 and not [line for line in lines if line.startswith("WARNING:")], proc.stderr
+    assert sum("is incomplete" in line for line in lines) == 1, lines
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_export") / "export"
+    assert cli.main(["export", "--checkpoint", str(tiny_run), "--format", "seq-cls", "--dtype", "float32",
+                     "--output-dir", str(out)]) == 0
+    return out
+
+
+def _first_weights(folder: Path) -> Path:
+    return sorted(folder.glob("*.safetensors"))[0]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda e: (e / "config.json").unlink(),
+    lambda e: _first_weights(e).write_bytes(_first_weights(e).read_bytes()[:100]),
+    lambda e: (e / "config.json").write_text(json.dumps({**json.loads((e / "config.json").read_text()),
+                                                          "hidden_size": "wide"})),
+], ids=["no-config", "cut-weights", "config-wrong-type"])
+def test_a_broken_export_is_bad_input_named_with_its_folder(damage, good, tiny_export, tmp_path, capsys):
+    """A --model folder that is not a whole export is the input's fault (exit 2, naming the folder), not a
+    runtime failure (exit 1)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_export, model)
+    damage(model)
+    code, err = run_cli(["rerank", "--model", str(model), "--candidates", str(good / "candidates.jsonl"),
+                         "--output", str(tmp_path / "out.trec")], capsys)
+    assert_one_line_error(code, err, "rerank", (str(model),))
+    assert not (tmp_path / "out.trec").exists()

@@ -31,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from r2r_jax.convert.hf_export import export_checkpoint
+    from r2r_jax.convert.safetensors_writer import parse_size
 
     try:
+        try:
+            parse_size(args.max_shard_size)
+        except ValueError as e:
+            raise ValueError(f"--max-shard-size: {e}") from None
         out = export_checkpoint(args.checkpoint, args.output_dir, args.format, args.dtype, args.max_shard_size,
                                 args.base_model, args.overwrite, progress=True)
     except (ValueError, FileNotFoundError) as e:  # bad paths, refused outputs, mismatched base, refused formats

@@ -73,7 +73,8 @@ def _missing(folder: Path, files: object) -> str | None:
 def _existing(output: Path, sha: str, dtype: str) -> tuple[str, str | None]:
     """('absent' | 'same' | 'incomplete' | 'ours' | 'foreign', what is missing). 'same': this command wrote it
     from the same file in the same dtype and every file it wrote is there as written; 'incomplete': the same,
-    but a file is missing or changed; 'ours': from another file or in another dtype."""
+    but a file is missing or changed; 'ours': from another file or in another dtype. A foreign folder whose
+    marker cannot be read comes with why."""
     if not output.exists():
         return "absent", None
     marker = output / MARKER
@@ -82,9 +83,9 @@ def _existing(output: Path, sha: str, dtype: str) -> tuple[str, str | None]:
     try:
         info = json.loads(marker.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return "foreign", None
+        return "foreign", f"its {MARKER} is not readable JSON"
     if not isinstance(info, dict):
-        return "foreign", None
+        return "foreign", f"its {MARKER} is not a JSON object"
     if info.get("sha256") != sha or info.get("dtype", "float32") != dtype:
         return "ours", None
     missing = _missing(output, info.get("files"))
@@ -111,7 +112,9 @@ def convert_gguf(source: str, output: str | Path, overwrite: bool = False, dtype
         if state == "same":
             return output
         if state == "foreign":
-            raise ConversionError(f"{output} exists and was not written by `r2r base`; choose another --output-dir")
+            why = f" ({missing})" if missing else ""
+            raise ConversionError(f"{output} exists and was not written by `r2r base`{why}; choose another "
+                                  "--output-dir")
         if state == "ours" and not overwrite:
             raise ConversionError(f"{output} holds a base converted from another file or to another --dtype; "
                                   "pass --overwrite to replace it")

@@ -6,13 +6,14 @@ rank_llm layout, one query a line:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from r2r_jax.atomic import write_jsonl
-from r2r_jax.data.records import RecordError, json_lines, read_text, text_lines
+from r2r_jax.data.records import RecordError, json_lines, text_lines
 
 
 @dataclass
@@ -100,17 +101,23 @@ def iter_candidates(path: str | Path) -> Iterator[QueryCandidates]:
     """rank_llm JSONL one query at a time, holding nothing but the qids seen (a corpus-size job streams), or
     RankGPT hits JSON (one JSON array: parsed whole). The format is detected from the first character."""
     path = str(path)
-    first = next((line.lstrip()[:1] for _, line in text_lines(path) if line.strip()), "")
+    lines = text_lines(path)  # one pass over the file, so a pipe (`--candidates <(...)`) can be read as well
+    head: list[tuple[int, str]] = []  # the lines up to the first that is not blank
+    for item in lines:
+        head.append(item)
+        if item[1].strip():
+            break
+    first = head[-1][1].lstrip()[:1] if head else ""
     if not first:
         raise RecordError("holds no queries (the file is empty)", path=path)
     if first == "[":
         try:
-            yield from _parse_hits(json.loads(read_text(path)), path)
+            yield from _parse_hits(json.loads("".join(line for _, line in [*head, *lines])), path)
         except json.JSONDecodeError as e:
             raise RecordError(f"invalid JSON ({e.msg} at line {e.lineno})", path=path) from None
         return
     qids: set[str] = set()
-    for lineno, obj in json_lines(path):
+    for lineno, obj in json_lines(path, itertools.chain(head, lines)):
         qc = _parse_rank_llm(obj, path, lineno)
         if qc.qid in qids:
             raise RecordError(f"qid {qc.qid!r} appears twice", path=path, line=lineno, field_name="query.qid")

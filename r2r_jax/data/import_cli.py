@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print("r2r import-teacher: error: argument --format is required with --input", file=sys.stderr)
         return 2
     source = Path(args.input)
-    if not source.is_file():
+    if not source.exists() or source.is_dir():  # a pipe (`--input <(zcat x.gz)`) is read like a file
         why = "is a directory, not a file" if source.is_dir() else "no such file"
         print(f"r2r import-teacher: error: --input {args.input}: {why}", file=sys.stderr)
         return 2

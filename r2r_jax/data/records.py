@@ -178,9 +178,20 @@ def check_readable(path: str | Path) -> None:
     """A missing path or a folder where a file is expected is a RecordError naming it."""
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():  # a dangling link, or one that loops: "no such file" would puzzle whoever sees it
+            raise RecordError(f"a link to {os.readlink(p)}, which is not there", path=str(path))
         raise RecordError("no such file", path=str(path))
     if p.is_dir():
         raise RecordError("is a directory, not a file", path=str(path))
+
+
+def check_regular(path: str | Path, flag: str, why: str) -> None:
+    """A file a command reads more than once must be a regular file: a pipe (`--flag <(sort x)`) is empty the
+    second time, and waiting for its writer would hang."""
+    p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():
+        raise RecordError(f"is not a regular file (a pipe or a device); {why}, so write it to a file first",
+                          path=f"{flag} {path}")
 
 
 UTF8_BOM = b"\xef\xbb\xbf"

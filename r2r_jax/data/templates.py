@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from r2r_jax.data.records import RecordError
+
 BOS_TOKEN = "<|begin_of_text|>"
 EOT_TOKEN = "<|eot_id|>"
 PAD_TOKEN = "<|finetune_right_pad_id|>"
@@ -55,7 +57,13 @@ def load_tokenizer(path: str | Path):
         text = str(Path(text).expanduser())
         if not Path(text).exists():
             raise FileNotFoundError(f"tokenizer {path}: no such folder")
-    return AutoTokenizer.from_pretrained(text)
+    try:
+        return AutoTokenizer.from_pretrained(text)
+    except Exception as e:  # noqa: BLE001 - a folder without a readable tokenizer (or config): the input's fault,
+        # and transformers' own words (over several lines) name no file
+        kind = "" if isinstance(e, ValueError | OSError) else f"{type(e).__name__}: "
+        raise RecordError(f"cannot load a tokenizer from it ({kind}{' '.join(str(e).split())[:300]})",
+                          path=text) from None
 
 
 def _token_id(tokenizer, token: str) -> int | None:

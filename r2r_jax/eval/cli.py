@@ -85,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset:  # a named set's qrels, checked against its recorded hash (r2r data)
             args.qrels = str(dataset_file(args.dataset, "qrels"))
             check_output_files(args, *FILE_ARGUMENTS)
-        specs = parse_metrics(args.metrics, args.rel_level)
+        try:
+            specs = parse_metrics(args.metrics, args.rel_level)
+        except EvalError as e:
+            raise EvalError(f"--metrics {args.metrics!r}: {e}") from None
         qrels = read_qrels(args.qrels)
         a = _evaluate_file(args.run, qrels, specs)
         b = _evaluate_file(args.compare, qrels, specs) if args.compare else None

@@ -116,6 +116,7 @@ def read_inputs(args: argparse.Namespace):
 
     from r2r_jax.data.candidates import iter_candidates
     from r2r_jax.data.datasets import dataset_file
+    from r2r_jax.data.records import check_regular
     from r2r_jax.inference.fusion import split_at_depth
     from r2r_jax.retrieval.trec import read_run, read_run_candidates
 
@@ -124,6 +125,10 @@ def read_inputs(args: argparse.Namespace):
             raise ValueError("give either --dataset or --candidates, not both")
         args.candidates = str(dataset_file(args.dataset, "candidates"))
     run_args = (args.run, args.corpus, args.queries)
+    for flag in ("candidates", "run", "corpus", "queries"):
+        if getattr(args, flag):
+            check_regular(getattr(args, flag), f"--{flag}", "rerank reads it more than once (and hashes it to "
+                                                            "resume a killed job)")
     if args.candidates and any(run_args):
         raise ValueError("give either --candidates or --run/--corpus/--queries, not both")
     if args.candidates:
@@ -207,6 +212,12 @@ def job_settings(args: argparse.Namespace, files: list[str], student, explanatio
             "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
 
 
+def _one_line(e: BaseException) -> str:
+    """An error as the one line `r2r` prints (a library's message may span lines: a tokenizer's does)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
 def run(args: argparse.Namespace) -> int:
     import jax
 
@@ -215,15 +226,20 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.parallel.mesh import make_mesh, maybe_initialize_distributed
     from r2r_jax.rerank.job import rerank, validate_candidates
     from r2r_jax.rerank.shards import ShardMismatch, run_sharded, shard_folder_held
+    from r2r_jax.retrieval.trec import check_tag
     from r2r_jax.trained.loading import check_student_prompts, load_from_checkpoint, load_from_hf, student_prompts
 
     def fail(e: BaseException, code: int) -> int:
-        print(f"r2r rerank: error: {e}", file=sys.stderr)
+        print(f"r2r rerank: error: {_one_line(e)}", file=sys.stderr)
         return code
 
     try:
         if args.base_model and not args.checkpoint:
             raise ValueError("--base-model goes with --checkpoint")
+        try:
+            check_tag(args.tag)
+        except ValueError as e:
+            raise ValueError(f"--tag: {e}") from None
         fusion, fusion_source = resolve_fusion(args)
         args.depth, args.fusion_setting = fusion.depth, fusion.to_dict()
         stream, source, files = read_inputs(args)
@@ -247,8 +263,12 @@ def run(args: argparse.Namespace) -> int:
             if args.checkpoint:
                 student = load_from_checkpoint(args.checkpoint, mesh, args.base_model, args.tokenizer, **prompts)
             else:
-                student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer,
-                                       scan_layers=not args.unroll_layers, **prompts)
+                try:
+                    student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer,
+                                           scan_layers=not args.unroll_layers, **prompts)
+                except Exception as e:  # noqa: BLE001 - a folder that is not a whole export: the input's fault
+                    kind = "" if isinstance(e, ValueError | OSError) else f"{type(e).__name__}: "
+                    raise RecordError(kind + _one_line(e), path=f"--model {args.model}") from None
 
             def rerank_shard(items):
                 return rerank(student, items, batch_size=args.batch_size, explain=plan,

@@ -138,6 +138,8 @@ def run_explanations(args: argparse.Namespace) -> int:
         teacher = None
         if args.teacher is not None:
             teacher = list(read_records(args.teacher))
+            if not teacher:  # every reason would count as "no teacher record": a wrong file, not a finding
+                raise RecordError("holds no teacher records", path=args.teacher)
             collect_reasons(teacher, kinds)  # a qid in two records is refused, as with --checkpoint
             tm.bleu_signatures()  # the metric libraries are importable
     except (RecordError, ValueError, OSError, ImportError) as e:

@@ -71,10 +71,10 @@ def _dataset_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
-        print("r2r retrieve: --top-k must be >= 1", file=sys.stderr)
+        print("r2r retrieve: error: --top-k must be >= 1", file=sys.stderr)
         return 2
     if args.prebuilt and args.backend != "pyserini":
-        print("r2r retrieve: --prebuilt needs --backend pyserini", file=sys.stderr)
+        print("r2r retrieve: error: --prebuilt needs --backend pyserini", file=sys.stderr)
         return 2
     try:
         queries = _dataset_inputs(args) if args.dataset else None
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print("r2r retrieve: error: give --queries FILE (and --corpus), or --dataset NAME", file=sys.stderr)
         return 2
     if not (args.corpus or args.index or args.prebuilt):
-        print("r2r retrieve: give --corpus, --index or --prebuilt", file=sys.stderr)
+        print("r2r retrieve: error: give --corpus, --index or --prebuilt", file=sys.stderr)
         return 2
     params = bm25_params(args)
     progress = not args.no_progress

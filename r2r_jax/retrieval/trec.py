@@ -78,6 +78,12 @@ def _atomic_write(path: str | Path, lines: Iterable[str]) -> None:
             f.write(line)
 
 
+def check_tag(tag: str) -> None:
+    """A run tag is the last of a TREC line's whitespace-separated columns: one non-empty word."""
+    if not tag or any(c.isspace() for c in tag):
+        raise ValueError(f"run tag must be one non-empty word, got {tag!r}")
+
+
 def write_run(path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "r2r") -> int:
     """Write a TREC run atomically (temp file + rename); returns the number of lines.
 
@@ -85,8 +91,7 @@ def write_run(path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], 
     list, because trec_eval ranks by score, not by the rank column. Equal scores are allowed, but trec_eval
     then orders them by docid.
     """
-    if not tag or any(c.isspace() for c in tag):
-        raise ValueError(f"run tag must be one non-empty word, got {tag!r}")
+    check_tag(tag)
     for qid, hits in run.items():
         if not str(qid) or any(c.isspace() for c in str(qid)):
             raise ValueError(f"qid {qid!r} is empty or contains whitespace")

@@ -16,6 +16,7 @@ import sys
 
 from r2r_jax.atomic import output_lock, write_json
 from r2r_jax.cli_types import (
+    Terminated,
     add_renamed,
     non_negative_float,
     non_negative_int,
@@ -144,6 +145,18 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
 
 
+def check_base_url(url: str | None) -> None:
+    """An endpoint URL the client can call (http or https, with a host): a typo found now, not as every query
+    failing to connect."""
+    from urllib.parse import urlparse
+
+    if url is None:
+        return
+    parts = urlparse(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+        raise ValueError(f"--base-url {url!r} is not an http(s) URL, e.g. http://localhost:8000/v1")
+
+
 def _run(args: argparse.Namespace) -> int:
     from r2r_jax.teacher.cost import CostMeter, prices_for
     from r2r_jax.teacher.output import TeacherOutput, read_done
@@ -152,6 +165,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     stats = Stats()
     try:
+        check_base_url(args.base_url)
         teacher = Teacher(settings, stats)
         queries = read_candidates(args.candidates)
         if args.max_queries is not None:
@@ -185,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def interrupt(signum, _frame):
         received.append(signum)
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -7,6 +7,7 @@ finish and are cached, nothing new starts, and answers already cached still comp
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -17,6 +18,8 @@ from r2r_jax.teacher.client import CallFailed, FatalError, Stopped, TeacherClien
 from r2r_jax.teacher.cost import BudgetExceeded
 from r2r_jax.teacher.generate import ChatRequest, QueryFailed, Teacher, drive
 from r2r_jax.teacher.output import Failure, OrderedAppender
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +94,8 @@ def run_online(teacher: Teacher, client: TeacherClient, todo: list[QueryCandidat
                 bar.update(len(done))
         except KeyboardInterrupt:
             client.stop.set()
+            log.warning("interrupted: waiting for the calls in flight to end (each within --timeout), so that "
+                        "answers already paid for are kept")
             outcome.interrupted = True
             outcome.stop("interrupted (Ctrl-C)")
             for f in pending:

@@ -77,9 +77,12 @@ def parse_prompt(text: str, name: str, version: str, where: str) -> Prompt:
 def load_prompt(name: str, version: str) -> Prompt:
     """The packaged prompt `name` (rank, compare) at `version` (v1, ...)."""
     filename = f"{name}_{version}.txt"
-    path = resources.files("r2r_jax.teacher") / "prompts" / filename
-    if not path.is_file():
-        raise PromptError(f"no prompt {filename} in r2r_jax/teacher/prompts")
+    folder = resources.files("r2r_jax.teacher") / "prompts"
+    path = folder / filename
+    if not version or "/" in version or "\\" in version or not path.is_file():
+        known = sorted({p.name.split("_", 1)[1][:-4] for p in folder.iterdir() if p.name.endswith(".txt")})
+        raise PromptError(f"--prompt-version {version!r}: there is no prompt {filename} in r2r_jax/teacher/prompts "
+                          f"(versions: {', '.join(known)})")
     return parse_prompt(path.read_text(encoding="utf-8"), name, version, f"prompts/{filename}")
 
 

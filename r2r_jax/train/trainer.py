@@ -75,6 +75,7 @@ class Run:
     ckpt: Checkpointer
     log: MetricsLog
     start: int
+    dev: DevSet | None = None  # data.dev_candidates and its qrels, read before anything was written
 
     @property
     def out(self) -> Path:
@@ -118,6 +119,7 @@ def set_up(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> Run:
     comes after every load that can fail."""
     tokenizer = checked_tokenizer(cfg.data, model_cfg)
     loader = open_loader(cfg, tokenizer)
+    dev = DevSet(cfg, tokenizer, mesh) if cfg.data.dev_candidates else None  # a bad dev file fails here, too
     prepared = prepare(cfg, mesh)
     out, is_main = Path(cfg.output_dir), jax.process_index() == 0
     if is_main:
@@ -135,15 +137,15 @@ def set_up(cfg: TrainConfig, model_cfg: ModelConfig, mesh: Mesh) -> Run:
     if start and is_main:
         truncate_log(log.path, start)
         logger.info("resumed from step %d in %s", start, ckpt.directory)
-    return Run(cfg, mesh, prepared, tokenizer, loader, ckpt, log, start)
+    return Run(cfg, mesh, prepared, tokenizer, loader, ckpt, log, start, dev)
 
 
 def default_hooks(run: Run) -> list[Hook]:
     """`r2r train`'s hooks, in the order they run after a step."""
     cfg = run.cfg
     hooks: list[Hook] = [MetricsHook(run.log, cfg.log_every, jax.process_count())]
-    if cfg.data.dev_candidates:
-        dev, score_fn = DevSet(cfg, run.tokenizer, run.mesh), make_score_step(run.prepared.student.model, mesh=run.mesh)
+    if run.dev is not None:
+        dev, score_fn = run.dev, make_score_step(run.prepared.student.model, mesh=run.mesh)
         hooks.append(DevEvalHook(lambda path: dev.evaluate(run.prepared, score_fn, path), run.log, run.out,
                                  cfg.eval_every))
     return hooks + [SignalHook(), CheckpointHook(run.ckpt, run.loader.state, run.prepared.meta(), cfg.save_every),
