@@ -57,8 +57,11 @@ PYTHON = Path(sys.executable)
 def worker() -> int:
     """Read jobs (JSON lines) from stdin, run each through `cli.main` with fds 1 and 2 on its own files, answer
     {"code", "seconds"} on the original stdout. fd 0 is /dev/null."""
+    import logging
+
     from r2r_jax import cli
 
+    logging.getLogger("r2r_jax").propagate = False  # as the `r2r` executable has it (cli.main, as a program)
     jobs = os.fdopen(os.dup(0), "r")
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     null = os.open(os.devnull, os.O_RDONLY)
