@@ -8,7 +8,8 @@ run, a resumed run and a batch run can be compared with an uninterrupted one.
 Faults are rules `{"query": substring of the query, "stage": "rank"|"compare"|None, "fault": kind,
 "times": n}`, consumed by the first n matching chat requests (a query's requests are sequential, so which
 request gets a fault is deterministic). Kinds: 429 (with Retry-After), 500, 503, 400, 401 (echoing the key,
-as a careless server might), slow (sleeps `delay` s), drop (closes the connection), malformed_body,
+as a careless server might), slow (never answered: held until the client gives up on it, which its timeout
+decides, not the host's speed), drop (closes the connection), malformed_body,
 bad_json, bad_ids (a duplicate, an unknown and a missing identifier), length (finish_reason "length"),
 batch_error (batch mode: that request fails inside the batch).
 """
@@ -27,6 +28,7 @@ from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+HOLD_LIMIT = 300.0  # seconds a held request waits for its client to hang up before the server drops it
 TRANSPORT = {"429", "500", "503", "400", "401", "slow", "drop", "malformed_body"}
 _PASSAGE = re.compile(r"^\[(\d+)\] (.*)$", re.M)
 _QUERY = re.compile(r"^Query: (.*)$", re.M)
@@ -255,6 +257,16 @@ class FakeOpenAI:
                     return self._send(200, {k: v for k, v in server.batches[bid].items() if k != "_polls"})
                 self._error(404, f"no route {self.path}")
 
+            def _hold_until_the_client_hangs_up(self) -> None:
+                """Read until the client closes the connection (its timeout fired); nothing is answered."""
+                self.close_connection = True
+                self.connection.settimeout(HOLD_LIMIT)
+                try:
+                    while self.rfile.read1(1 << 16):
+                        pass
+                except OSError:  # a reset, or HOLD_LIMIT passed: the client is gone or never will be
+                    pass
+
             def _chat(self, body: dict) -> None:
                 h = body_hash(body)
                 query, stage, _ = server.parse(body)
@@ -282,7 +294,7 @@ class FakeOpenAI:
                 if fault == "malformed_body":
                     return self._send(200, raw=b'{"id": "chatcmpl-x", "choices": [{"index": 0, "mess')
                 if fault == "slow":
-                    time.sleep(2.0)
+                    return self._hold_until_the_client_hangs_up()
                 answer = server.completion(body, fault)
                 if self._send(200, answer):
                     with server.lock:

@@ -1,7 +1,10 @@
 """`r2r teach` end to end against a real HTTP server on 127.0.0.1 (tests/fake_openai_server.py).
 
 Shapes are small (6 queries x 6 candidates, windows of 4 by 2, comparisons among the top 3: 4 calls a query),
-so every run takes about a second; faults, kills and budgets are real.
+so every run takes about a second; faults, kills and budgets are real. Nothing depends on the host's speed: a
+call's --timeout (30 s; 5 s where a call is held) is far above any answer's time, the `slow` fault is never
+answered (the client's timeout always fires), and a run is killed while the server holds its calls, not after
+a delay.
 """
 
 import json
@@ -56,8 +59,17 @@ def sliding_oracle(grades: list[int], window: int = 4, step: int = 2) -> list[in
 
 def teach_args(candidates, out: Path, url: str, *extra: str) -> list[str]:
     return ["teach", "--candidates", str(candidates), "--output", str(out), "--model", "gpt-4o",
-            "--base-url", url, *SHAPE, "--backoff-base", "0.01", "--timeout", "1", "--no-progress",
+            "--base-url", url, *SHAPE, "--backoff-base", "0.01", "--timeout", "30", "--no-progress",
             "--summary-json", str(out) + ".summary.json", *extra]
+
+
+def wait_for(condition, proc: subprocess.Popen) -> None:
+    """Until `condition()` holds while `proc` runs (a guard of minutes against a hang, not a timing)."""
+    deadline = time.monotonic() + 300
+    while not condition() and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never reached the expected state"
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()
 
 
 def summary_of(out: Path) -> dict:
@@ -80,7 +92,8 @@ def test_faults_are_survived_repaired_and_counted(candidates, tmp_path):
                {"query": "topic 4", "stage": "compare", "fault": "length"}]
     out = tmp_path / "teacher.jsonl"
     with FakeOpenAI(KEY, faults) as server:
-        assert cli.main(teach_args(candidates, out, server.url, "--concurrency", "3")) == 0
+        # a 5-second timeout for the held `slow` call; every other answer comes in milliseconds
+        assert cli.main(teach_args(candidates, out, server.url, "--concurrency", "3", "--timeout", "5")) == 0
         events = list(server.events)
     assert all(rule["times"] == 0 for rule in server.faults)  # every fault was served
     records = list(read_records(out))
@@ -98,7 +111,7 @@ def test_faults_are_survived_repaired_and_counted(candidates, tmp_path):
     s = summary_of(out)
     assert s["retries"]["rate_limited"] == 1 and s["retries"]["server_error"] == 2
     assert s["retries"]["connection"] == 1 and s["retries"]["bad_response"] == 1
-    assert s["retries"]["timeout"] >= 1
+    assert s["retries"]["timeout"] == 1
     assert s["unusable_answers"] == {"invalid_json": 1, "truncated": 1} and s["reasks"] == 2
     assert s["repairs"] == {"duplicate": 1, "missing": 1, "missing_reason": 1, "unknown": 1}
     assert s["queries"]["completed"] == 6 and s["failures"] == 0 and s["calls"] == 6 * CALLS_PER_QUERY + 2
@@ -161,25 +174,21 @@ def test_missing_key_and_dry_run(candidates, tmp_path, monkeypatch, capsys):
 def test_sigkill_mid_run_then_rerun_pays_nothing_twice(candidates, tmp_path):
     out = tmp_path / "teacher.jsonl"
     cache = tmp_path / "teacher.jsonl.cache.sqlite"
+
+    def cached() -> int:
+        try:
+            with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as db:
+                return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        except sqlite3.OperationalError:  # no file yet, or the file exists a moment before its table does
+            return 0
+
     with FakeOpenAI(KEY) as server:
-        server.freeze_after(9)
-        args = teach_args(candidates, out, server.url, "--concurrency", "3", "--timeout", "30")
+        server.freeze_after(9)  # 9 answers, then every call is held: the run cannot finish before the kill
+        args = teach_args(candidates, out, server.url, "--concurrency", "3")
         proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", *args], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        rows = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            if cache.exists():
-                try:
-                    with sqlite3.connect(f"file:{cache}?mode=ro", uri=True) as db:
-                        rows = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-                except sqlite3.OperationalError:  # the file exists a moment before its table does
-                    pass
-            if rows == 9 and server.frozen >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert rows == 9 and server.total_answered == 9
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: server.frozen >= 1 and cached() == 9, proc)
+        assert server.total_answered == 9
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
@@ -201,13 +210,10 @@ def test_sigterm_stops_like_ctrl_c_with_summary_and_exit_143(candidates, tmp_pat
     out = tmp_path / "teacher.jsonl"
     with FakeOpenAI(KEY) as server:
         server.freeze_after(5)
-        args = teach_args(candidates, out, server.url, "--concurrency", "2", "--timeout", "30")
+        args = teach_args(candidates, out, server.url, "--concurrency", "2")
         proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", *args], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and server.frozen < 1:
-            time.sleep(0.05)
-        assert proc.poll() is None
+        wait_for(lambda: server.frozen >= 1, proc)
         proc.send_signal(signal.SIGTERM)
         server.release()
         _, err = proc.communicate(timeout=60)
