@@ -112,6 +112,21 @@ def test_seq_cls_loads_cleanly_and_matches_student(trained, exports):
     np.testing.assert_allclose(user, ours, atol=F32_TOL)
 
 
+def test_seq_cls_in_sentence_transformers_scores_as_the_student(trained, exports):
+    """`CrossEncoder(DIR, trust_remote_code=True)` renders the template and fits the prompt as training did, and
+    returns the raw score (identity activation): every query's scores are the student's. SmolLM2 on DL19
+    text, the ONNX backend and the card's snippets: tests/test_crossencoder.py."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(exports["seq-cls"]), trust_remote_code=True)
+    queries = ep.load_queries(trained.root / "teacher.jsonl")[:4]
+    got = model.predict([(q, p) for q, passages in queries for p in passages])
+    ours, _ = trained.ref.outputs(trained.prompts.ids, trained.prompts.mask)
+    np.testing.assert_allclose(got, ours, atol=F32_TOL)
+    assert np.ptp(ours) > 10 * F32_TOL  # scores that differ, so equal ones are not a constant head
+
+
 def test_causal_lm_loads_cleanly_and_matches_student(trained, exports):
     from transformers import AutoModelForCausalLM
 
@@ -460,3 +475,25 @@ def test_the_runs_rerank_default_travels_with_its_export(trained, tmp_path):
     finally:
         (trained.ckpt / DEFAULT_FILE).unlink()
     assert read_default(folder)[0] == setting
+
+
+def test_rerank_of_the_export_gives_the_checkpoints_run(trained, exports, tmp_path):
+    """`r2r rerank --model EXPORT` ranks as `r2r rerank --checkpoint RUN` does: the same order for every query
+    and the same scores up to float32 noise (the export is the student, not a copy that drifted)."""
+    from r2r_jax.data.candidates import write_candidates
+    from r2r_jax.retrieval.trec import read_run
+    from r2r_jax.testing.synthetic import make_synthetic_dev
+
+    dev, _ = make_synthetic_dev(4, seed=9)
+    write_candidates(tmp_path / "dev.jsonl", dev)
+    common = ["--candidates", str(tmp_path / "dev.jsonl"), "--student-only", "--batch-size", "8"]
+    assert main(["rerank", "--checkpoint", str(trained.ckpt), *common, "--output", str(tmp_path / "ckpt.trec")]) == 0
+    assert main(["rerank", "--model", str(exports["seq-cls"]), "--dtype", "float32", *common,
+                 "--output", str(tmp_path / "export.trec")]) == 0
+    from_ckpt, from_export = read_run(tmp_path / "ckpt.trec"), read_run(tmp_path / "export.trec")
+    assert list(from_ckpt) == [qc.qid for qc in dev] == list(from_export)
+    for qid, hits in from_ckpt.items():
+        want = dict(hits)
+        assert [d for d, _ in from_export[qid]] == [d for d, _ in hits]
+        np.testing.assert_allclose([s for _, s in from_export[qid]], [want[d] for d, _ in from_export[qid]],
+                                   atol=F32_TOL)

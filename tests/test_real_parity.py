@@ -70,9 +70,10 @@ def test_smollm2_import_passes(smollm2_base, smollm2_reference, capsys):
     assert set(rows) == {"text-left", "text-right", "random-right"}
     assert rows["text-left"].tokens == rows["text-right"].tokens > 30  # same texts, both paddings
     for r in rows.values():
-        # float32 over 30 layers: ~1e-4 on logits up to ~40, both implementations, JAX within 2.5x of torch
+        # float32 over 30 layers: ~1e-4 on logits up to ~40, both implementations; JAX within the rule's factor
+        # of torch (a correct import measures 1.5-2.7 depending on the CPU's float32 sums; a wrong one 130 and up)
         assert 1e-6 < r.hf32_error < 1e-3 and 1e-6 < r.jax_error < 1e-3
-        assert r.ratio < 2.5 and r.max_abs_logit > 10
+        assert r.ratio < rp.FACTOR and r.max_abs_logit > 10
         assert f"{r.kind}: tokens={r.tokens} " in out
 
 

@@ -1,16 +1,18 @@
 """The small files of an export: config.json, generation_config.json, adapter_config.json, the tokenizer,
-`r2r_student.json` (what `r2r rerank --model DIR` needs to score with the right prompt) and the model card."""
+`r2r_student.json` (what `r2r rerank --model DIR` needs to score with the right prompt), the
+sentence-transformers files of a seq-cls export (crossencoder_files.py) and the model card (model_card.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from r2r_jax.config import LoraConfig, ModelConfig, TrainConfig
-from r2r_jax.config_io import to_dict
+from r2r_jax.config import LoraConfig
+from r2r_jax.convert.crossencoder_files import write_crossencoder_files
+from r2r_jax.convert.export_info import ExportInfo, write_json
+from r2r_jax.convert.model_card import model_card
 from r2r_jax.data.templates import SpecialIds, load_tokenizer
 from r2r_jax.model.hf_mapping import hf_config_from_model
 from r2r_jax.trained.loading import STUDENT_FILE, PromptSettings
@@ -19,28 +21,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja",
                    "chat_template.json")
 ARCHITECTURES = {"seq-cls": "LlamaForSequenceClassification", "causal-lm": "LlamaForCausalLM"}
-
-
-@dataclass
-class ExportInfo:
-    """Provenance and prompt facts every side file draws from."""
-
-    fmt: str
-    dtype: str
-    train: TrainConfig
-    model: ModelConfig
-    special: SpecialIds
-    base_model: str  # absolute path, "" for a random-init base
-    base_hash: str
-    checkpoint: str
-    step: int
-
-    def eos_ids(self) -> list[int]:
-        return [self.special.eot]
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def model_config(info: ExportInfo) -> dict:
@@ -102,101 +82,14 @@ def copy_tokenizer(source: str, folder: Path, special: SpecialIds) -> None:
     tok_cfg = json.loads(path.read_text())
     if tok_cfg.get("pad_token") is None:
         tok_cfg["pad_token"] = load_tokenizer(folder).convert_ids_to_tokens(special.pad)
-        _write_json(path, tok_cfg)
+        write_json(path, tok_cfg)
 
 
-_USAGE = {
-    "seq-cls": """```python
-import json, torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-template = json.load(open(f"{DIR}/r2r_student.json"))["prompt_template"]
-tok = AutoTokenizer.from_pretrained(DIR)
-model = AutoModelForSequenceClassification.from_pretrained(DIR).eval()
-prompts = [TEMPLATE.format(query=q, passage=p) for p in passages]
-with torch.no_grad():
-    scores = model(**tok(prompts, return_tensors="pt", padding=True)).logits[:, 0]
-```""",
-    "causal-lm": """```python
-import dataclasses
-import json
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-template = json.load(open(f"{DIR}/r2r_student.json"))["prompt_template"]
-tok = AutoTokenizer.from_pretrained(DIR, padding_side="left")
-model = AutoModelForCausalLM.from_pretrained(DIR).eval()
-enc = tok([TEMPLATE.format(query=q, passage=p)], return_tensors="pt")
-reason = model.generate(**enc, max_new_tokens=64, do_sample=False)  # the direct relevance reason
-```
-Serve with vLLM: `vllm serve DIR`. The relevance score head is not part of this format (use seq-cls).""",
-    "peft": """```python
-from peft import PeftModel
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from r2r_jax.data.templates import load_tokenizer
-
-base = AutoModelForSequenceClassification.from_pretrained(BASE, num_labels=1, pad_token_id=PAD)
-model = PeftModel.from_pretrained(base, DIR).eval()  # score head comes from modules_to_save
-tok = AutoTokenizer.from_pretrained(DIR)
-```
-`pad_token_id` must be passed: the base's config does not name the pad token the student was trained with.""",
-}
-
-
-def model_card(info: ExportInfo) -> str:
-    data = info.train.data
-    kind = {"seq-cls": "merged `LlamaForSequenceClassification` (the ranker: one relevance score per prompt)",
-            "causal-lm": "merged `LlamaForCausalLM` (explanations; servable by vLLM)",
-            "peft": "PEFT LoRA adapter + score head (`modules_to_save`) for the base model"}[info.fmt]
-    usage = (_USAGE[info.fmt].replace("TEMPLATE", "template").replace("BASE", repr(info.base_model))
-             .replace("PAD", str(info.special.pad)))
-    library = "peft" if info.fmt == "peft" else "transformers"
-    pipeline = "text-generation" if info.fmt == "causal-lm" else "text-classification"
-    lora = info.train.lora
-    return f"""---
-library_name: {library}
-pipeline_tag: {pipeline}
-tags: [r2r-jax, reranking, reason-to-rank]
----
-# Reason-to-Rank student ({info.fmt})
-
-Exported by `r2r export` from checkpoint `{info.checkpoint}` (step {info.step}) as a {kind}, weights in
-{info.dtype}.
-
-- **Base model**: `{info.base_model or "(random init)"}`, fingerprint `{info.base_hash}`
-- **LoRA**: rank {lora.rank}, alpha {lora.alpha}, targets {", ".join(lora.targets)}
-  ({"kept as an adapter" if info.fmt == "peft" else "merged into the weights"})
-- **pad_token_id**: {info.special.pad} (sequence scores are read at the last non-pad token),
-  reasons end with token id {info.special.eot}
-
-## Prompt template (scores depend on it)
-
-Scores are only meaningful for prompts rendered exactly like training prompts. The tokenizer adds
-the BOS token itself; prompts are cut to {data.max_prompt_len} tokens by shortening the passage.
-
-```
-{data.prompt_template}
-```
-
-Comparison prompts (for comparison reasons), with passages listed as `[1] text`, `[2] text`:
-
-```
-{data.comparison_template}
-```
-
-`r2r_student.json` holds these for `r2r rerank --model DIR`.
-
-## Usage
-
-{usage}
-
-## Training configuration
-
-`model` is the architecture as resolved for training (from the base's config.json when there is a base).
-
-```json
-{json.dumps({**to_dict(info.train), "model": to_dict(info.model)}, indent=2)}
-```
-"""
+def final_folder(staged: Path) -> Path:
+    """Where the export will live: `atomic.staged_folder` writes into a hidden `.NAME.partial-XXXX` folder beside
+    it and renames that onto NAME when complete (the card's snippets must name the final path)."""
+    name, sep, _ = staged.name.partition(".partial-")
+    return staged.parent / name[1:] if sep and name.startswith(".") else staged
 
 
 def write_side_files(folder: Path, info: ExportInfo, tokenizer_source: str, lora: LoraConfig | None = None,
@@ -204,10 +97,12 @@ def write_side_files(folder: Path, info: ExportInfo, tokenizer_source: str, lora
     """Everything but the weights; written after them, so a folder with config.json holds every shard."""
     copy_tokenizer(tokenizer_source, folder, info.special)
     if info.fmt == "peft":
-        _write_json(folder / "adapter_config.json", adapter_config(info, lora or info.train.lora, targets or []))
+        write_json(folder / "adapter_config.json", adapter_config(info, lora or info.train.lora, targets or []))
     else:
-        _write_json(folder / "config.json", model_config(info))
+        write_json(folder / "config.json", model_config(info))
         if info.fmt == "causal-lm":
-            _write_json(folder / "generation_config.json", generation_config(info))
-    _write_json(folder / STUDENT_FILE, student_meta(info))
-    (folder / "README.md").write_text(model_card(info))
+            write_json(folder / "generation_config.json", generation_config(info))
+    write_json(folder / STUDENT_FILE, student_meta(info))
+    if info.fmt == "seq-cls":
+        write_crossencoder_files(folder, info.train.data.prompt_template, info.train.data.max_prompt_len)
+    (folder / "README.md").write_text(model_card(info, str(final_folder(Path(folder)))))

@@ -47,6 +47,7 @@ RULE = (f"p{QUANTILE} JAX f32 error <= {FACTOR:g} x p{QUANTILE} transformers f32
 def _ignore(_line: str) -> None:
     """The default `write`: a library caller reads the return values; `r2r check-parity` passes `print`."""
 
+
 # fixed English texts of increasing length (a few to ~110 tokens): real-text activations for any tokenizer
 TEXTS: tuple[str, ...] = (
     "The cat sat on the mat.",
