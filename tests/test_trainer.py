@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,45 +36,48 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-# `r2r train` with one more hook, last: once step N's checkpoint is committed, the process SIGKILLs itself (a
-# crash at a known step, whatever the host's speed)
-KILLED_AFTER_SAVE = """
+# `r2r train` with one more hook, last: after step N the process sends itself a signal, so it arrives at a known
+# step whatever the host's speed. SIGKILL waits for step N's checkpoint to be committed (a crash right after a
+# save); SIGTERM and SIGINT are sent at once and reach the trainer's handler before step N + 1 begins.
+SIGNAL_AFTER_STEP = """
 import os, signal, sys, time
 from r2r_jax import cli
 from r2r_jax.train import trainer
 from r2r_jax.train.hooks import Hook
 
-STEP = int(sys.argv[1])
+STEP, SIGNAL = int(sys.argv[1]), signal.Signals[sys.argv[2]]
 
 
-class KillAfterSave(Hook):
+class SignalAfterStep(Hook):
     def __init__(self, run):
         self.marker = run.out / "checkpoints" / str(STEP) / "commit_success.txt"
 
     def after_step(self, event):
         if event.step == STEP:
-            while not self.marker.exists():
+            while SIGNAL == signal.SIGKILL and not self.marker.exists():  # orbax commits in the background
                 time.sleep(0.01)
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), SIGNAL)
 
 
 default_hooks = trainer.default_hooks
-trainer.default_hooks = lambda run: default_hooks(run) + [KillAfterSave(run)]
-sys.exit(cli.main(sys.argv[2:]))
+trainer.default_hooks = lambda run: default_hooks(run) + [SignalAfterStep(run)]
+sys.argv = ["r2r", *sys.argv[3:]]  # run as the `r2r` program
+sys.exit(cli.main())
 """
 
 
-def start(args: list[str], killed_after_step: int | None = None) -> subprocess.Popen:
-    """`r2r train` in a subprocess with as many fake CPU devices as its mesh asks for; with `killed_after_step`
-    it SIGKILLs itself once that step's checkpoint is committed."""
+def start(args: list[str], signal_after_step: tuple[int, signal.Signals] | None = None) -> subprocess.Popen:
+    """`r2r train` in a subprocess with as many fake CPU devices as its mesh asks for; with `signal_after_step`
+    (step, signal) it sends itself that signal after that step (SIGKILL: once its checkpoint is committed)."""
     devices = 1
     for a in args:
         if a.startswith("--mesh."):
             devices *= max(int(a.split("=")[1]), 1)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     command = [sys.executable, "-m", "r2r_jax.cli", "train", *args]
-    if killed_after_step is not None:
-        command = [sys.executable, "-c", KILLED_AFTER_SAVE, str(killed_after_step), "train", *args]
+    if signal_after_step is not None:
+        step, sig = signal_after_step
+        command = [sys.executable, "-c", SIGNAL_AFTER_STEP, str(step), sig.name, "train", *args]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -94,7 +96,7 @@ def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, tmp_path):
     short = ("--mesh.data=1", "--steps=12", "--save_every=6")
     code, log = finish(start(train_args(synthetic, straight, *short)))
     assert code == 0, log
-    code, log = finish(start(train_args(synthetic, resumed, *short), killed_after_step=6))
+    code, log = finish(start(train_args(synthetic, resumed, *short), signal_after_step=(6, signal.SIGKILL)))
     assert code == -signal.SIGKILL, log
     assert (resumed / "checkpoints" / "6" / "commit_success.txt").exists()
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir() if p.name.isdigit()) == ["6"]
@@ -130,21 +132,18 @@ def test_resume_onto_a_different_mesh(synthetic, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_marks_the_run_interrupted_and_exits_nonzero(synthetic, tmp_path, sig):
+    """The signal arrives after step 3 (sent by the run itself, so at that step on any host): step 4, the one
+    under way, finishes and is saved, and the run stops there."""
     out = tmp_path / "term"
-    proc = start(train_args(synthetic, out, "--mesh.data=1", "--steps=100000", "--save_every=100000"))
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "metrics.jsonl").exists() and len(train_lines(out)) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(sig)
+    proc = start(train_args(synthetic, out, "--mesh.data=1", "--steps=100000", "--save_every=100000"),
+                 signal_after_step=(3, sig))
     code, log = finish(proc)
     assert code == 128 + sig, log  # 143 / 130: `r2r train ... && r2r export ...` stops here
     assert signal.Signals(sig).name in log and "Traceback" not in log
-    steps = [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
-    assert len(steps) == 1 and steps[0] >= 3
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == [4]
+    assert [r["step"] for r in train_lines(out)] == [1, 2, 3, 4]
     report = json.loads((out / "report.json").read_text())
-    assert report["interrupted"] is True and report["final_step"] == steps[0]
+    assert report["interrupted"] is True and report["final_step"] == 4
     assert report["requested_steps"] == 100000 and report["exit_code"] == 128 + sig
 
 
