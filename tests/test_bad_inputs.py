@@ -951,3 +951,19 @@ def test_a_broken_export_is_bad_input_named_with_its_folder(damage, good, tiny_e
                          "--output", str(tmp_path / "out.trec")], capsys)
     assert_one_line_error(code, err, "rerank", (str(model),))
     assert not (tmp_path / "out.trec").exists()
+
+
+@pytest.mark.parametrize("kind", ["not_utf8", "empty", "wrong_format", "truncated"])
+def test_check_parity_names_a_bad_prompts_file_before_the_student_loads(kind, good, tiny_run, tiny_export,
+                                                                        tmp_path, capsys, monkeypatch):
+    """A --prompts file that cannot be read is named in one line, and the checkpoint is not restored first."""
+    from r2r_jax.trained import restore
+
+    def no_restore(*args, **kwargs):
+        raise AssertionError("the student was restored before the prompts were read")
+
+    monkeypatch.setattr(restore, "load_trained", no_restore)
+    bad = make_bad(kind, good / "candidates.jsonl", tmp_path)
+    code, err = run_cli(["check-parity", "--checkpoint", str(tiny_run), "--model", str(tiny_export),
+                         "--prompts", str(bad)], capsys)
+    assert_one_line_error(code, err, "check-parity", (bad.name, "--prompts"))

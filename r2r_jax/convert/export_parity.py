@@ -24,7 +24,7 @@ import numpy as np
 
 from r2r_jax.data.candidates import read_candidates
 from r2r_jax.data.features import encode_prompts
-from r2r_jax.data.records import read_records
+from r2r_jax.data.records import RecordError, read_records, read_text
 from r2r_jax.model.hf_mapping import ConversionError
 from r2r_jax.model.llama import LlamaForRanking
 
@@ -38,8 +38,13 @@ class Prompts:
 
 def load_queries(path: str | Path) -> list[tuple[str, list[str]]]:
     """(query, passages) from candidates (rank_llm JSONL / RankGPT hits) or teacher records (teacher.jsonl)."""
-    text = Path(path).read_text(encoding="utf-8").lstrip()
-    first = json.loads(text.splitlines()[0]) if text and not text.startswith("[") else None
+    text = read_text(path).lstrip()
+    try:
+        first = json.loads(text.splitlines()[0]) if text and not text.startswith("[") else None
+    except json.JSONDecodeError as e:
+        raise RecordError(f"not JSON ({e.msg})", path=str(path), line=1) from None
+    if first is not None and not isinstance(first, dict):
+        raise RecordError("expected a JSON object", path=str(path), line=1)
     if first is None or isinstance(first.get("query"), dict):
         return [(qc.query, [c.text for c in qc.candidates]) for qc in read_candidates(path)]
     return [(r.query, [c.text for c in r.candidates]) for r in read_records(path)]

@@ -77,11 +77,11 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         print(f"r2r check-parity: error: no prompts file ({source or 'none configured'}); pass --prompts FILE",
               file=sys.stderr)
         return 2
-    prepared, _ = load_trained(args.checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), args.base_model)
+    queries = ep.load_queries(source)[: args.max_queries]  # a bad file is refused before the model loads
     tokenizer = load_tokenizer(args.model)
     pad = special_ids(tokenizer).pad
-    prompts = ep.scoring_prompts(tokenizer, ep.load_queries(source)[: args.max_queries], data.prompt_template,
-                                 data.max_prompt_len)
+    prompts = ep.scoring_prompts(tokenizer, queries, data.prompt_template, data.max_prompt_len)
+    prepared, _ = load_trained(args.checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), args.base_model)
     report = ep.compare(ep.load_export(args.model, fmt, pad, args.dtype), fmt, prompts, pad, ep.StudentRef(prepared))
     print(f"max_abs_score_diff={report.max_abs_score_diff:.3e}")
     print(f"max_abs_logit_diff={report.max_abs_logit_diff:.3e}")
