@@ -160,16 +160,45 @@ def test_local_imports_say_why():
 
 
 def test_product_code_never_imports_the_testing_package():
-    """`r2r_jax.testing` (synthetic data, the demo tokenizer, reference implementations) is for tests only."""
+    """`r2r_jax.testing` (synthetic data, the demo tokenizer, reference implementations) is for tests only:
+    no import statement of product code loads it, nor a module name in a string (`importlib`, a lazy table)."""
     bad = [f"{MODULES[e.source].relative_to(ROOT)}:{e.line}: imports {e.target}" for e in EDGES
            if part_of(e.target) == "testing" and part_of(e.source) != "testing"]
+    bad += [f"{path.relative_to(ROOT)}:{line}: names r2r_jax.testing in a string" for name, path in MODULES.items()
+            if part_of(name) != "testing" for line in strings_naming_testing(path.read_text())]
     assert not bad, "\n".join(bad)
 
 
+def strings_naming_testing(source: str) -> list[int]:
+    """Lines of a module's source with a string that names the testing package (`importlib.import_module`)."""
+    return [n.lineno for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and re.match(r"r2r_jax[./]testing\b", n.value)]
+
+
+def test_testing_strings_are_found():
+    source = 'import importlib\nimportlib.import_module("r2r_jax.testing.synthetic")\nx = "r2r_jax.testingish"\n'
+    assert strings_naming_testing(source) == [2]
+
+
 def print_lines(source: str) -> list[int]:
-    """Lines of a module's source that call `print`."""
-    return [n.lineno for n in ast.walk(ast.parse(source))
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"]
+    """Lines of a module's source that write to stdout: a `print` call, `sys.stdout.write` or `.writelines`."""
+    def writes(call: ast.Call) -> bool:
+        f = call.func
+        if isinstance(f, ast.Name):
+            return f.id == "print"
+        return (isinstance(f, ast.Attribute) and f.attr in ("write", "writelines")
+                and isinstance(f.value, ast.Attribute) and f.value.attr == "stdout"
+                and isinstance(f.value.value, ast.Name) and f.value.value.id == "sys")
+
+    return [n.lineno for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and writes(n)]
+
+
+def test_command_modules_are_the_commands_of_r2r():
+    """The modules exempt from the rules above (they may print, and import locally without a word) are the
+    `r2r` entry point and the modules it runs as commands, no other."""
+    from r2r_jax.cli import COMMANDS
+
+    assert {m for m in MODULES if is_command_module(m)} == {"r2r_jax.cli"} | {m for m, _ in COMMANDS.values()}
 
 
 def test_only_command_modules_print():
@@ -184,7 +213,8 @@ def test_only_command_modules_print():
 
 def test_print_calls_are_found():
     assert print_lines('"""print(x) in a docstring"""\nprint("a")\ndef f():\n    print(1, file=None)\n') == [2, 4]
-    assert print_lines("log.print(1)\nwrite = print\n") == []
+    assert print_lines("log.print(1)\nwrite = print\nsys.stderr.write('x')\nout.write('y')\n") == []
+    assert print_lines("import sys\nsys.stdout.write('a')\nsys.stdout.writelines(['b'])\n") == [2, 3]
 
 
 @pytest.mark.parametrize("importer, source, expect", [
