@@ -178,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
     if m.remat_policy == "auto":
         cfg, compiled, report["remat"] = _choose_remat(cfg, mesh, chip)
         m = cfg.model
+    # what was compiled: `auto` resolved, GPU attention substituted (tests/test_remat_pins.py reads it)
+    report.update(config_file=args.config, config=dataclasses.asdict(cfg))
     try:
         compiled = compiled or lowering.compile_lowered(lowering.lower_train_step(cfg, mesh))
     except lowering.DoesNotFit as e:
