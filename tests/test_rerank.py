@@ -453,36 +453,90 @@ def test_shared_prefix_length_leaves_every_suffix_a_token():
     assert shared_prefix_length([np.asarray([2, 5]), np.asarray([1, 5])]) == 0
 
 
-@pytest.mark.skipif("PYTEST_XDIST_WORKER" in __import__("os").environ,
-                    reason="signal timing is unreliable beside a parallel suite's other worker; run it alone")
-def test_ctrl_c_mid_rerank_exits_130_with_one_line_and_writes_nothing(checkpoint, tmp_path):
-    """SIGINT while the job loads, compiles or scores: exit 130, `r2r rerank: interrupted`, no traceback, no
-    crash, and no run or explanations file."""
-    import os
-    import signal
+# `r2r rerank` run as the `r2r` program with one event at a known point of the job, whatever the host's speed:
+# SIGINT as the checkpoint's adapters start to load, after the first batch of scores or after the first batch of
+# reasons, or SIGKILL once N shards are on disk.
+RERANK_WITH_EVENT = """
+import os, signal, sys
+from r2r_jax import checkpoint, cli
+from r2r_jax.rerank import job, shards
+
+EVENT = sys.argv[1]
+# Ctrl-C raises KeyboardInterrupt, as at a terminal, also where the tests run as a background job (which starts
+# its processes with SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at once: KeyboardInterrupt here, in the main thread
+
+
+def after_first_batch(real):
+    def wrapped(*args, progress, **kwargs):
+        def first(n):
+            progress(n)
+            interrupt()
+        return real(*args, progress=first, **kwargs)
+    return wrapped
+
+
+if EVENT == "load":
+    restore_trainable = checkpoint.Checkpointer.restore_trainable
+
+    def interrupted_restore(self, *args, **kwargs):
+        interrupt()
+        return restore_trainable(self, *args, **kwargs)
+
+    checkpoint.Checkpointer.restore_trainable = interrupted_restore
+elif EVENT == "score":
+    job.score_candidates = after_first_batch(job.score_candidates)
+elif EVENT == "explain":
+    job.explain_rankings = after_first_batch(job.explain_rankings)
+else:
+    left = [int(EVENT.removeprefix("kill-after-shards="))]
+    write_run = shards.write_run
+
+    def write_and_count(*args, **kwargs):  # shard files only: the final run is written by concatenation
+        write_run(*args, **kwargs)
+        left[0] -= 1
+        if left[0] == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    shards.write_run = write_and_count
+sys.argv = ["r2r", *sys.argv[2:]]
+sys.exit(cli.main())
+"""
+
+
+def rerank_process(event: str, args: list[str], env: dict):
     import subprocess
     import sys
-    import time
+
+    return subprocess.Popen([sys.executable, "-c", RERANK_WITH_EVENT, event, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.parametrize("event", ["load", "score", "explain"])
+def test_ctrl_c_mid_rerank_exits_130_with_one_line_and_writes_nothing(checkpoint, tmp_path, event):
+    """SIGINT while the job loads the student, scores or explains: exit 130, `r2r rerank: interrupted`, no
+    traceback, no crash, and no run or explanations file."""
+    import os
 
     run_dir, _, _ = checkpoint
-    dev, _ = make_synthetic_dev(3000, seed=1, n_candidates=20)  # minutes of scoring: always interrupted
+    dev, _ = make_synthetic_dev(6, seed=1, n_candidates=8)
     write_candidates(tmp_path / "cands.jsonl", dev)
     out = tmp_path / "run.trec"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    for delay in (2.0, 8.0):
-        proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", "rerank", "--checkpoint", str(run_dir),
-                                 "--candidates", str(tmp_path / "cands.jsonl"), "--output", str(out),
-                                 "--explain-top", "2", "--batch-size", "4", "--no-share-prefix"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        time.sleep(delay)
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        lines = [ln for ln in err.replace("\r", "\n").splitlines()
-                 if ln.strip() and not ln.startswith(("score", "explain"))]  # progress bars aside
-        assert proc.returncode == 130 and lines == ["r2r rerank: interrupted"], (proc.returncode, lines[-20:])
-        assert not out.exists() and not list(tmp_path.glob("*.explanations.jsonl"))
+    proc = rerank_process(event, ["rerank", "--checkpoint", str(run_dir), "--candidates",
+                                  str(tmp_path / "cands.jsonl"), "--output", str(out), "--explain-top", "2",
+                                  "--batch-size", "4", "--no-share-prefix"], env)
+    _, err = proc.communicate(timeout=600)
+    lines = [ln for ln in err.replace("\r", "\n").splitlines()
+             if ln.strip() and not ln.startswith(("score", "explain"))]  # progress bars aside
+    assert proc.returncode == 130 and lines == ["r2r rerank: interrupted"], (proc.returncode, lines[-20:])
+    assert ("score" in err) == (event != "load") and ("explain" in err) == (event == "explain")  # where it stopped
+    assert not out.exists() and not list(tmp_path.glob("*.explanations.jsonl"))
 
 
 def _rerank_args(run_dir, cands, out) -> list[str]:
@@ -495,9 +549,6 @@ def test_a_killed_rerank_resumes_without_scoring_a_finished_query_again(checkpoi
     rest, and the run and explanations equal an uninterrupted job's, byte for byte."""
     import os
     import signal
-    import subprocess
-    import sys
-    import time
 
     run_dir, _, _ = checkpoint
     dev, _ = make_synthetic_dev(16, seed=2, n_candidates=6)
@@ -510,21 +561,15 @@ def test_a_killed_rerank_resumes_without_scoring_a_finished_query_again(checkpoi
     out = tmp_path / "run.trec"
     shards = tmp_path / "run.trec.shards"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # the same fake devices as this process: the same batches
-    proc = subprocess.Popen([sys.executable, "-m", "r2r_jax.cli", *_rerank_args(run_dir, cands, out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 300
-    while not list(shards.glob("shard-*.trec")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the job ended before it could be killed"
-    finished = len(list(shards.glob("shard-*.trec")))
-    assert 1 <= finished < 8 and not out.exists()
+    proc = rerank_process("kill-after-shards=3", _rerank_args(run_dir, cands, out), env)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert len(list(shards.glob("shard-*.trec"))) == 3 and not out.exists()
 
     capsys.readouterr()
     assert r2r(_rerank_args(run_dir, cands, out)) == 0
     printed = capsys.readouterr().out
-    assert f"reranked {16 - 2 * finished} queries ({2 * finished} more from {finished} finished shard" in printed
+    assert "reranked 10 queries (6 more from 3 finished shard" in printed
     assert out.read_bytes() == reference.read_bytes()
     explained = tmp_path / "run.explanations.jsonl"
     assert explained.read_bytes() == (tmp_path / "reference.explanations.jsonl").read_bytes()
