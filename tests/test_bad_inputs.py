@@ -577,13 +577,18 @@ def test_an_incomplete_base_folder_is_not_taken_as_current(damage, message, tmp_
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-def test_a_base_folder_with_an_unreadable_marker_says_why_it_is_not_taken(tmp_path, capsys):
+@pytest.mark.parametrize("marker,why", [
+    ("{garbage", "its r2r_base.json is not readable JSON"),
+    ('{"files": [1, 2], "sha256": 3}', "its r2r_base.json has sha256, files of a type `r2r base` does not write"),
+], ids=["not-json", "wrong-types"])
+def test_a_base_folder_with_an_unreadable_marker_says_why_it_is_not_taken(marker, why, tmp_path, capsys):
     source = write_gguf(tmp_path / "tiny.gguf", tensors=False)
     _written_base(tmp_path / "base", source)
-    (tmp_path / "base" / "r2r_base.json").write_text("{garbage")
+    (tmp_path / "base" / "r2r_base.json").write_text(marker)
     before = {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()}
-    code, err = run_cli(["base", str(source), "--output-dir", str(tmp_path / "base")], capsys)
-    assert_one_line_error(code, err, "base", ("its r2r_base.json is not readable JSON",))
+    for extra in ([], ["--overwrite"]):  # not ours: --overwrite does not replace it either
+        code, err = run_cli(["base", str(source), "--output-dir", str(tmp_path / "base"), *extra], capsys)
+        assert_one_line_error(code, err, "base", (why,))
     assert {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()} == before
 
 
@@ -940,10 +945,11 @@ def _first_weights(folder: Path) -> Path:
     lambda e: _first_weights(e).write_bytes(_first_weights(e).read_bytes()[:100]),
     lambda e: (e / "config.json").write_text(json.dumps({**json.loads((e / "config.json").read_text()),
                                                           "hidden_size": "wide"})),
-], ids=["no-config", "cut-weights", "config-wrong-type"])
-def test_a_broken_export_is_bad_input_named_with_its_folder(damage, good, tiny_export, tmp_path, capsys):
+    lambda e: (e / "r2r_student.json").write_text("[1, 2"),
+], ids=["no-config", "cut-weights", "config-wrong-type", "student-json-garbage"])
+def test_a_broken_export_is_bad_input_named_with_its_folder(damage, good, tiny_run, tiny_export, tmp_path, capsys):
     """A --model folder that is not a whole export is the input's fault (exit 2, naming the folder), not a
-    runtime failure (exit 1)."""
+    runtime failure (exit 1): for `r2r rerank` and for `r2r check-parity`."""
     model = tmp_path / "model"
     shutil.copytree(tiny_export, model)
     damage(model)
@@ -951,6 +957,9 @@ def test_a_broken_export_is_bad_input_named_with_its_folder(damage, good, tiny_e
                          "--output", str(tmp_path / "out.trec")], capsys)
     assert_one_line_error(code, err, "rerank", (str(model),))
     assert not (tmp_path / "out.trec").exists()
+    code, err = run_cli(["check-parity", "--model", str(model), "--checkpoint", str(tiny_run),
+                         "--prompts", str(good / "candidates.jsonl")], capsys)
+    assert_one_line_error(code, err, "check-parity", (str(model),))
 
 
 @pytest.mark.parametrize("kind", ["not_utf8", "empty", "wrong_format", "truncated"])

@@ -86,6 +86,10 @@ def _existing(output: Path, sha: str, dtype: str) -> tuple[str, str | None]:
         return "foreign", f"its {MARKER} is not readable JSON"
     if not isinstance(info, dict):
         return "foreign", f"its {MARKER} is not a JSON object"
+    wrong = [k for k, kind in (("sha256", str), ("dtype", str), ("files", dict))
+             if (k in info or k == "sha256") and not isinstance(info.get(k), kind)]
+    if wrong:  # not what `r2r base` writes: never taken as ours, so --overwrite cannot replace it
+        return "foreign", f"its {MARKER} has {', '.join(wrong)} of a type `r2r base` does not write"
     if info.get("sha256") != sha or info.get("dtype", "float32") != dtype:
         return "ours", None
     missing = _missing(output, info.get("files"))

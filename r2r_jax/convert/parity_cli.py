@@ -66,23 +66,29 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     from r2r_jax.checkpoint import read_meta
     from r2r_jax.config import MeshConfig
     from r2r_jax.convert import export_parity as ep
+    from r2r_jax.data.records import RecordError
     from r2r_jax.data.templates import load_tokenizer, special_ids
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.trained.restore import config_from_meta, load_trained
 
-    fmt = ep.folder_format(args.model)
     data = config_from_meta(read_meta(args.checkpoint)[0]).data
     source = args.prompts or data.dev_candidates or data.train_path
     if not source or not Path(source).is_file():
         print(f"r2r check-parity: error: no prompts file ({source or 'none configured'}); pass --prompts FILE",
               file=sys.stderr)
         return 2
-    queries = ep.load_queries(source)[: args.max_queries]  # a bad file is refused before the model loads
-    tokenizer = load_tokenizer(args.model)
-    pad = special_ids(tokenizer).pad
+    queries = ep.load_queries(source)[: args.max_queries]  # a bad file is refused before the models load
+    try:  # a folder that is not a whole export is the input's fault: exit 2, naming it
+        fmt = ep.folder_format(args.model)
+        tokenizer = load_tokenizer(args.model)
+        pad = special_ids(tokenizer).pad
+        export = ep.load_export(args.model, fmt, pad, args.dtype)
+    except Exception as e:  # noqa: BLE001 - transformers and safetensors raise their own types
+        kind = "" if isinstance(e, ValueError | OSError) else f"{type(e).__name__}: "
+        raise RecordError(kind + " ".join(str(e).split())[:500], path=f"--model {args.model}") from None
     prompts = ep.scoring_prompts(tokenizer, queries, data.prompt_template, data.max_prompt_len)
     prepared, _ = load_trained(args.checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), args.base_model)
-    report = ep.compare(ep.load_export(args.model, fmt, pad, args.dtype), fmt, prompts, pad, ep.StudentRef(prepared))
+    report = ep.compare(export, fmt, prompts, pad, ep.StudentRef(prepared))
     print(f"max_abs_score_diff={report.max_abs_score_diff:.3e}")
     print(f"max_abs_logit_diff={report.max_abs_logit_diff:.3e}")
     rel_score, rel_logit = report.relative()
