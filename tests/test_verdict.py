@@ -52,6 +52,8 @@ CASES = [
     ("This passage directly mentions Lawton, but it does not answer the query.", "no"),
     ("This passage provides a definition of garlic, but it doesn't directly discuss the benefits of garlic "
      "supplements.", "no"),
+    ("The passage provides a clear explanation of how bees turn nectar into honey.", "yes"),  # student
+    ("This passage could provide an explanation of why the sky is blue.", "unclear"),  # hedged
     ("This passage describes human trafficking as a form of modern-day slavery.", "unclear"),
     ("This passage discusses enzyme inhibitors, which is related to the query.", "unclear"),  # student
     ("", "unclear"),

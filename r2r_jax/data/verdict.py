@@ -15,7 +15,8 @@ The rules, from the R2R release's GPT-4 reasons and the students that learn them
    Florida, not Ocoee, Tennessee", "but not about Fine, NY"), and so is "rather than" ("focuses on their
    symptoms rather than their causes").
 3. A *claim* is a positive one: "directly answers / defines / explains / mentions ...", "answers the
-   question", "provides a definition / the answer", "explains what / how ...", "the most direct / detailed
+   question", "provides a definition / the answer", "explains what / how ...", "provides a (clear)
+   explanation of how ...", "the most direct / detailed
    information", "relevant to the query", "aligns with the query", "most relevant". A claim with a negation
    or a hedge ("indirectly", "partially", "somewhat", "may", "could", "only") in the three words before it
    does not count; neither does a comparison ("not as directly relevant as passage 1") deny anything.
@@ -65,6 +66,8 @@ _CLAIMS = [
     re.compile(r"\b(?:answers|addresses)\s+the\s+(?:query|question|user)"),
     re.compile(r"\b(?:provides|gives|offers|contains|includes|states|has)\s+(?:a|an|the)(?:\s+\w+){0,2}?\s+"
                r"(?:answer|definition)\b"),
+    re.compile(r"\b(?:provides|gives|offers|contains|includes)\s+(?:a|an|the)(?:\s+\w+){0,2}?\s+"
+               r"(?:explanation|description) of (?:what|how|why|when|where|who|which)\b"),
     re.compile(r"\b(?:is|are|highly|very|most|directly|clearly|quite)\s+relevant\b"),
     re.compile(r"\b(?:relevant (?:to|for)|align(?:s|ing)? with) the (?:query|question)\b"),
     re.compile(r"\bexactly what\b"),
