@@ -82,9 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     tg.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pair sampling")
     tg.add_argument("--prompt-version", default="v1", help="prompts/rank_<v>.txt and compare_<v>.txt")
     tg.add_argument("--preset", choices=tuple(PRESETS),
-                    help="r2r-authors: the R2R authors' teacher protocol — one call over each query's first-stage "
-                         "top 5, a direct and a listwise reason per passage, no pairwise stage (sets "
-                         "--prompt-version, --top-k, --window, --step and --top-m)")
+                    help="r2r-authors: the shape of the R2R authors' teacher protocol, in this project's own wording "
+                         "— one call over each query's first-stage top 5, a direct and a listwise reason per "
+                         "passage, no pairwise stage (sets --prompt-version, --top-k, --window, --step and "
+                         "--top-m; docs/teacher.md says where it differs)")
     tg.add_argument("--max-words", type=positive_int, default=300, help="words of a passage shown to the teacher")
     tg.add_argument("--temperature", type=non_negative_float, default=0.0, help="the teacher's sampling temperature")
     tg.add_argument("--max-tokens", type=positive_int, default=4096, help="max_completion_tokens per call")
