@@ -22,6 +22,15 @@ SHARED_DATA = SHARED / "data"
 LLAMA_TOKENIZER = SHARED / "tokenizers" / "llama3_1"
 
 
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter reads the option
+def pytest_configure(config) -> None:
+    """Every run lists its skipped tests with their reasons (`-rs`), so a run that skipped what it could not find
+    says so; `-r` given on the command line adds to that."""
+    chars = config.option.reportchars or ""
+    if not any(c in chars for c in "sSaAN"):
+        config.option.reportchars = chars + "s"
+
+
 def missing(reason: str) -> None:
     """A test's data or model is not on this machine: skipped (with the reason, `pytest -rs`) on a developer's
     machine, a failure in CI (`CI=true`), where a run must not pass by skipping what it could not find."""
