@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import missing
 
 from r2r_jax.config import DataConfig
 from r2r_jax.data.features import (
@@ -28,7 +29,7 @@ CFG = DataConfig(group_size=4, max_prompt_len=48, max_target_len=12, comparisons
 def tok(shared_data):
     path = shared_data.parent / "tokenizers" / "llama3_1"
     if not path.is_dir():
-        pytest.skip(f"no Llama tokenizer at {path}")
+        missing(f"no Llama tokenizer at {path}")
     return load_tokenizer(path)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import LLAMA_TOKENIZER
+from conftest import LLAMA_TOKENIZER, missing
 from safetensors.numpy import save_file
 from train_fixtures import saved_moved_checkpoint
 
@@ -65,7 +65,7 @@ def write_hf_folder(folder: Path, cfg: ModelConfig, weights: dict, tokenizer, pr
 def llama_folder(tmp_path_factory) -> Path:
     """A random tiny Llama with the real Llama-3.1 tokenizer (vocab 128256), LM head and score head."""
     if not LLAMA_TOKENIZER.is_dir():
-        pytest.skip(f"tokenizer not found at {LLAMA_TOKENIZER}")
+        missing(f"tokenizer not found at {LLAMA_TOKENIZER}")
     cfg = tiny(128256)
     return write_hf_folder(tmp_path_factory.mktemp("llama"), cfg, hf_weights(cfg, np.random.default_rng(0)),
                            LLAMA_TOKENIZER, {"max_prompt_len": 64, "max_target_len": 6,
