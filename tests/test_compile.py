@@ -80,6 +80,10 @@ def test_multi_host_topology_compiles_from_one_process_and_reports_figures(small
         assert flop_figures["step_seconds_bound"] == max(bounds.values())
         assert flop_figures["bound_by"] == max(bounds, key=bounds.get)
     assert figures["train_memory"]["aliased"] > 0 and figures["train_memory"]["temporaries"] > 0  # donated state
+    # not only the tool's verdict: the compiler's own count against the analytic count worked out here
+    analytic = flops.train_step_flops(load_config(TrainConfig, ["--config", str(small_config)]))
+    assert figures["train_flops"]["analytic_executed"] == pytest.approx(analytic.total)
+    assert figures["train_flops"]["compiler"] == pytest.approx(analytic.visible_to_xla, rel=0.15)
     for text in ("arguments", "temporaries", "of 16.00 GiB HBM", "compiler, XLA ops", "MFU <=", "step time >=",
                  "HBM traffic per chip", "generation loss: float32 logits", "4 host(s)"):
         assert text in out
