@@ -15,6 +15,7 @@ import pytest
 from r2r_jax import cli
 from r2r_jax.data.candidates import QueryCandidates, ScoredPassage, write_candidates
 from r2r_jax.data.records import write_records
+from r2r_jax.testing.gguf_files import write_gguf, written_base
 from r2r_jax.testing.synthetic import make_synthetic_records, synthetic_tokenizer
 
 BAD_FILES = ("missing", "empty", "truncated", "wrong_format", "directory", "not_utf8", "link_loop")
@@ -467,38 +468,6 @@ def test_a_lock_left_by_a_killed_job_blocks_nothing(good, tmp_path, capsys):
 
 # --- r2r base: the GGUF's tensors, the folder's files -----------------------------------------------------------
 
-TINY_LLAMA = {"block_count": 2, "embedding_length": 8, "feed_forward_length": 16, "head_count": 2,
-              "head_count_kv": 1, "vocab_size": 12}
-
-
-def write_gguf(path: Path, tensors: bool = True, drop: tuple[str, ...] = (), config: bool = True) -> Path:
-    """A Llama GGUF of TINY_LLAMA's config: with all its tensors, some dropped, or none (header only)."""
-    import numpy as np
-
-    gguf = pytest.importorskip("gguf")
-    from r2r_jax.convert.gguf_header import GGUFHeader, expected_llama_tensors
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(TINY_LLAMA["block_count"])
-    if config:
-        writer.add_embedding_length(TINY_LLAMA["embedding_length"])
-        writer.add_feed_forward_length(TINY_LLAMA["feed_forward_length"])
-        writer.add_head_count(TINY_LLAMA["head_count"])
-        writer.add_head_count_kv(TINY_LLAMA["head_count_kv"])
-        writer.add_vocab_size(TINY_LLAMA["vocab_size"])
-    if tensors:
-        values = {f"llama.{k.replace('head_count', 'attention.head_count')}": v for k, v in TINY_LLAMA.items()}
-        header = GGUFHeader("llama", values)
-        for name, dims in expected_llama_tensors(header, path).items():
-            if name not in drop:  # ggml dims list the fastest axis first: numpy's shape reversed
-                writer.add_tensor(name, np.full(tuple(reversed(dims)), 0.5, np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def _cut(path: Path) -> Path:
     path.write_bytes(path.read_bytes()[:-100])
     return path
@@ -534,20 +503,6 @@ def test_complete_ggufs_pass_the_tensor_check(tmp_path):
     check_tensors(real, read_header(real))
 
 
-def _written_base(folder: Path, source: Path, files: bool = True) -> None:
-    """A folder as `r2r base` leaves it (a stand-in model file: nothing here loads it)."""
-    from r2r_jax.convert.gguf_base import MARKER, file_sha256
-
-    folder.mkdir()
-    (folder / "config.json").write_text('{"model_type": "llama"}\n')
-    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
-    info = {"sha256": file_sha256(source), "dtype": "float32", "architecture": "llama"}
-    if files:
-        info["files"] = {"config.json": {"bytes": 24, "sha256": file_sha256(folder / "config.json")},
-                         "model.safetensors": {"bytes": 4096}}
-    (folder / MARKER).write_text(json.dumps(info))
-
-
 @pytest.mark.parametrize("damage,message", [
     (lambda f: (f / "model.safetensors").unlink(), "model.safetensors is missing"),
     (lambda f: (f / "model.safetensors").write_bytes(b"\0" * 100), "model.safetensors is not the size"),
@@ -560,12 +515,12 @@ def test_an_incomplete_base_folder_is_not_taken_as_current(damage, message, tmp_
     check refuses: exit 2, the folder as it was)."""
     source = write_gguf(tmp_path / "tiny.gguf", tensors=False)
     folder = tmp_path / "base"
-    _written_base(folder, source)
+    written_base(folder, source)
     assert cli.main(["base", str(source), "--output", str(folder)]) == 0  # complete: current, nothing done
     assert "writing it again" not in capsys.readouterr().err
     if damage is None:
         shutil.rmtree(folder)
-        _written_base(folder, source, files=False)
+        written_base(folder, source, files=False)
     else:
         damage(folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -583,7 +538,7 @@ def test_an_incomplete_base_folder_is_not_taken_as_current(damage, message, tmp_
 ], ids=["not-json", "wrong-types"])
 def test_a_base_folder_with_an_unreadable_marker_says_why_it_is_not_taken(marker, why, tmp_path, capsys):
     source = write_gguf(tmp_path / "tiny.gguf", tensors=False)
-    _written_base(tmp_path / "base", source)
+    written_base(tmp_path / "base", source)
     (tmp_path / "base" / "r2r_base.json").write_text(marker)
     before = {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()}
     for extra in ([], ["--overwrite"]):  # not ours: --overwrite does not replace it either
@@ -919,7 +874,7 @@ def test_a_library_root_logger_does_not_double_the_commands_lines(tmp_path):
     import sys
 
     source = write_gguf(tmp_path / "tiny.gguf", tensors=False)
-    _written_base(tmp_path / "base", source)
+    written_base(tmp_path / "base", source)
     (tmp_path / "base" / "model.safetensors").unlink()  # incomplete: a warning, then the tensor check refuses
     program = ("import logging, sys\nlogging.basicConfig()\nfrom r2r_jax.cli import main\n"
                f"sys.argv = ['r2r', 'base', {str(source)!r}, '--output-dir', {str(tmp_path / 'base')!r}]\n"

@@ -316,7 +316,7 @@ def outputs() -> list[Case]:
 
 
 def _gguf(path: Path, fixtures: Path) -> None:
-    from hostile_fixtures import write_gguf
+    from r2r_jax.testing.gguf_files import write_gguf
 
     write_gguf(path)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from hostile_case import DIR, Case
 from hostile_cases import goods
-from hostile_fixtures import write_gguf, written_base
+
+from r2r_jax.testing.gguf_files import write_gguf, written_base
 
 Damage = Callable[[Path], None]
 
