@@ -127,11 +127,6 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     return errors
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
 def redeliver_lost_interrupts() -> None:
     """Ctrl-C raises KeyboardInterrupt wherever the main thread is. When that is a callback Python cannot raise
     from (a garbage-collector callback such as jax's, a `__del__`), Python prints it as "Exception ignored"
@@ -270,9 +265,11 @@ def _run(name: str, rest: list[str], debug: bool, as_program: bool) -> int:
     except Exception as e:
         if debug:
             raise
+        from r2r_jax.data.records import one_line  # only once a command failed, as _input_errors' imports
+
         bad_input = isinstance(e, _input_errors())
         kind = "" if bad_input else f"{type(e).__name__}: "
-        print(f"r2r {name}: error: {kind}{_one_line(e)} (--debug shows the traceback)", file=sys.stderr)
+        print(f"r2r {name}: error: {kind}{one_line(e)} (--debug shows the traceback)", file=sys.stderr)
         return 2 if bad_input else 1
 
 

@@ -66,7 +66,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     from r2r_jax.checkpoint import read_meta
     from r2r_jax.config import MeshConfig
     from r2r_jax.convert import export_parity as ep
-    from r2r_jax.data.records import RecordError
+    from r2r_jax.data.records import library_error
     from r2r_jax.data.templates import load_tokenizer, special_ids
     from r2r_jax.parallel.mesh import make_mesh
     from r2r_jax.trained.restore import config_from_meta, load_trained
@@ -84,8 +84,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         pad = special_ids(tokenizer).pad
         export = ep.load_export(args.model, fmt, pad, args.dtype)
     except Exception as e:  # noqa: BLE001 - transformers and safetensors raise their own types
-        kind = "" if isinstance(e, ValueError | OSError) else f"{type(e).__name__}: "
-        raise RecordError(kind + " ".join(str(e).split())[:500], path=f"--model {args.model}") from None
+        raise library_error(e, f"--model {args.model}") from None
     prompts = ep.scoring_prompts(tokenizer, queries, data.prompt_template, data.max_prompt_len)
     prepared, _ = load_trained(args.checkpoint, make_mesh(MeshConfig(data=1, fsdp=-1, tensor=1)), args.base_model)
     report = ep.compare(export, fmt, prompts, pad, ep.StudentRef(prepared))

@@ -30,6 +30,21 @@ class RecordError(ValueError):
         self.path, self.line, self.field = path, line, field_name
 
 
+def one_line(error: BaseException, limit: int = 500) -> str:
+    """An error as the one line `r2r` prints: a library's message may span lines (a tokenizer's does)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def library_error(error: BaseException, where: str, context: str = "", limit: int = 500) -> RecordError:
+    """A library's failure on an input the user named (a model or tokenizer folder that cannot be read) as bad
+    input naming it. Its own type is kept in the line unless it is a ValueError or OSError: a KeyError's or a
+    SafetensorError's message alone may not say what went wrong. `context` wraps it: "cannot load it ({})"."""
+    kind = "" if isinstance(error, ValueError | OSError) else f"{type(error).__name__}: "
+    text = kind + one_line(error, limit)
+    return RecordError(context.format(text) if context else text, path=where)
+
+
 @dataclass
 class Candidate:
     docid: str

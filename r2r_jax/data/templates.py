@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from r2r_jax.data.records import RecordError
+from r2r_jax.data.records import library_error
 
 BOS_TOKEN = "<|begin_of_text|>"
 EOT_TOKEN = "<|eot_id|>"
@@ -61,9 +61,7 @@ def load_tokenizer(path: str | Path):
         return AutoTokenizer.from_pretrained(text)
     except Exception as e:  # noqa: BLE001 - a folder without a readable tokenizer (or config): the input's fault,
         # and transformers' own words (over several lines) name no file
-        kind = "" if isinstance(e, ValueError | OSError) else f"{type(e).__name__}: "
-        raise RecordError(f"cannot load a tokenizer from it ({kind}{' '.join(str(e).split())[:300]})",
-                          path=text) from None
+        raise library_error(e, text, "cannot load a tokenizer from it ({})", limit=300) from None
 
 
 def _token_id(tokenizer, token: str) -> int | None:

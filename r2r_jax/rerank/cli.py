@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from r2r_jax.cli_types import add_mesh_arguments, non_negative_float, non_negative_int, positive_int, unit_float
-from r2r_jax.data.records import RecordError
+from r2r_jax.data.records import RecordError, library_error, one_line
 from r2r_jax.rerank.explain_plan import COMPARISON_FORMATS
 
 # (files written, files read): `r2r` refuses an output that is also an input before the command runs
@@ -212,12 +212,6 @@ def job_settings(args: argparse.Namespace, files: list[str], student, explanatio
             "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
 
 
-def _one_line(e: BaseException) -> str:
-    """An error as the one line `r2r` prints (a library's message may span lines: a tokenizer's does)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
 def run(args: argparse.Namespace) -> int:
     import jax
 
@@ -230,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from r2r_jax.trained.loading import check_student_prompts, load_from_checkpoint, load_from_hf, student_prompts
 
     def fail(e: BaseException, code: int) -> int:
-        print(f"r2r rerank: error: {_one_line(e)}", file=sys.stderr)
+        print(f"r2r rerank: error: {one_line(e)}", file=sys.stderr)
         return code
 
     try:
@@ -267,8 +261,7 @@ def run(args: argparse.Namespace) -> int:
                     student = load_from_hf(args.model, mesh, args.dtype, args.attention, args.tokenizer,
                                            scan_layers=not args.unroll_layers, **prompts)
                 except Exception as e:  # noqa: BLE001 - a folder that is not a whole export: the input's fault
-                    kind = "" if isinstance(e, ValueError | OSError) else f"{type(e).__name__}: "
-                    raise RecordError(kind + _one_line(e), path=f"--model {args.model}") from None
+                    raise library_error(e, f"--model {args.model}") from None
 
             def rerank_shard(items):
                 return rerank(student, items, batch_size=args.batch_size, explain=plan,
