@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/depth_times}
 SET=${2:-dl19}
 shift $(( $# > 2 ? 2 : $# ))
-DEPTHS=("${@:-10 20 50 100}")
-read -r -a DEPTHS <<< "${DEPTHS[*]}"
+DEPTHS=("$@")
+if [ ${#DEPTHS[@]} -eq 0 ]; then DEPTHS=(10 20 50 100); fi
 RUN=${RUN:-runs/recipe/direct_hn8_b1}
 DATA=${DATA:-runs/recipe/data}
 R2R=.venv/bin/r2r
@@ -19,7 +19,7 @@ export JAX_PLATFORMS=cpu
 mkdir -p "$OUT"
 for depth in "${DEPTHS[@]}"; do
   out="$OUT/default_${SET}_depth${depth}.trec"
-  rm -f "$out" "${out%.trec}.report.json"  # this script's own output of an earlier run
+  rm -rf "$out" "$out.shards"  # this script's own earlier output: shards of a killed run would be resumed, not timed
   t0=$(date +%s.%N)
   $R2R rerank --checkpoint "$RUN" --candidates "$DATA/${SET}_top100.jsonl" --depth "$depth" --output "$out" \
     2>> "$OUT/rerank.log"
