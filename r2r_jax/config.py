@@ -217,6 +217,10 @@ class OptimConfig:
     # the score head's step size relative to LoRA's: a head started from the base's yes/no logits has entries
     # ~0.05 that Adam moves by ~learning_rate a step, so at LoRA's rate it barely changes in a short run
     head_lr_multiplier: float = 1.0
+    # steps the warm-up + decay schedule spans; 0: the run's `steps`. Longer than `steps`: the run stops part
+    # way along a longer schedule, and resuming it with `steps` = this continues it exactly as one run would
+    # (a sweep's short runs, the chosen one then finished; MaxText's learning_rate_schedule_steps)
+    schedule_steps: int = 0
 
     def validate(self) -> None:
         if self.learning_rate < 0:
@@ -225,7 +229,7 @@ class OptimConfig:
             raise ConfigError(f"optim.head_lr_multiplier must be > 0, got {self.head_lr_multiplier}")
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
-        for name in ("weight_decay", "max_grad_norm"):
+        for name in ("weight_decay", "max_grad_norm", "schedule_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("b1", "b2"):
@@ -331,6 +335,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
+        if 0 < self.optim.schedule_steps < self.steps:
+            raise ConfigError(f"optim.schedule_steps={self.optim.schedule_steps} is shorter than steps={self.steps}: "
+                              "the learning rate would reach its end before the run does")
         if self.batch_size % self.micro_batches:
             raise ConfigError(f"batch_size={self.batch_size} is not divisible by micro_batches={self.micro_batches}")
         if self.score_init_tokens and len(self.score_init_tokens) != 2:

@@ -91,21 +91,46 @@ def train_lines(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in rows if not r.get("eval")]
 
 
-def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    short = ("--mesh.data=1", "--steps=12", "--save_every=6")
-    code, log = finish(start(train_args(synthetic, straight, *short)))
+SHORT = ("--mesh.data=1", "--steps=12", "--save_every=6")
+
+
+@pytest.fixture(scope="module")
+def straight(synthetic, tmp_path_factory) -> Path:
+    """A 12-step run from start to end: what every resumed run must repeat bit for bit."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    code, log = finish(start(train_args(synthetic, out, *SHORT)))
     assert code == 0, log
-    code, log = finish(start(train_args(synthetic, resumed, *short), signal_after_step=(6, signal.SIGKILL)))
+    return out
+
+
+def test_sigkill_then_resume_equals_straight_run_bitwise(synthetic, straight, tmp_path):
+    resumed = tmp_path / "resumed"
+    code, log = finish(start(train_args(synthetic, resumed, *SHORT), signal_after_step=(6, signal.SIGKILL)))
     assert code == -signal.SIGKILL, log
     assert (resumed / "checkpoints" / "6" / "commit_success.txt").exists()
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir() if p.name.isdigit()) == ["6"]
-    code, log = finish(start(train_args(synthetic, resumed, *short)))
+    code, log = finish(start(train_args(synthetic, resumed, *SHORT)))
     assert code == 0, log
     assert "resumed from step 6" in log
     assert train_lines(straight) == train_lines(resumed)
     assert [r["step"] for r in train_lines(resumed)] == list(range(1, 13))
     for a, b in zip(restored_trainable(straight, 12), restored_trainable(resumed, 12), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_short_run_on_a_longer_schedule_resumes_into_the_straight_run(synthetic, straight, tmp_path):
+    """`--steps 6 --optim.schedule_steps 12` ends cleanly at step 6 with the 12-step run's learning rates; resumed
+    with `--steps 12`, it is that run bit for bit (a sweep's short runs, then the chosen one finished)."""
+    run = tmp_path / "short"
+    code, log = finish(start(train_args(synthetic, run, "--mesh.data=1", "--steps=6", "--save_every=6",
+                                        "--optim.schedule_steps=12")))
+    assert code == 0, log
+    assert train_lines(run) == train_lines(straight)[:6]
+    code, log = finish(start(train_args(synthetic, run, *SHORT)))
+    assert code == 0, log
+    assert "resumed from step 6" in log
+    assert train_lines(run) == train_lines(straight)
+    for a, b in zip(restored_trainable(straight, 12), restored_trainable(run, 12), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -36,6 +36,8 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Warm-up then decay over `cfg.schedule_steps`, or over the run's `total_steps` when that is 0."""
+    total_steps = cfg.schedule_steps or total_steps
     warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
     if cfg.schedule == "constant":
         decay = optax.constant_schedule(cfg.learning_rate)
