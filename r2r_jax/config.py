@@ -260,6 +260,11 @@ class DataConfig:
     pack_length: int = 0  # 0: no packing; else >= max_prompt_len + max_target_len
     pack_rows: int = 0
     comparisons_per_query: int = 1  # comparison-reason sequences per query (0: none)
+    # each direct reason target opens with the verdict its text states, "Yes." or "No." (data.verdict's rules;
+    # a reason that states none is kept as written): the first token generated after the scoring prompt, at
+    # the position the score head reads, then says what the reason will, so served reasons can agree with
+    # their scores
+    verdict_first: bool = False
     max_comparison_prompt_len: int = 384  # Pc: comparison prompt tokens
     prompt_template: str = "Query: {query}\nPassage: {passage}\nRelevance:"  # the scores depend on it
     # comparison prompt; {passages} lists the compared passages as [1] ..., [2] ...

@@ -3,11 +3,12 @@ rule set as a whole against the teacher's own ranking of the release."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pytest
 
-from r2r_jax.data.verdict import VERDICTS, verdict
+from r2r_jax.data.verdict import VERDICTS, verdict, with_verdict
 
 # (reason, verdict): the release's wording unless marked as a student's
 CASES = [
@@ -88,3 +89,44 @@ def test_the_teachers_own_reasons_follow_its_ranking(shared_data):
     yes = [share[r]["yes"] for r in range(1, 6)]
     no = [share[r]["no"] for r in range(1, 6)]
     assert yes == sorted(yes, reverse=True) and no == sorted(no)
+
+
+@pytest.mark.parametrize(("reason", "expected"), CASES)
+def test_a_verdict_opening_states_the_reasons_own_verdict(reason, expected):
+    """`data.verdict_first` targets: "Yes." / "No." before a reason that states it, nothing before one that
+    states none or already opens with it; the opening never changes what the reason says."""
+    opened = with_verdict(reason)
+    assert verdict(opened) == expected
+    if expected == "unclear" or re.match(r"\W*(yes|no)\b", reason.lower()):
+        assert opened == reason
+    else:
+        assert opened == f"{'Yes.' if expected == 'yes' else 'No.'} {reason}"
+
+
+def test_verdict_first_changes_only_the_direct_targets(tmp_path):
+    """tokenize_records with `data.verdict_first`: each direct target decodes to the teacher's reason opened
+    with its verdict; prompts, comparison targets and reason-less candidates are what they were without it."""
+    from pathlib import Path
+
+    from r2r_jax.config import DataConfig
+    from r2r_jax.data.features import tokenize_records
+    from r2r_jax.data.records import read_records
+    from r2r_jax.data.templates import load_tokenizer
+    from r2r_jax.testing.demo_tokenizer import build_demo_tokenizer
+
+    demo = Path(__file__).resolve().parents[1] / "r2r_jax" / "demo_data" / "teacher.jsonl"
+    records = list(read_records(demo))[:12]
+    tok = load_tokenizer(build_demo_tokenizer(tmp_path / "tok"))
+    plain_cfg = DataConfig(max_target_len=96)
+    plain = tokenize_records(records, tok, plain_cfg)
+    opened = tokenize_records(records, tok, DataConfig(max_target_len=96, verdict_first=True))
+    said = Counter()
+    for rec, a, b in zip(records, plain, opened, strict=True):
+        assert [p.tolist() for p in a.prompts] == [p.tolist() for p in b.prompts]
+        assert [t.tolist() for t in a.cmp_targets] == [t.tolist() for t in b.cmp_targets]
+        for cand, target in zip(rec.candidates, b.targets, strict=True):
+            reason = rec.direct_reasons.get(cand.docid)
+            text = tok.decode(target.tolist(), skip_special_tokens=True).strip()
+            assert text == (with_verdict(reason).strip() if reason else "")
+            said[verdict(reason) if reason else "none"] += 1
+    assert said["yes"] and said["no"]  # both openings were exercised

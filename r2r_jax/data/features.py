@@ -47,6 +47,7 @@ from r2r_jax.data.templates import (
     render_prompt,
     special_ids,
 )
+from r2r_jax.data.verdict import with_verdict
 
 DTYPE = np.int32
 HARD_FILL_STREAM = 7_919  # seeds the random passages that fill hard-negative slots a record cannot fill
@@ -139,7 +140,8 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
     candidates, comparisons, negatives = [], [], []  # (owner record, (query, passages), reason, render)
     for r, (rec, pool) in enumerate(zip(records, pools, strict=True)):
         text_of = {c.docid: c.text for c in rec.candidates}
-        candidates += [(r, (rec.query, [c.text]), rec.direct_reasons.get(c.docid), render) for c in rec.candidates]
+        candidates += [(r, (rec.query, [c.text]), direct_target(rec.direct_reasons.get(c.docid), cfg), render)
+                       for c in rec.candidates]
         if shapes.comparisons:  # C = 0: no comparison rows at all
             for cmp in rec.comparisons:
                 args, render_cmp = comparison_item(rec.query, text_of, cmp, cfg.comparison_template)
@@ -160,6 +162,12 @@ def tokenize_records(records: Sequence[TeacherRecord], tokenizer, cfg: DataConfi
             if target_field:
                 getattr(out[owner], target_field).append(np.asarray(target, DTYPE))
     return out
+
+
+def direct_target(reason: str | None, cfg: DataConfig) -> str | None:
+    """The text a direct reason is trained as: the teacher's, opened with its verdict under
+    `data.verdict_first`."""
+    return with_verdict(reason) if cfg.verdict_first and reason else reason
 
 
 class Fingerprint:

@@ -25,8 +25,9 @@ The rules, from the R2R release's GPT-4 reasons and the students that learn them
    query and lacks a detail; else no ("directly mentions X but does not answer the query"). Neither: unclear
    ("This passage describes human trafficking ...").
 
-The rules read English only. Pure string code: training may use it too (e.g. to condition a reason's first
-word on the teacher's verdict).
+The rules read English only. Pure string code, so training uses it too: with `data.verdict_first` each
+direct reason target opens with its verdict (`with_verdict`), the first token the student writes after the
+scoring prompt, at the position its score head reads.
 """
 
 from __future__ import annotations
@@ -129,3 +130,15 @@ def verdict(reason: str) -> Verdict:
     if not plain and claims[0] < first_denial:  # answers the query, lacks a detail
         return "yes"
     return "no"
+
+
+OPENING_WORDS: dict[Verdict, str] = {"yes": "Yes.", "no": "No."}
+
+
+def with_verdict(reason: str) -> str:
+    """The reason opened with the verdict it states ("Yes. This passage defines ..."); a reason that states
+    none, or already opens with it, as it is: the target never claims more than the teacher wrote."""
+    said = verdict(reason)
+    if said == "unclear" or _OPENING.match(_normal(reason)):
+        return reason
+    return f"{OPENING_WORDS[said]} {reason.lstrip()}"
