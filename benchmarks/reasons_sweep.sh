@@ -29,14 +29,19 @@ train() {  # NAME STEPS: the point's run, to STEPS (a rerun of a finished run sa
     --output-dir "$dir/run" $(cat "$dir/flags.txt")
 }
 
-if [ "${1:-}" = finish ]; then
+usage() { echo "usage: bash benchmarks/reasons_sweep.sh NAME FLAG... | finish NAME" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+if [ "$1" = finish ]; then
+  [ $# -eq 2 ] || usage
   NAME=$2 DIR=$OUT/sweep/$2
+  [ -e "$DIR/flags.txt" ] || { echo "reasons_sweep.sh: error: no point $NAME in $OUT/sweep" >&2; exit 2; }
   train "$NAME" $FULL
   bash benchmarks/setting_eval.sh "$DIR/run" "sweep_$NAME" "$OUT"
-  for run in student default; do  # DL19 + DL20 pooled: their qids are distinct
+  # DL19 + DL20 pooled: their qids are distinct
+  cat "$($R2R data path dl19 qrels)" "$($R2R data path dl20 qrels)" > "$DIR/pooled_qrels.txt"
+  for run in student default; do
     cat "$OUT/${run}_dl19_top100.trec" "$OUT/${run}_dl20_top100.trec" > "$DIR/recipe_${run}_pooled.trec"
     cat "$OUT/sweep_${NAME}_${run}_dl19_top100.trec" "$OUT/sweep_${NAME}_${run}_dl20_top100.trec" > "$DIR/${run}_pooled.trec"
-    cat "$($R2R data path dl19 qrels)" "$($R2R data path dl20 qrels)" > "$DIR/pooled_qrels.txt"
     $R2R evaluate --qrels "$DIR/pooled_qrels.txt" --run "$DIR/recipe_${run}_pooled.trec" \
       --compare "$DIR/${run}_pooled.trec" --metrics ndcg@1,ndcg@5,ndcg@10 --report "$DIR/${run}_pooled_vs_recipe.json"
   done

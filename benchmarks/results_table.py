@@ -44,6 +44,7 @@ def table(rows: Sequence[tuple[str, str, str]]) -> list[str]:
     head = ["ranking"] + [f"{s.upper()} {m}" for s in SETS for m in METRICS] + ["pooled ndcg@10"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = evaluated[0]
+    base_pooled = {q: v for s in SETS for q, v in base[s].per_query["ndcg@10"].items()}
     for i, ((label, *_), res) in enumerate(zip(rows, evaluated, strict=True)):
         cells = [label]
         for s in SETS:
@@ -51,7 +52,6 @@ def table(rows: Sequence[tuple[str, str, str]]) -> list[str]:
                 against = base[s].per_query[m] if i and m in TESTED else None
                 cells.append(_cell(res[s].means[m], against, res[s].per_query[m], 3 if m == "judged@10" else 4))
         pooled = {q: v for s in SETS for q, v in res[s].per_query["ndcg@10"].items()}
-        base_pooled = {q: v for s in SETS for q, v in base[s].per_query["ndcg@10"].items()}
         cells.append(_cell(sum(pooled.values()) / len(pooled), base_pooled if i else None, pooled))
         lines.append("| " + " | ".join(cells) + " |")
     return lines

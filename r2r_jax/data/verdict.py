@@ -138,7 +138,7 @@ OPENING_WORDS: dict[Verdict, str] = {"yes": "Yes.", "no": "No."}
 def with_verdict(reason: str) -> str:
     """The reason opened with the verdict it states ("Yes. This passage defines ..."); a reason that states
     none, or already opens with it, as it is: the target never claims more than the teacher wrote."""
-    said = verdict(reason)
-    if said == "unclear" or _OPENING.match(_normal(reason)):
+    if _OPENING.match(_normal(reason)):
         return reason
-    return f"{OPENING_WORDS[said]} {reason.lstrip()}"
+    said = verdict(reason)
+    return reason if said == "unclear" else f"{OPENING_WORDS[said]} {reason.lstrip()}"
