@@ -8,7 +8,7 @@
 # then against the recipe on DL19 + DL20 pooled (97 queries, paired tests).
 #   bash benchmarks/reasons_sweep.sh NAME FLAG...      e.g. both_gc0.2 --loss.reasons both --loss.gamma-comparison 0.2
 #   bash benchmarks/reasons_sweep.sh finish NAME
-#   python -m benchmarks.sweep_table runs/recipe/sweep   the points' table, best first
+#   python -m benchmarks.sweep_table runs/recipe/sweep --control direct   the points, best first, vs direct
 # OUT (environment; default runs/recipe) holds the recipe's data in OUT/data and its DL19/DL20 runs; each point
 # lives in OUT/sweep/NAME (its flags, run folder, selection runs and reports). Stages are timed into
 # OUT/times.txt.
