@@ -21,47 +21,51 @@ from r2r_jax.eval.compare import paired_test
 SETS = ("heldout", "heldout_hard")
 
 
-def per_query(folder: Path) -> dict[str, float] | None:
-    """Each query's nDCG@10 averaged over the two selection sets, or None while a set is not scored."""
-    reports = [folder / f"{name}.json" for name in SETS]
-    if not all(r.is_file() for r in reports):
+def reports(folder: Path) -> list[dict] | None:
+    """The `result` of each selection set's report, or None while a set is not scored."""
+    paths = [folder / f"{name}.json" for name in SETS]
+    if not all(p.is_file() for p in paths):
         return None
-    values = [json.loads(r.read_text())["result"]["per_query"]["ndcg@10"] for r in reports]
+    return [json.loads(p.read_text())["result"] for p in paths]
+
+
+def per_query(results: list[dict]) -> dict[str, float]:
+    """Each query's nDCG@10 averaged over the two selection sets."""
+    values = [r["per_query"]["ndcg@10"] for r in results]
     return {q: sum(v[q] for v in values) / len(values) for q in values[0]}
 
 
-def point_scores(folder: Path) -> dict[str, float] | None:
-    """nDCG@10 on each selection set and their mean, or None while a set is not scored."""
-    if per_query(folder) is None:
-        return None
-    scores = {name: json.loads((folder / f"{name}.json").read_text())["result"]["means"]["ndcg@10"]
-              for name in SETS}
+def point_scores(results: list[dict]) -> dict[str, float]:
+    """nDCG@10 on each selection set and their mean."""
+    scores = {name: r["means"]["ndcg@10"] for name, r in zip(SETS, results, strict=True)}
     scores["mean"] = sum(scores[s] for s in SETS) / len(SETS)
     return scores
 
 
 def table(sweep: Path, control: str | None = None) -> tuple[list[str], str | None]:
     """Markdown rows, best first, and the chosen point's name (None when no point is scored)."""
-    points = []
+    points = []  # (name, flags, reports or None), each folder's reports read once
     for folder in sorted(p for p in sweep.iterdir() if (p / "flags.txt").is_file()):
         flags = " ".join(folder.joinpath("flags.txt").read_text().split())
-        points.append((folder.name, flags, point_scores(folder)))
-    points.sort(key=lambda p: (p[2] is None, -(p[2] or {}).get("mean", 0.0), p[0]))
+        points.append((folder.name, flags, reports(folder)))
+    scores = {name: point_scores(r) for name, _, r in points if r is not None}
+    points.sort(key=lambda p: (p[0] not in scores, -scores.get(p[0], {}).get("mean", 0.0), p[0]))
     head = "| point | flags | random | on-topic | mean |"
     rows = [head + (f" vs {control} (p) |" if control else ""), "|---" * (head.count("|") - 1 + bool(control)) + "|"]
-    baseline = per_query(sweep / control) if control else None
-    for name, flags, s in points:
+    control_reports = next((r for name, _, r in points if name == control), None)
+    baseline = per_query(control_reports) if control_reports else None
+    for name, flags, results in points:
+        s = scores.get(name)
         cells = ["–"] * 3 if s is None else [f"{s['heldout']:.4f}", f"{s['heldout_hard']:.4f}", f"{s['mean']:.4f}"]
         if control:
-            cells.append(_versus(baseline, per_query(sweep / name)) if name != control else "–")
+            versus = baseline is not None and results is not None and name != control
+            cells.append(_versus(baseline, per_query(results)) if versus else "–")
         rows.append(f"| {name} | `{flags}` | " + " | ".join(cells) + " |")
-    chosen = points[0][0] if points and points[0][2] is not None else None
+    chosen = points[0][0] if points and points[0][0] in scores else None
     return rows, chosen
 
 
-def _versus(baseline: dict[str, float] | None, values: dict[str, float] | None) -> str:
-    if baseline is None or values is None:
-        return "–"
+def _versus(baseline: dict[str, float], values: dict[str, float]) -> str:
     test = paired_test(baseline, values)
     return f"{test.mean_diff:+.4f} ({test.p_ttest:#.2g})"
 
