@@ -286,7 +286,8 @@ def test_served_reasons_are_matched_to_the_teachers_and_the_missing_counted(tmp_
     path = tmp_path / "run.explanations.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     queries = read_explanations(path)
-    report, rows = score_explanations(queries, records)
+    report, rows, text_rows = score_explanations(queries, records)
+    assert text_rows == [] and "agreement_text" not in report  # no reason opens with a verdict
     n = HELD_OUT + 1
     assert report["coverage"]["direct"] == {"explained": 3 * n, "scored": 3 * HELD_OUT - 1,
                                             "no_teacher_record": 3, "no_teacher_reason": 1}
@@ -315,6 +316,34 @@ def test_served_reasons_are_matched_to_the_teachers_and_the_missing_counted(tmp_
     written = json.loads(out.read_text())
     assert "means" not in written and written["agreement"] == report["agreement"]
     assert "ROUGE-L" not in capsys.readouterr().out
+
+
+def test_a_verdict_opening_is_checked_against_its_own_text(tmp_path, capsys):
+    """A verdict-first student's reasons open with "Yes" / "No", which decides their verdict; the report reads
+    each reason again without that word, so an opening "Yes." before "does not answer" shows as disagreement."""
+    from r2r_jax.eval.explanations import read_explanations, score_explanations
+
+    records = list(read_records(DEMO_TEACHER))[:HELD_OUT]
+    lines = _explanation_lines(records)
+    for line in lines:  # ranks 2-3 say "Yes." and then that the passage does not answer
+        line["direct_reasons"] = [{**d, "reason": "Yes. " + d["reason"]} if d["rank"] > 1 else d
+                                  for d in line["direct_reasons"]]
+    path = tmp_path / "run.explanations.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report, rows, text_rows = score_explanations(read_explanations(path), None, ("direct",))
+    top3 = {r.label: r for r in rows}["top 3"]
+    text_top3 = {r.label: r for r in text_rows}["top 3"]
+    assert top3.passages == text_top3.passages == 3 * HELD_OUT
+    assert top3.no == 0 and text_top3.no == 2 * HELD_OUT  # the opening word says yes, the text says no
+    assert top3.yes - text_top3.yes == 2 * HELD_OUT
+    ranks_2_3 = [d for q in report["queries"] for d in q["direct"] if d["rank"] > 1]
+    assert {(d["verdict"], d["text_verdict"]) for d in ranks_2_3} == {("yes", "no")}
+    assert report["agreement_text"] == [r.to_dict() for r in text_rows]
+    out = tmp_path / "agreement.json"
+    assert r2r(["evaluate-reasons", "--explanations", str(path), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "without its opening Yes / No" in printed
+    assert json.loads(out.read_text())["agreement_text"] == report["agreement_text"]
 
 
 def test_rerank_explanations_score_end_to_end(checkpoint, tmp_path, capsys):

@@ -130,3 +130,15 @@ def test_verdict_first_changes_only_the_direct_targets(tmp_path):
             assert text == (with_verdict(reason).strip() if reason else "")
             said[verdict(reason) if reason else "none"] += 1
     assert said["yes"] and said["no"]  # both openings were exercised
+
+
+def test_without_verdict_drops_only_an_opening_yes_or_no():
+    from r2r_jax.data.verdict import without_verdict
+
+    assert without_verdict("Yes. This passage directly answers the query.") == \
+        "This passage directly answers the query."
+    assert without_verdict("No, it does not answer the query.") == "it does not answer the query."
+    for kept in ("Yesterday's forecast is here.", "Nothing about the query.", "This passage says yes."):
+        assert without_verdict(kept) == kept
+    assert without_verdict(with_verdict("This passage does not answer the query.")) == \
+        "This passage does not answer the query."

@@ -133,12 +133,24 @@ def verdict(reason: str) -> Verdict:
 
 
 OPENING_WORDS: dict[Verdict, str] = {"yes": "Yes.", "no": "No."}
+_OPENING_WORD = re.compile(r"^\W*(?:yes|no)\b\W*", re.IGNORECASE)
+
+
+def opens_with_verdict(reason: str) -> bool:
+    """Whether the reason opens with a "Yes" or "No" of its own (a `data.verdict_first` student's do)."""
+    return _OPENING.match(_normal(reason)) is not None
+
+
+def without_verdict(reason: str) -> str:
+    """The reason without its opening "Yes." / "No.": the text a verdict-first student wrote after its
+    verdict, whose own verdict says whether the opening word and the explanation agree."""
+    return _OPENING_WORD.sub("", reason, count=1) if opens_with_verdict(reason) else reason
 
 
 def with_verdict(reason: str) -> str:
     """The reason opened with the verdict it states ("Yes. This passage defines ..."); a reason that states
     none, or already opens with it, as it is: the target never claims more than the teacher wrote."""
-    if _OPENING.match(_normal(reason)):
+    if opens_with_verdict(reason):
         return reason
     said = verdict(reason)
     return reason if said == "unclear" else f"{OPENING_WORDS[said]} {reason.lstrip()}"

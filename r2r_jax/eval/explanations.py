@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from r2r_jax.data.records import RecordError, TeacherRecord, json_lines
-from r2r_jax.data.verdict import verdict
+from r2r_jax.data.verdict import opens_with_verdict, verdict, without_verdict
 from r2r_jax.eval import text_metrics as tm
 from r2r_jax.eval.agreement import AgreementRow, agreement
 from r2r_jax.eval.tables import aligned
@@ -97,14 +97,19 @@ def teacher_reason(rec: TeacherRecord | None, kind: str, item: dict[str, Any]) -
 
 
 def score_explanations(queries: Sequence[ExplainedQuery], teacher: Sequence[TeacherRecord] | None,
-                       kinds: Sequence[str] = KINDS) -> tuple[dict[str, Any], list[AgreementRow]]:
-    """(the report, its agreement rows). The report holds per kind the means over the reasons the teacher has
-    a reference for and the coverage counts (with `teacher`), the agreement rows (with direct reasons), and
-    every reason per query with its verdict (direct) and scores."""
+                       kinds: Sequence[str] = KINDS,
+                       ) -> tuple[dict[str, Any], list[AgreementRow], list[AgreementRow]]:
+    """(the report, its agreement rows, the same rows read from the text after each opening verdict). The
+    report holds per kind the means over the reasons the teacher has a reference for and the coverage counts
+    (with `teacher`), the agreement rows (with direct reasons), and every reason per query with its verdict
+    (direct) and scores. When some direct reason opens with "Yes" / "No" (a `data.verdict_first` student),
+    that word decides its verdict, so the report adds `agreement_text`: the rows again with each reason read
+    without its opening word (`text_verdict`), which says whether the explanation itself agrees; else the
+    third item is empty."""
     by_qid = {rec.qid: rec for rec in teacher or []}
     coverage = {k: {"explained": 0, "scored": 0, NO_RECORD: 0, NO_REASON: 0} for k in kinds}
     pairs: dict[str, list[tuple[str, str, tm.PairScore]]] = {k: [] for k in kinds}
-    per_query, verdicts = [], []
+    per_query, verdicts, text_verdicts = [], [], []
     for q in queries:
         rec = by_qid.get(q.qid)
         out: dict[str, Any] = {"qid": q.qid, "direct": [], "comparisons": []}
@@ -115,6 +120,7 @@ def score_explanations(queries: Sequence[ExplainedQuery], teacher: Sequence[Teac
                 row = {k: v for k, v in item.items() if k != "reason"} | {"generated": item["reason"]}
                 if kind == "direct":
                     row["verdict"] = verdict(item["reason"])
+                    row["text_verdict"] = verdict(without_verdict(item["reason"]))
                 coverage[kind]["explained"] += 1
                 if teacher is not None:
                     reference, missing = teacher_reason(rec, kind, item)
@@ -130,6 +136,8 @@ def score_explanations(queries: Sequence[ExplainedQuery], teacher: Sequence[Teac
         if "direct" in kinds and q.direct:
             verdicts.append(({d["rank"]: v["verdict"] for d, v in zip(q.direct, out["direct"], strict=True)},
                              q.listed))
+            text_verdicts.append(({d["rank"]: v["text_verdict"] for d, v in zip(q.direct, out["direct"], strict=True)},
+                                  q.listed))
         per_query.append(out)
     report: dict[str, Any] = {}
     if teacher is not None:
@@ -138,8 +146,12 @@ def score_explanations(queries: Sequence[ExplainedQuery], teacher: Sequence[Teac
         report["coverage"] = coverage
     rows: list[AgreementRow] = agreement(verdicts) if verdicts else []
     report["agreement"] = [r.to_dict() for r in rows]
+    opened = any(opens_with_verdict(d["reason"]) for q in queries for d in q.direct) and "direct" in kinds
+    text_rows: list[AgreementRow] = agreement(text_verdicts) if opened and text_verdicts else []
+    if text_rows:
+        report["agreement_text"] = [r.to_dict() for r in text_rows]
     report["queries"] = per_query
-    return report, rows
+    return report, rows, text_rows
 
 
 def coverage_table(means: dict[str, dict[str, Any]], coverage: dict[str, dict[str, int]]) -> str:

@@ -144,7 +144,7 @@ def run_explanations(args: argparse.Namespace) -> int:
             tm.bleu_signatures()  # the metric libraries are importable
     except (RecordError, ValueError, OSError, ImportError) as e:
         return _fail(e, 2)
-    report, rows = score_explanations(queries, teacher, kinds)
+    report, rows, text_rows = score_explanations(queries, teacher, kinds)
     report["settings"] = {"explanations": str(args.explanations), "teacher": args.teacher, "kinds": list(kinds),
                           "max_queries": args.max_queries,
                           "verdict": "r2r_jax.data.verdict rules (docs/evaluation.md)"}
@@ -157,6 +157,9 @@ def run_explanations(args: argparse.Namespace) -> int:
     if teacher is not None:
         print(coverage_table(report["means"], report["coverage"]))
     print(table(rows) if rows else "agreement: no direct reasons to read")
+    if text_rows:
+        print("the same, each reason read without its opening Yes / No:")
+        print(table(text_rows))
     print(f"wrote {args.output}")
     return 0
 
