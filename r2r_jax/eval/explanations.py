@@ -134,10 +134,9 @@ def score_explanations(queries: Sequence[ExplainedQuery], teacher: Sequence[Teac
                         row |= {"reference": reference, "rouge_l": score.rouge_l, "bleu": score.bleu}
                 out[key].append(row)
         if "direct" in kinds and q.direct:
-            verdicts.append(({d["rank"]: v["verdict"] for d, v in zip(q.direct, out["direct"], strict=True)},
-                             q.listed))
-            text_verdicts.append(({d["rank"]: v["text_verdict"] for d, v in zip(q.direct, out["direct"], strict=True)},
-                                  q.listed))
+            read = list(zip(q.direct, out["direct"], strict=True))
+            verdicts.append(({d["rank"]: v["verdict"] for d, v in read}, q.listed))
+            text_verdicts.append(({d["rank"]: v["text_verdict"] for d, v in read}, q.listed))
         per_query.append(out)
     report: dict[str, Any] = {}
     if teacher is not None:
@@ -146,7 +145,7 @@ def score_explanations(queries: Sequence[ExplainedQuery], teacher: Sequence[Teac
         report["coverage"] = coverage
     rows: list[AgreementRow] = agreement(verdicts) if verdicts else []
     report["agreement"] = [r.to_dict() for r in rows]
-    opened = any(opens_with_verdict(d["reason"]) for q in queries for d in q.direct) and "direct" in kinds
+    opened = any(opens_with_verdict(d["reason"]) for q in queries for d in q.direct)
     text_rows: list[AgreementRow] = agreement(text_verdicts) if opened and text_verdicts else []
     if text_rows:
         report["agreement_text"] = [r.to_dict() for r in text_rows]
