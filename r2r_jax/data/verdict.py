@@ -77,7 +77,7 @@ _CLAIMS = [
     re.compile(r"\b(?:explains|describes|defines|states|lists|tells|shows)\s+(?:what|how|why|when|where|who|which)\b"),
 ]
 _HEDGE = re.compile(rf"\b(?:{_NEG}|no|indirectly|partially|partly|somewhat|may|might|could|less|not as|only)\b")
-_OPENING = re.compile(r"^\W*(yes|no)\b")
+_OPENING = re.compile(r"^\W*(yes|no)\b\W*", re.IGNORECASE)  # the word and what closes it: "Yes. ", "no, "
 
 
 def _normal(reason: str) -> str:
@@ -133,18 +133,18 @@ def verdict(reason: str) -> Verdict:
 
 
 OPENING_WORDS: dict[Verdict, str] = {"yes": "Yes.", "no": "No."}
-_OPENING_WORD = re.compile(r"^\W*(?:yes|no)\b\W*", re.IGNORECASE)
 
 
 def opens_with_verdict(reason: str) -> bool:
     """Whether the reason opens with a "Yes" or "No" of its own (a `data.verdict_first` student's do)."""
-    return _OPENING.match(_normal(reason)) is not None
+    return _OPENING.match(reason) is not None
 
 
 def without_verdict(reason: str) -> str:
     """The reason without its opening "Yes." / "No.": the text a verdict-first student wrote after its
     verdict, whose own verdict says whether the opening word and the explanation agree."""
-    return _OPENING_WORD.sub("", reason, count=1) if opens_with_verdict(reason) else reason
+    opening = _OPENING.match(reason)
+    return reason[opening.end():] if opening else reason
 
 
 def with_verdict(reason: str) -> str:
