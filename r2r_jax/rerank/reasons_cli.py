@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", metavar="RUN",
                         help="training checkpoint: run dir, its checkpoints/ (latest step) or checkpoints/<step>")
     source.add_argument("--explanations", metavar="JSONL",
-                        help="score the reasons `r2r rerank` wrote (its explanations JSONL) instead of decoding")
+                        help="score the reasons `r2r rerank` wrote (its explanations JSONL) instead of decoding; "
+                             "reasons that open with Yes/No get their agreement again read without that word")
     parser.add_argument("--teacher", metavar="JSONL",
                         help="held-out teacher records (r2r.teacher/1) whose reasons are the references (needed "
                              "with --checkpoint; with --explanations, without it only the agreement is reported)")
